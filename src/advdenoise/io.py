@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def read_npz(path: str | Path, keys: tuple[str, ...] = ()) -> dict[str, np.ndarr
             arrays = {k: npz[k] for k in npz.files}
     except FileNotFoundError as exc:
         raise PipelineError(f"{path}: file not found (run the stage that produces it)") from exc
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise PipelineError(f"{path}: not a readable pickle-free .npz file ({exc})") from exc
     missing = [k for k in keys if k not in arrays]
     if missing:

@@ -1,0 +1,257 @@
+"""The classifier and the denoising autoencoder, and their pickle-free model files.
+
+Classifier (the paper gives no architecture; this is a compact batch-norm conv net that trains on a
+CPU): one block per entry of `channels`, each conv3x3 -> BatchNorm -> ReLU -> maxpool 2x2, so a
+64 px input leaves 4 x 4 maps after four blocks and a 224 px input 14 x 14. Inputs of 128 px and
+more first pass a stride-2 conv3x3 stem (width channels[0], BN, ReLU): it halves the cost of the
+first, most expensive block at the paper's 224 px without changing the receptive-field story.
+Then global average pooling (the penultimate features, `features`), dropout and a linear layer
+giving the logits. Input: N x 1 x H x W in [0, 1]; the net centres it by subtracting 0.5.
+
+Autoencoder (the paper's "convolutional denoising autoencoder"): encoder of stride-2 conv3x3 + ReLU
+blocks with widths `channels`, a conv3x3 bottleneck to `latent_channels` maps of size
+H / 2**len(channels); a mirrored decoder of conv3x3 + ReLU then nearest 2x upsampling per level,
+and a final conv3x3 to one channel with a sigmoid, so reconstructions lie in [0, 1]. No batch norm:
+train and eval mode compute the same function, which keeps attacks through the denoiser simple.
+
+Model files hold {"kind", "hparams", "state_dict"} only (strings, numbers, lists, tensors), written
+atomically with torch.save and read with `weights_only=True`; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advdenoise.errors import PipelineError
+from advdenoise.io import atomic_path
+
+MODEL_FILE = "model.pt"
+STEM_MIN_SIZE = 128  # inputs this large get a stride-2 stem (see module docstring)
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class Classifier(nn.Module):
+    """Compact batch-norm CNN: [stem] -> len(channels) x (conv-BN-ReLU-pool) -> GAP -> dropout -> FC."""
+
+    kind = "classifier"
+
+    def __init__(
+        self,
+        image_size: int,
+        channels: Sequence[int],
+        num_classes: int = 2,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if not channels or min(channels) < 1:
+            raise ValueError(f"channels must be non-empty positive widths, got {channels}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        stem = image_size >= STEM_MIN_SIZE
+        spatial = image_size // (2 if stem else 1)
+        if spatial < 2 ** len(channels):
+            raise ValueError(
+                f"image_size {image_size} is too small for {len(channels)} pooling blocks"
+            )
+        self.hparams: dict[str, Any] = {
+            "image_size": int(image_size),
+            "channels": channels,
+            "num_classes": int(num_classes),
+            "dropout": float(dropout),
+        }
+        layers: list[nn.Module] = []
+        c_in = 1
+        if stem:
+            layers += _conv_bn_relu(1, channels[0], stride=2)
+            c_in = channels[0]
+        for c_out in channels:
+            layers += [*_conv_bn_relu(c_in, c_out), nn.MaxPool2d(2)]
+            c_in = c_out
+        self.body = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(c_in, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features [N, channels[-1]] (after global average pooling, before dropout)."""
+        return self.pool(self.body(x - 0.5)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))
+
+
+class Autoencoder(nn.Module):
+    """Convolutional denoising autoencoder; `forward` returns a sigmoid reconstruction in [0, 1]."""
+
+    kind = "autoencoder"
+
+    def __init__(self, image_size: int, channels: Sequence[int], latent_channels: int) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if not channels or min(channels) < 1:
+            raise ValueError(f"channels must be non-empty positive widths, got {channels}")
+        if latent_channels < 1:
+            raise ValueError(f"latent_channels must be >= 1, got {latent_channels}")
+        if image_size % 2 ** len(channels):
+            raise ValueError(
+                f"image_size {image_size} must be divisible by 2**{len(channels)} for this encoder"
+            )
+        self.hparams: dict[str, Any] = {
+            "image_size": int(image_size),
+            "channels": channels,
+            "latent_channels": int(latent_channels),
+        }
+        enc: list[nn.Module] = []
+        c_in = 1
+        for c_out in channels:
+            enc += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            c_in = c_out
+        enc.append(nn.Conv2d(c_in, latent_channels, 3, padding=1))
+        self.encoder = nn.Sequential(*enc)
+        dec: list[nn.Module] = []
+        c_in = latent_channels
+        for c_out in reversed(channels):
+            dec += [
+                nn.Conv2d(c_in, c_out, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Upsample(scale_factor=2, mode="nearest"),
+            ]
+            c_in = c_out
+        dec += [nn.Conv2d(c_in, 1, 3, padding=1), nn.Sigmoid()]
+        self.decoder = nn.Sequential(*dec)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Bottleneck [N, latent_channels, H / 2**depth, W / 2**depth]."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+_KINDS: dict[str, type[nn.Module]] = {"classifier": Classifier, "autoencoder": Autoencoder}
+
+
+def save_model(model: Classifier | Autoencoder, path: str | Path) -> None:
+    """Write {"kind", "hparams", "state_dict"} atomically; tensors are stored on the CPU."""
+    payload = {
+        "kind": model.kind,
+        "hparams": dict(model.hparams),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load(path: str | Path, kind: str, device: str | torch.device) -> nn.Module:
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise PipelineError(f"{path}: model file not found (run the stage that trains it)") from exc
+    except pickle.UnpicklingError as exc:
+        raise PipelineError(
+            f"{path}: refused to load: contains pickled objects other than tensors and plain "
+            f"containers (not a model file written by save_model)"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise PipelineError(f"{path}: not a readable model file (truncated or corrupt?): {exc}") from exc
+    if not isinstance(payload, dict) or not {"kind", "hparams", "state_dict"} <= set(payload):
+        found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+        raise PipelineError(
+            f"{path}: not a model file written by save_model: expected a dict with keys "
+            f"kind, hparams, state_dict; found {found}"
+        )
+    if payload["kind"] != kind:
+        raise PipelineError(f"{path}: holds a {payload['kind']!r} model, expected a {kind!r}")
+    hparams, state = payload["hparams"], payload["state_dict"]
+    if not isinstance(hparams, dict) or not isinstance(state, dict):
+        raise PipelineError(f"{path}: hparams and state_dict must be dicts")
+    try:
+        model = _KINDS[kind](**hparams)
+    except (TypeError, ValueError) as exc:
+        raise PipelineError(f"{path}: invalid {kind} hyperparameters {hparams}: {exc}") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise PipelineError(
+            f"{path}: the weights do not fit a {kind} with hparams {hparams}: "
+            f"{' '.join(line.strip() for line in first[:3])}"
+        ) from exc
+    return model.to(device).eval()
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
+    """Load a classifier in eval mode (`path` = model file or the directory holding MODEL_FILE)."""
+    return _load(path, "classifier", device)  # type: ignore[return-value]
+
+
+def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> Autoencoder:
+    """Load an autoencoder in eval mode (`path` = model file or the directory holding MODEL_FILE)."""
+    return _load(path, "autoencoder", device)  # type: ignore[return-value]
+
+
+def batched_apply(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    batch_size: int,
+    device: str | torch.device,
+) -> torch.Tensor:
+    """Apply `fn` to `x` in batches on `device` under inference_mode; return a CPU float32 tensor.
+
+    uint8 inputs are scaled to [0, 1] batch by batch, so large image sets never exist as float32.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size].to(device)
+            batch = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
+            outputs.append(fn(batch).float().cpu())
+    if not outputs:
+        raise ValueError("batched_apply on an empty input")
+    return torch.cat(outputs)
+
+
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, batch_size: int, device: str | torch.device
+) -> torch.Tensor:
+    """Logits [N, K] (CPU float32) of `model` in eval mode, batched; x float in [0, 1] or uint8."""
+    model.eval()
+    return batched_apply(model, x, batch_size, device)
+
+
+def predict_features(
+    model: Classifier, x: torch.Tensor, batch_size: int, device: str | torch.device
+) -> torch.Tensor:
+    """Penultimate features [N, D] (CPU float32) of a classifier in eval mode, batched."""
+    model.eval()
+    return batched_apply(model.features, x, batch_size, device)
+
+
+def reconstruct(
+    model: Autoencoder, x: torch.Tensor, batch_size: int, device: str | torch.device
+) -> torch.Tensor:
+    """Autoencoder reconstructions [N, 1, H, W] in [0, 1] (CPU float32), batched."""
+    model.eval()
+    return batched_apply(model, x, batch_size, device)

@@ -1,0 +1,110 @@
+"""params.yaml validation: every bad value is refused with a message naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from advdenoise.errors import ParamsError
+from advdenoise.params import load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _with(section: str | None, key: str, value: object) -> dict:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if section is None:
+        raw[key] = value
+    else:
+        raw[section][key] = value
+    return raw
+
+
+def test_project_params_load_and_match_paper_settings() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert params.train_cnn.lr == pytest.approx(1e-4)
+    assert params.train_cnn.batch_size == 16
+    assert params.data.test_fraction == pytest.approx(0.2)
+    assert params.attack.eps in params.attack.all_eps
+    assert list(params.attack.all_eps) == sorted(params.attack.all_eps)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("attack", "eps", 1.5, "attack.eps must be in [0, 1], got 1.5"),
+        ("attack", "eps", -0.1, "attack.eps must be in [0, 1]"),
+        ("attack", "eps", "big", "attack.eps must be a number"),
+        (
+            "attack",
+            "eps_grid",
+            [0.1, 0.01],
+            "attack.eps_grid must be sorted ascending without duplicates",
+        ),
+        (
+            "attack",
+            "eps_grid",
+            [0.01, 0.01],
+            "attack.eps_grid must be sorted ascending without duplicates",
+        ),
+        (
+            "attack",
+            "methods",
+            ["fgsm", "cw"],
+            "attack.methods must be one of ['fgsm', 'pgd'], got 'cw'",
+        ),
+        ("attack", "pgd_steps", 0, "attack.pgd_steps must be >= 1"),
+        ("attack", "batch_size", 2.5, "attack.batch_size must be an integer"),
+        ("train_cnn", "lr", 0, "train_cnn.lr must be > 0"),
+        ("train_cnn", "lr", -1e-4, "train_cnn.lr must be > 0"),
+        ("train_cnn", "batch_size", 0, "train_cnn.batch_size must be >= 1"),
+        ("train_cnn", "epochs", 0, "train_cnn.epochs must be >= 1"),
+        ("train_cnn", "augment", "yes", "train_cnn.augment must be true or false"),
+        ("train_ae", "noise", {"blur": 0.1}, "train_ae.noise keys must be in"),
+        ("robustness", "defences", ["ae", "magic"], "robustness.defences must be one of"),
+        ("data", "image_size", 8, "data.image_size must be in [16, 1024]"),
+        ("data", "image_size", 68, "data.image_size must be divisible by 8"),
+        ("data", "test_fraction", 0.9, "data.test_fraction must be in [0.05, 0.5]"),
+        (
+            "data",
+            "synthetic_counts",
+            {"COVID": 50},
+            "data.synthetic_counts must have exactly the keys",
+        ),
+        (None, "device", "tpu", "device must be one of ['auto', 'cpu', 'cuda']"),
+        (None, "seed", -1, "seed must be in [0, 2**32)"),
+    ],
+)
+def test_bad_values_name_the_key(section, key, value, message) -> None:
+    with pytest.raises(ParamsError) as info:
+        parse_params(_with(section, key, value))
+    assert message in str(info.value)
+
+
+def test_unknown_keys_are_refused_with_allowed_list() -> None:
+    with pytest.raises(ParamsError, match=r"unknown key 'attack.epsilon'; allowed keys in attack"):
+        parse_params(_with("attack", "epsilon", 0.03))
+    with pytest.raises(ParamsError, match=r"unknown key 'atack'"):
+        parse_params(_with(None, "atack", {}))
+
+
+def test_section_must_be_mapping() -> None:
+    with pytest.raises(ParamsError, match="attack must be a mapping"):
+        parse_params(_with(None, "attack", [0.03]))
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("attack: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_headline_eps_outside_grid_is_still_evaluated() -> None:
+    params = parse_params(_with("attack", "eps", 0.025))
+    assert 0.025 in params.attack.all_eps
+    assert set(params.attack.eps_grid) < set(params.attack.all_eps)
