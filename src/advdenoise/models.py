@@ -20,6 +20,7 @@ atomically with torch.save and read with `weights_only=True`; nothing is ever un
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -149,14 +150,16 @@ _KINDS: dict[str, type[nn.Module]] = {"classifier": Classifier, "autoencoder": A
 
 
 def save_model(model: Classifier | Autoencoder, path: str | Path) -> None:
-    """Write {"kind", "hparams", "state_dict"} atomically; tensors are stored on the CPU."""
+    """Write {"kind", "hparams", "state_dict"} atomically and byte-reproducibly (CPU tensors)."""
     payload = {
         "kind": model.kind,
         "hparams": dict(model.hparams),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
+    buffer = io.BytesIO()  # a file name would leak into the archive's record names
+    torch.save(payload, buffer)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def _load(path: str | Path, kind: str, device: str | torch.device) -> nn.Module:
@@ -173,7 +176,9 @@ def _load(path: str | Path, kind: str, device: str | torch.device) -> nn.Module:
             f"containers (not a model file written by save_model)"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise PipelineError(f"{path}: not a readable model file (truncated or corrupt?): {exc}") from exc
+        raise PipelineError(
+            f"{path}: not a readable model file (truncated or corrupt?): {exc}"
+        ) from exc
     if not isinstance(payload, dict) or not {"kind", "hparams", "state_dict"} <= set(payload):
         found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise PipelineError(

@@ -1,0 +1,187 @@
+"""Attack throughput (image-steps per second) of L-inf PGD: the project's ART path vs alternatives.
+
+One run, same model, batch, eps, step size, steps and random start for every variant:
+  art_project       advdenoise.attacks.pgd: ART's ProjectedGradientDescentPyTorch core, weights
+                    frozen for the call, no success-rate log pass (what the pipeline runs);
+  art_generate      ART's ProjectedGradientDescent.generate as documented, default estimator
+                    options (ART preprocessing on, weights requiring grad): the naive ART baseline;
+  plain_pytorch     a plain PyTorch PGD loop (torch.autograd.grad w.r.t. the input);
+  plain_frozen      the same loop with frozen weights (the fastest loop we know how to write);
+  torchattacks      torchattacks.PGD (benchmark-only dependency).
+Variants run round-robin for several repetitions (the machine is shared and noisy); medians
+and the ratios of medians are reported. Usage:
+
+    python bench/attack_throughput.py [--batch 128] [--steps 10] [--reps 5] [--threads 2]
+
+Writes bench/results/attack_throughput.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from art.attacks.evasion import ProjectedGradientDescent
+from art.estimators.classification import PyTorchClassifier
+from torch import nn
+
+from advdenoise import attacks
+from advdenoise.models import MODEL_FILE, Classifier, load_classifier
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", type=Path, default=ROOT / "data" / "train_cnn" / MODEL_FILE)
+    p.add_argument("--image-size", type=int, default=64, help="if --model does not exist")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--eps", type=float, default=0.03)
+    p.add_argument("--step-fraction", type=float, default=0.25)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    return p.parse_args()
+
+
+def _model(args: argparse.Namespace) -> tuple[nn.Module, str]:
+    if args.model.exists():
+        return load_classifier(args.model), str(args.model.relative_to(ROOT))
+    torch.manual_seed(0)  # throughput does not depend on the weights
+    model = Classifier(args.image_size, (16, 32, 64, 128)).eval()
+    return model, f"fresh Classifier({args.image_size}, [16, 32, 64, 128])"
+
+
+def plain_pgd(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int
+) -> torch.Tensor:
+    """Textbook L-inf PGD with a uniform random start, clipped to [0, 1]."""
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        x_adv = x_adv.detach() + alpha * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    return x_adv.detach()
+
+
+def _variants(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, args: argparse.Namespace
+) -> dict[str, Callable[[], np.ndarray]]:
+    import torchattacks
+
+    eps, alpha, steps, n = args.eps, args.step_fraction * args.eps, args.steps, len(x)
+    shape = tuple(x.shape[1:])
+    project = attacks.make_art_classifier(model, shape, 2, "cpu")
+    naive = PyTorchClassifier(
+        model, nn.CrossEntropyLoss(), shape, 2, clip_values=(0.0, 1.0), device_type="cpu"
+    )
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    ta = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+
+    def frozen_plain() -> np.ndarray:
+        with attacks.input_gradients_only(model):
+            return plain_pgd(model, xt, yt, eps, alpha, steps).numpy()
+
+    return {
+        "art_project": lambda: attacks.pgd(project, x, y, eps, steps, args.step_fraction, True, n),
+        "art_generate": lambda: ProjectedGradientDescent(
+            naive,
+            norm=np.inf,
+            eps=eps,
+            eps_step=alpha,
+            max_iter=steps,
+            num_random_init=1,
+            batch_size=n,
+            verbose=False,
+        ).generate(x, y),  # fmt: skip
+        "plain_pytorch": lambda: plain_pgd(model, xt, yt, eps, alpha, steps).numpy(),
+        "plain_frozen": frozen_plain,
+        "torchattacks": lambda: ta(xt, yt).numpy(),
+    }
+
+
+def main() -> None:
+    args = _parse()
+    torch.set_num_threads(args.threads)
+    model, model_name = _model(args)
+    size = model.hparams["image_size"]
+    rng = np.random.default_rng(0)
+    x = rng.random((args.batch, 1, size, size), dtype=np.float32)
+    y = rng.integers(0, 2, args.batch).astype(np.int64)
+    variants = _variants(model, x, y, args)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    accuracy: dict[str, float] = {}
+    for name, run in variants.items():  # warm-up, and every variant must respect the bound
+        adv = run()
+        assert np.abs(adv - x).max() <= args.eps + 1e-6 and 0 <= adv.min() <= adv.max() <= 1
+        with torch.inference_mode():
+            accuracy[name] = float((model(torch.from_numpy(adv)).argmax(1).numpy() == y).mean())
+    load = os.getloadavg()
+    for _ in range(args.reps):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    work = args.batch * args.steps
+    rows = {
+        k: {
+            "median_s": statistics.median(v),
+            "min_s": min(v),
+            "image_steps_per_s": work / statistics.median(v),
+            "times_s": v,
+            "adv_accuracy": accuracy[k],
+        }
+        for k, v in times.items()
+    }
+    ref = rows["art_project"]["median_s"]
+    for k in rows:
+        rows[k]["art_project_speedup"] = rows[k]["median_s"] / ref  # > 1: art_project is faster
+    result = {
+        "config": {
+            "model": model_name, "image_size": size, "batch": args.batch, "steps": args.steps,
+            "eps": args.eps, "step_fraction": args.step_fraction, "reps": args.reps,
+            "threads": args.threads, "torch": torch.__version__, "cpu": platform.processor()
+            or platform.machine(), "cpus": os.cpu_count(), "loadavg_1_5_15": load,
+        },
+        "variants": rows,
+        "ratios": {
+            "art_project_vs_plain_pytorch": rows["plain_pytorch"]["median_s"] / ref,
+            "art_project_vs_plain_frozen": rows["plain_frozen"]["median_s"] / ref,
+            "art_project_vs_torchattacks": rows["torchattacks"]["median_s"] / ref,
+            "art_project_vs_art_generate": rows["art_generate"]["median_s"] / ref,
+        },
+    }  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "attack_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"# PGD attack throughput ({model_name}, {size} px, batch {args.batch}, {args.steps} "
+        f"steps, eps {args.eps}, {args.threads} threads, median of {args.reps})",
+        "",
+        "| variant | median s | image-steps/s | art_project speed-up | adv. accuracy |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for k, r in rows.items():
+        lines.append(
+            f"| {k} | {r['median_s']:.3f} | {r['image_steps_per_s']:.0f} | "
+            f"{r['art_project_speedup']:.2f}x | {r['adv_accuracy']:.3f} |"
+        )
+    lines += ["", "Ratios (throughput of art_project / other):", ""]
+    lines += [f"- {k}: {v:.2f}" for k, v in result["ratios"].items()]
+    lines.append(f"\nLoad average at start (1, 5, 15 min): {load}")
+    (args.out / "attack_throughput.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Wall time and peak memory of the pipeline on the default config, stage by stage.
+
+In a fresh clone of the current commit (what a new user gets): a cold `dvc repro`, timed per stage
+from DVC's "Running stage" lines, with the peak RSS of the largest process it waited for; then
+`dvc exp run -S attack.eps=0.02`, timed, with the stages it ran (it must run no training stage).
+Usage:
+
+    python bench/pipeline.py [--reps 1] [--keep DIR]
+
+Writes bench/results/pipeline.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINING = {"train_cnn", "train_ae", "train_ae_adv", "train_ae_guided"}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    for role in ("AUTHOR", "COMMITTER"):  # dvc exp run commits experiment refs
+        env.setdefault(f"GIT_{role}_NAME", "bench")
+        env.setdefault(f"GIT_{role}_EMAIL", "bench@localhost")
+    return env
+
+
+def timed_dvc(args: list[str], cwd: Path) -> dict:
+    """Run a dvc command; return wall time, per-stage times and the peak RSS of its process tree."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        ["dvc", *args],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    marks: list[tuple[str, float]] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("Running stage"):
+            marks.append((line.split("'")[1], time.perf_counter()))
+    _, status, usage = os.wait4(proc.pid, 0)
+    end = time.perf_counter()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"dvc {' '.join(args)} failed in {cwd}")
+    bounds = [t for _, t in marks] + [end]
+    stages = {name: bounds[i + 1] - t for i, (name, t) in enumerate(marks)}
+    # ru_maxrss of wait4 covers the child and the descendants it waited for; Linux reports KiB.
+    return {"wall_s": end - start, "stages_s": stages, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def bench_once(workdir: Path) -> dict:
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(workdir)], check=True)
+    cold = timed_dvc(["repro"], workdir)
+    exp = timed_dvc(["exp", "run", "-S", "attack.eps=0.02"], workdir)
+    return {"cold_repro": cold, "exp_run": exp}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--keep", type=Path, help="keep the last clone here instead of deleting it")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = p.parse_args()
+    runs = []
+    for _ in range(args.reps):
+        work = Path(tempfile.mkdtemp(prefix="advdenoise-bench-")) / "repo"
+        runs.append(bench_once(work))
+        if args.keep:
+            shutil.rmtree(args.keep, ignore_errors=True)
+            shutil.move(str(work), args.keep)
+        shutil.rmtree(work.parent, ignore_errors=True)
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    stages = list(runs[0]["cold_repro"]["stages_s"])
+    result = {
+        "reps": args.reps,
+        "loadavg_1_5_15": os.getloadavg(),
+        "cold_repro_s": med([r["cold_repro"]["wall_s"] for r in runs]),
+        "cold_repro_peak_rss_mb": max(r["cold_repro"]["peak_rss_mb"] for r in runs),
+        "stages_s": {s: med([r["cold_repro"]["stages_s"][s] for r in runs]) for s in stages},
+        "exp_run_s": med([r["exp_run"]["wall_s"] for r in runs]),
+        "exp_run_stages": sorted(runs[0]["exp_run"]["stages_s"]),
+        "exp_run_ran_training": bool(TRAINING & set(runs[0]["exp_run"]["stages_s"])),
+        "self_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"# Pipeline on the default config (median of {args.reps})",
+        "",
+        f"- cold `dvc repro`: {result['cold_repro_s']:.0f} s, peak RSS "
+        f"{result['cold_repro_peak_rss_mb']:.0f} MB",
+        f"- `dvc exp run -S attack.eps=0.02`: {result['exp_run_s']:.0f} s, ran "
+        f"{', '.join(result['exp_run_stages'])} (training re-run: {result['exp_run_ran_training']})",
+        "",
+        "| stage | seconds | share |",
+        "|---|---:|---:|",
+    ]
+    total = sum(result["stages_s"].values())
+    for s, t in result["stages_s"].items():
+        lines.append(f"| {s} | {t:.1f} | {t / total:.0%} |")
+    (args.out / "pipeline.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

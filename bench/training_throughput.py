@@ -1,0 +1,76 @@
+"""Training throughput (images per second) of the CNN and the autoencoder on the default config.
+
+Random images of the configured size (throughput does not depend on content), one epoch per
+repetition with the paper's batch size, medians over repetitions. Usage:
+
+    python bench/training_throughput.py [--images 512] [--reps 3]
+
+Writes bench/results/training_throughput.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from advdenoise import runtime
+from advdenoise.models import Autoencoder, Classifier
+from advdenoise.params import load_params
+from advdenoise.training import fit_classifier, fit_denoiser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    p.add_argument("--images", type=int, default=512)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = p.parse_args()
+    params = load_params(args.params)
+    device = runtime.setup(params.seed, params.threads, params.device)
+    size, cnn, ae = params.data.image_size, params.train_cnn, params.train_ae
+    gen = torch.Generator().manual_seed(params.seed)
+    x = torch.randint(0, 256, (args.images, 1, size, size), generator=gen, dtype=torch.uint8)
+    y = torch.randint(0, 2, (args.images,), generator=gen)
+    rates: dict[str, list[float]] = {"train_cnn": [], "train_ae": []}
+    for rep in range(args.reps):
+        model = Classifier(size, cnn.channels, dropout=cnn.dropout)
+        fit = fit_classifier(model, x, y, x[:0], y[:0], epochs=1, lr=cnn.lr,
+                             batch_size=cnn.batch_size, seed=rep, device=device, progress=False)  # fmt: skip
+        rates["train_cnn"].append(fit.images_per_second)
+        model = Autoencoder(size, ae.channels, ae.latent_channels)
+        fit = fit_denoiser(model, x, x, x[:0], x[:0], epochs=1, lr=ae.lr,
+                           batch_size=ae.batch_size, seed=rep, device=device, progress=False)  # fmt: skip
+        rates["train_ae"].append(fit.images_per_second)
+    result = {
+        "config": {
+            "image_size": size,
+            "images": args.images,
+            "reps": args.reps,
+            "threads": params.threads,
+            "device": str(device),
+        },  # fmt: skip
+        "images_per_s": {k: statistics.median(v) for k, v in rates.items()},
+        "all_images_per_s": rates,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "training_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"# Training throughput ({size} px, batch {cnn.batch_size}, {params.threads} threads, "
+        f"{device}, median of {args.reps})",
+        "",
+        "| network | images/s |",
+        "|---|---:|",
+    ] + [f"| {k} | {v:.0f} |" for k, v in result["images_per_s"].items()]
+    (args.out / "training_throughput.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

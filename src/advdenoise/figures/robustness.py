@@ -1,0 +1,64 @@
+"""Figures of the robustness stage: the table as grouped bars, and accuracy-vs-eps curves."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+BARS = (
+    ("clean_accuracy", "clean"),
+    ("oblivious_fgsm", "oblivious FGSM"),
+    ("oblivious_pgd", "oblivious PGD"),
+    ("adaptive_fgsm", "adaptive FGSM"),
+    ("adaptive_pgd", "adaptive PGD"),
+    ("random_noise", "random sign noise"),
+)
+
+
+def table_figure(table: pd.DataFrame, eps: float) -> Figure:
+    """Grouped bars: one group per defence, one bar per column of the robustness table."""
+    n_def, n_bar = len(table), len(BARS)
+    width = 0.8 / n_bar
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * n_def + 2), 4.2))
+    centres = np.arange(n_def)
+    for k, (column, label) in enumerate(BARS):
+        ax.bar(centres + (k - (n_bar - 1) / 2) * width, table[column], width, label=label)
+    ax.set_xticks(centres, table["defence"], rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"Accuracy per defence and threat model at eps = {eps:g}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(ncol=3, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(curves: pd.DataFrame, headline: float) -> Figure:
+    """Accuracy vs eps: rows = threat model, columns = method, one line per defence."""
+    threats = list(dict.fromkeys(curves.threat))
+    methods = list(dict.fromkeys(curves.method))
+    fig, axes = plt.subplots(
+        len(threats),
+        len(methods),
+        figsize=(4.6 * len(methods), 3.4 * len(threats)),
+        squeeze=False,
+        sharey=True,
+    )
+    for i, threat in enumerate(threats):
+        for j, method in enumerate(methods):
+            ax = axes[i][j]
+            part = curves[(curves.threat == threat) & (curves.method == method)]
+            for defence, rows in part.groupby("defence", sort=False):
+                ax.plot(rows.eps, rows.accuracy, marker="o", ms=3, label=defence)
+            ax.axvline(headline, color="grey", ls="--", lw=1)
+            ax.set_title(f"{threat} {method.upper()}")
+            ax.set_xlabel("eps (0 = clean)")
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("test accuracy")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,410 @@
+"""Training loops for the classifier and the denoising autoencoders (Adam, seeded mini-batches).
+
+Images stay uint8 (or float) tensors in memory and are scaled per batch; batches come from a
+seeded permutation (`torch.Generator(seed)`) instead of a DataLoader, which is faster on a CPU and
+reproducible. Both loops keep the weights of the best validation epoch: a single test number from
+the last epoch can swing widely between epochs, validation-based selection does not look at test.
+Without a validation set the last epoch's weights are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from advdenoise import metrics
+from advdenoise.models import batched_apply
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Per-epoch history (keys: epoch, train.loss, [train.accuracy], [val.loss, val.accuracy])."""
+
+    history: list[dict[str, float]]
+    best_epoch: int  # 1-based epoch whose weights the model holds after fitting
+    train_seconds: float  # optimisation steps only (no validation)
+    images_per_second: float  # training throughput; informative only, varies with machine load
+
+
+def to_float(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float in [0, 1]; float tensors pass through as float32."""
+    return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, max_shift: int = 4) -> torch.Tensor:
+    """Light augmentation: random horizontal flips and shifts of up to `max_shift` px (reflect pad).
+
+    Draws from `generator` only, so augmented runs reproduce.
+    """
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(flip.view(n, 1, 1, 1).to(x.device), x.flip(-1), x)
+    if max_shift <= 0:
+        return x
+    shifts = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator).tolist()
+    padded = F.pad(x, (max_shift,) * 4, mode="reflect")
+    return torch.stack(
+        [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(shifts)]
+    )
+
+
+def _permutation(n: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randperm(n, generator=generator)
+
+
+def _fit(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    n_train: int,
+    step: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, int, float]],
+    validate: Callable[[], dict[str, float]] | None,
+    score: Callable[[dict[str, float]], tuple[float, ...]],
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    progress: bool,
+    desc: str,
+) -> FitResult:
+    """Shared loop: `step(idx, gen)` returns (loss, batch size, n_correct or NaN); keep the best."""
+    if n_train == 0:
+        raise ValueError("cannot train on an empty training set")
+    generator = torch.Generator().manual_seed(int(seed))
+    history: list[dict[str, float]] = []
+    best: tuple[float, ...] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch = epochs
+    seconds = 0.0
+    seen = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = _permutation(n_train, generator)
+        total_loss = total_correct = 0.0
+        bar = tqdm(
+            range(0, n_train, batch_size),
+            desc=f"{desc} epoch {epoch}/{epochs}",
+            unit="batch",
+            leave=False,
+            disable=None if progress else True,
+        )
+        start = time.perf_counter()
+        for s in bar:
+            idx = order[s : s + batch_size]
+            loss, n, correct = step(idx, generator)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total_loss += float(loss.detach()) * n
+            total_correct += correct
+            bar.set_postfix(loss=f"{total_loss / (s + n):.4f}", refresh=False)
+        bar.close()
+        seconds += time.perf_counter() - start
+        seen += n_train
+        record = {"epoch": float(epoch), "train.loss": total_loss / n_train}
+        if not math.isnan(total_correct):
+            record["train.accuracy"] = total_correct / n_train
+        if validate is not None:
+            record.update(validate())
+            current = score(record)
+            if best is None or current > best:
+                best, best_epoch = current, epoch
+                best_state = copy.deepcopy(model.state_dict())
+        history.append(record)
+        if progress:
+            summary = " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch")
+            tqdm.write(f"{desc} epoch {epoch}/{epochs}: {summary}", file=sys.stderr)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(history, best_epoch, seconds, seen / max(seconds, 1e-9))
+
+
+def fit_classifier(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device | str,
+    augment: bool = False,
+    eval_batch_size: int = 256,
+    progress: bool = True,
+) -> FitResult:
+    """Adam + cross-entropy; select the epoch with the best val accuracy (ties: lower val loss).
+
+    x_* are uint8 or float images N x 1 x H x W, y_* int64 labels. The model ends in eval mode
+    holding the selected weights.
+    """
+    model.to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    y_train = y_train.long()
+
+    def step(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int, float]:
+        x = to_float(x_train[idx])
+        if augment:
+            x = augment_batch(x, gen)
+        x, y = x.to(device), y_train[idx].to(device)
+        logits = model(x)
+        correct = float((logits.detach().argmax(1) == y).sum())
+        return F.cross_entropy(logits, y), len(idx), correct
+
+    def validate() -> dict[str, float]:
+        model.eval()
+        logits = batched_apply(model, x_val, eval_batch_size, device)
+        y = y_val.long()
+        return {
+            "val.loss": float(F.cross_entropy(logits, y)),
+            "val.accuracy": float((logits.argmax(1) == y).float().mean()),
+        }
+
+    return _fit(
+        model,
+        optimiser,
+        len(y_train),
+        step,
+        validate if len(y_val) else None,
+        lambda r: (r["val.accuracy"], -r["val.loss"]),
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        desc="train_cnn",
+    )
+
+
+def fit_denoiser(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    val_inputs: torch.Tensor,
+    val_targets: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device | str,
+    target_index: torch.Tensor | None = None,
+    val_target_index: torch.Tensor | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    eval_batch_size: int = 256,
+    progress: bool = True,
+    desc: str = "train_ae",
+) -> FitResult:
+    """Adam on `loss_fn(model(input), target)` (default MSE); select the lowest val loss.
+
+    inputs[i] is paired with targets[target_index[i]] (default: targets[i]); the index lets many
+    noisy copies share one clean target without duplicating it in memory. Tensors are uint8 or
+    float images in [0, 1].
+    """
+    model.to(device)
+    loss_fn = loss_fn or F.mse_loss
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    t_index = target_index if target_index is not None else torch.arange(len(inputs))
+    v_index = val_target_index if val_target_index is not None else torch.arange(len(val_inputs))
+    if len(t_index) != len(inputs) or len(v_index) != len(val_inputs):
+        raise ValueError("target index length must equal the number of inputs")
+
+    def step(idx: torch.Tensor, _gen: torch.Generator) -> tuple[torch.Tensor, int, float]:
+        x = to_float(inputs[idx]).to(device)
+        t = to_float(targets[t_index[idx]]).to(device)
+        return loss_fn(model(x), t), len(idx), math.nan
+
+    def validate() -> dict[str, float]:
+        model.eval()
+        total = 0.0
+        with torch.inference_mode():
+            for s in range(0, len(val_inputs), eval_batch_size):
+                x = to_float(val_inputs[s : s + eval_batch_size]).to(device)
+                t = to_float(val_targets[v_index[s : s + eval_batch_size]]).to(device)
+                total += float(loss_fn(model(x), t)) * len(x)
+        return {"val.loss": total / len(val_inputs)}
+
+    return _fit(
+        model,
+        optimiser,
+        len(inputs),
+        step,
+        validate if len(val_inputs) else None,
+        lambda r: (-r["val.loss"],),
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        desc=desc,
+    )
+
+
+def write_live(history: list[dict[str, float]], directory: str | Path) -> None:
+    """Replay the per-epoch history into dvclive (TSVs under <directory>/plots/metrics/<split>/).
+
+    Called once after training, so a failed run leaves no partial curves. dvclive writes no
+    dvc.yaml, report or experiment here, and no timestamps: DVC's pipeline owns the files.
+    """
+    from dvclive import Live
+
+    live = Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False, report=None)
+    for record in history:
+        live.step = int(record["epoch"])
+        for key, value in record.items():
+            if key != "epoch":
+                live.log_metric(key.replace(".", "/"), float(value))
+        live.make_summary()
+    live.end()
+
+
+def classifier_tables(
+    logits: torch.Tensor, y: torch.Tensor, classes: tuple[str, ...], positive: int = 1
+) -> dict[str, pd.DataFrame]:
+    """Plot data for DVC: confusion (one row per image, class names), ROC, reliability bins."""
+    probs = metrics.softmax(logits)
+    y_np = metrics.as_numpy(y, np.int64)
+    names = np.asarray(classes)
+    fpr, tpr, thr = metrics.roc_curve(y_np, probs[:, positive], positive)
+    _, conf, acc, count = metrics.reliability_bins(probs, y_np)
+    keep = count > 0
+    return {
+        "confusion": pd.DataFrame(
+            {"actual": names[y_np], "predicted": names[probs.argmax(axis=1)]}
+        ),
+        "roc": pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thr}),
+        "reliability": pd.DataFrame(
+            {"confidence": conf[keep], "accuracy": acc[keep], "count": count[keep]}
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class CombinedImages:
+    """The paper's "combined images": clean images plus one noisy copy per noise type.
+
+    `inputs` stacks blocks of N rows in the order of `kinds` ("clean", then the noise names);
+    `targets` holds the N clean images once and `target_index` maps every input row to its target.
+    Noisy copies are rounded to uint8 like the source images (a 1/255 step, far below the noise).
+    """
+
+    inputs: torch.Tensor  # uint8 (len(kinds) * N, 1, H, W)
+    targets: torch.Tensor  # uint8 (N, 1, H, W)
+    target_index: torch.Tensor  # int64 (len(kinds) * N,)
+    kinds: tuple[str, ...]
+
+    def block(self, kind: str) -> torch.Tensor:
+        n = len(self.targets)
+        b = self.kinds.index(kind)
+        return self.inputs[b * n : (b + 1) * n]
+
+
+def combined_images(
+    x: np.ndarray, noise: dict[str, float], seed: int, stream: int, chunk: int = 256
+) -> CombinedImages:
+    """Build CombinedImages from uint8 images with seeded noise (one generator per noise type)."""
+    from advdenoise.noise import add_noise, noise_generator
+
+    clean = torch.from_numpy(np.ascontiguousarray(x))
+    names = sorted(noise)
+    gens = {name: noise_generator(seed, stream, name) for name in names}
+    blocks = [clean]
+    for name in names:
+        parts = [
+            add_noise(to_float(clean[s : s + chunk]), name, noise[name], gens[name])
+            .mul_(255.0)
+            .round_()
+            .to(torch.uint8)
+            for s in range(0, len(clean), chunk)
+        ]
+        blocks.append(torch.cat(parts) if parts else clean[:0].clone())
+    n = len(clean)
+    return CombinedImages(
+        inputs=torch.cat(blocks),
+        targets=clean,
+        target_index=torch.arange(n).repeat(len(blocks)),
+        kinds=("clean", *names),
+    )
+
+
+def _example_rows(y: np.ndarray, k: int) -> np.ndarray:
+    """k test rows alternating over classes (first images of each class), for figures."""
+    per_class = [np.flatnonzero(y == c) for c in np.unique(y)]
+    rows = [idx[i] for i in range(k) for idx in per_class if i < len(idx)]
+    return np.asarray(rows[:k], dtype=np.int64)
+
+
+def denoiser_metrics(
+    model: nn.Module,
+    classifier: nn.Module,
+    test: CombinedImages,
+    y: torch.Tensor,
+    batch_size: int,
+    device: torch.device | str,
+    examples: int = 2,
+) -> tuple[dict[str, float], tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]]:
+    """Reconstruction quality on clean and noisy test images, and what the denoiser costs the CNN.
+
+    Keys: test.clean.{mse,psnr,ssim} (AE(clean) vs clean); test.noisy.<type>.{mse,psnr,ssim}
+    (AE(noisy) vs clean) and .{input_mse,input_psnr} (noisy vs clean, before denoising);
+    test.noisy.* = mean over types; test.cnn_accuracy_{clean,denoised,noisy,noisy_denoised}.
+    Also returns (noisy, reconstructed, clean) example images for `denoising_examples`.
+    """
+    model.eval()
+    classifier.eval()
+    y_np = metrics.as_numpy(y, np.int64)
+    clean = to_float(test.targets).numpy()
+    rows = _example_rows(y_np, examples)
+
+    def cnn_accuracy(images: torch.Tensor) -> float:
+        logits = batched_apply(classifier, images, batch_size, device)
+        return metrics.accuracy(y_np, logits.argmax(1))
+
+    def quality(estimate: np.ndarray) -> dict[str, float]:
+        return {
+            "mse": metrics.mse(clean, estimate),
+            "psnr": metrics.psnr(clean, estimate),
+            "ssim": metrics.ssim(clean, estimate),
+        }
+
+    recon = batched_apply(model, test.targets, batch_size, device)
+    result = {f"test.clean.{k}": v for k, v in quality(recon.numpy()).items()}
+    result["test.cnn_accuracy_clean"] = cnn_accuracy(test.targets)
+    result["test.cnn_accuracy_denoised"] = cnn_accuracy(recon)
+    per_type: dict[str, dict[str, float]] = {}
+    ex_noisy, ex_recon = {}, {}
+    for name in test.kinds[1:]:
+        noisy_u8 = test.block(name)
+        noisy = to_float(noisy_u8).numpy()
+        recon = batched_apply(model, noisy_u8, batch_size, device)
+        q = quality(recon.numpy())
+        q["input_mse"] = metrics.mse(clean, noisy)
+        q["input_psnr"] = metrics.psnr(clean, noisy)
+        q["cnn_accuracy"] = cnn_accuracy(noisy_u8)
+        q["cnn_accuracy_denoised"] = cnn_accuracy(recon)
+        per_type[name] = q
+        ex_noisy[name], ex_recon[name] = noisy[rows], recon.numpy()[rows]
+    for name, q in per_type.items():
+        result.update({f"test.noisy.{name}.{k}": v for k, v in q.items()})
+    if per_type:
+        for k in next(iter(per_type.values())):
+            mean = float(np.mean([q[k] for q in per_type.values()]))
+            key = (
+                f"test.cnn_accuracy_noisy{k[len('cnn_accuracy') :]}"
+                if k.startswith("cnn")
+                else None
+            )
+            result[key or f"test.noisy.{k}"] = mean
+    return result, (ex_noisy, ex_recon, clean[rows])

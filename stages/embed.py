@@ -1,0 +1,82 @@
+"""Stage embed: PCA / t-SNE / UMAP of clean, adversarial and denoised features, and their overlap."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from threadpoolctl import threadpool_limits
+
+from advdenoise import embed, runtime
+from advdenoise.adversarial import load_adversarial
+from advdenoise.data import load_splits, to_float
+from advdenoise.errors import PipelineError, entrypoint
+from advdenoise.figures import embed as figs
+from advdenoise.io import save_figure, write_csv, write_json
+from advdenoise.models import MODEL_FILE, load_autoencoder, load_classifier
+from advdenoise.params import load_params
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    for name in ("--params", "--data", "--classifier", "--autoencoder", "--adversarial"):
+        p.add_argument(name, required=True, type=Path)
+    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--plots", required=True, type=Path)
+    return p.parse_args(argv)
+
+
+@entrypoint
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parse(argv)
+    params = load_params(args.params)
+    device = runtime.setup(params.seed, params.threads, params.device)
+    splits = load_splits(args.data)
+    clean = to_float(splits.test.x).numpy()
+    sets = load_adversarial(args.adversarial, clean)
+    adversarial = {m: sets.get(m, params.attack.eps) for m in params.attack.methods}
+    cnn = load_classifier(args.classifier / MODEL_FILE, device)
+    ae = load_autoencoder(args.autoencoder / MODEL_FILE, device)
+    for name, model in (("classifier", cnn), ("autoencoder", ae)):
+        if model.hparams["image_size"] != splits.image_size:
+            raise PipelineError(
+                f"{name} expects {model.hparams['image_size']} px images, {args.data} holds "
+                f"{splits.image_size} px (re-run the training stages)"
+            )
+    rng = runtime.generator(params.seed, embed.SUBSAMPLE_OFFSET)
+    with threadpool_limits(limits=params.threads):
+        result = embed.run_embed(
+            cnn, ae, clean, splits.test.y, adversarial, splits.classes, params.embed,
+            params.seed, rng, device,
+        )  # fmt: skip
+    result.metrics["eps"] = params.attack.eps
+    for key, seconds in sorted(result.seconds.items()):
+        print(f"embed: {key} took {seconds:.1f} s on {len(result.groups)} points")
+
+    methods = tuple(adversarial)
+    groups = embed.group_names(methods)
+    figures = {}
+    for space in embed.SPACES:
+        notes = {
+            emb: "probe AUROC "
+            + ", ".join(f"{m} {result.metrics[f'{space}.{m}.probe_auroc.{emb}']:.2f}" for m in methods)
+            for emb in embed.EMBEDDINGS
+        }
+        figures[f"{space}_embeddings.png"] = figs.embedding_grid(
+            space, result.coords[space], result.groups, result.labels, groups, splits.classes, notes
+        )
+    rocs = {m: (r.fpr, r.tpr, r.auroc) for m, r in result.rocs.items()}
+    figures["detector_roc.png"] = figs.detector_figure(rocs, result.errors, params.attack.eps)
+
+    for name, frame in sorted(result.scatter.items()):
+        write_csv(args.plots / f"{name}.csv", frame)
+    for m, roc in result.rocs.items():
+        write_csv(args.plots / f"detector_roc_{m}.csv", roc.frame())
+    for name, fig in figures.items():
+        save_figure(args.plots / name, fig)
+    write_json(args.metrics, result.metrics)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

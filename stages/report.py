@@ -1,0 +1,44 @@
+"""Stage report: report/index.html (self-contained) and report/report.md from earlier stages' outputs."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from advdenoise import report
+from advdenoise.errors import entrypoint
+from advdenoise.io import atomic_path
+from advdenoise.params import load_params
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    for name in ("--params", "--metrics", "--plots", "--out"):
+        p.add_argument(name, required=True, type=Path)
+    return p.parse_args(argv)
+
+
+@entrypoint
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parse(argv)
+    params = load_params(args.params)
+    inputs = report.load_inputs(params, args.metrics, args.plots)
+    sections = report.build_report(inputs)
+    page = report.render_html(sections)
+    markdown = report.render_markdown(sections, args.out)
+    missing = [s for s in report.STAGES if inputs.metrics[s] is None]
+
+    for name, text in (("index.html", page), ("report.md", markdown)):
+        with atomic_path(args.out / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    figures = sum(len(v) for v in inputs.figures.values())
+    print(
+        f"report: {args.out / 'index.html'} ({len(page) / 1e6:.1f} MB, {figures} figures) and "
+        f"{args.out / 'report.md'}"
+        + (f"; not run: {', '.join(missing)}" if missing else "")
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

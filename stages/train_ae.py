@@ -1,0 +1,78 @@
+"""Stage train_ae: the denoising autoencoder on clean + noisy ("combined") training images."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from advdenoise import runtime
+from advdenoise.data import load_splits
+from advdenoise.errors import PipelineError, entrypoint
+from advdenoise.figures import training as figs
+from advdenoise.io import save_figure, write_json
+from advdenoise.models import MODEL_FILE, Autoencoder, load_classifier, save_model
+from advdenoise.params import load_params
+from advdenoise.training import combined_images, denoiser_metrics, fit_denoiser, write_live
+
+EVAL_BATCH = 256
+EXAMPLES_PER_NOISE = 3
+STREAMS = {"train": 0, "val": 1, "test": 2}  # independent noise draws per split
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    for name in ("--params", "--data", "--classifier", "--out", "--metrics", "--plots"):
+        p.add_argument(name, required=True, type=Path)
+    return p.parse_args(argv)
+
+
+@entrypoint
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parse(argv)
+    params = load_params(args.params)
+    cfg = params.train_ae
+    device = runtime.setup(params.seed, params.threads, params.device)
+    splits = load_splits(args.data)
+    classifier = load_classifier(args.classifier / MODEL_FILE, device)
+    if classifier.hparams["image_size"] != splits.image_size:
+        raise PipelineError(
+            f"{args.classifier / MODEL_FILE}: classifier expects {classifier.hparams['image_size']}"
+            f" px images, {args.data} holds {splits.image_size} px (re-run train_cnn)"
+        )
+    model = Autoencoder(splits.image_size, cfg.channels, cfg.latent_channels)
+    train = combined_images(splits.train.x, cfg.noise, params.seed, STREAMS["train"])
+    val = combined_images(splits.val.x, cfg.noise, params.seed, STREAMS["val"])
+    fit = fit_denoiser(
+        model, train.inputs, train.targets, val.inputs, val.targets,
+        target_index=train.target_index, val_target_index=val.target_index,
+        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=params.seed,
+        device=device, eval_batch_size=EVAL_BATCH,
+    )  # fmt: skip
+    test = combined_images(splits.test.x, cfg.noise, params.seed, STREAMS["test"])
+    result, examples = denoiser_metrics(
+        model, classifier, test, torch.from_numpy(splits.test.y), EVAL_BATCH, device,
+        EXAMPLES_PER_NOISE,
+    )  # fmt: skip
+    if fit.history and "val.loss" in fit.history[fit.best_epoch - 1]:
+        result["val.loss"] = fit.history[fit.best_epoch - 1]["val.loss"]
+    result.update(
+        best_epoch=fit.best_epoch,
+        epochs=cfg.epochs,
+        train_images_per_second=round(fit.images_per_second, 1),
+    )
+
+    save_model(model, args.out / MODEL_FILE)
+    write_live(fit.history, args.plots / "live")
+    save_figure(
+        args.plots / "training_curves.png",
+        figs.training_curves(fit.history, fit.best_epoch, "denoising autoencoder training"),
+    )
+    save_figure(args.plots / "examples.png", figs.denoising_examples(*examples))
+    write_json(args.metrics, result)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""Stage train_cnn: train the classifier on the prepared splits, keep the best-val epoch, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from advdenoise import metrics, runtime
+from advdenoise.data import load_splits
+from advdenoise.errors import entrypoint
+from advdenoise.figures import training as figs
+from advdenoise.io import save_figure, write_csv, write_json
+from advdenoise.models import MODEL_FILE, Classifier, predict_logits, save_model
+from advdenoise.params import load_params
+from advdenoise.training import classifier_tables, fit_classifier, write_live
+
+EVAL_BATCH = 256
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    for name in ("--params", "--data", "--out", "--metrics", "--plots"):
+        p.add_argument(name, required=True, type=Path)
+    return p.parse_args(argv)
+
+
+@entrypoint
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parse(argv)
+    params = load_params(args.params)
+    cfg = params.train_cnn
+    device = runtime.setup(params.seed, params.threads, params.device)
+    splits = load_splits(args.data)
+    model = Classifier(splits.image_size, cfg.channels, len(splits.classes), cfg.dropout)
+    xs = {s: torch.from_numpy(getattr(splits, s).x) for s in ("train", "val", "test")}
+    ys = {s: torch.from_numpy(getattr(splits, s).y) for s in ("train", "val", "test")}
+    fit = fit_classifier(
+        model, xs["train"], ys["train"], xs["val"], ys["val"],
+        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=params.seed,
+        device=device, augment=cfg.augment, eval_batch_size=EVAL_BATCH,
+    )  # fmt: skip
+    logits = {s: predict_logits(model, xs[s], EVAL_BATCH, device) for s in xs if len(ys[s])}
+    test = metrics.classification_metrics(logits["test"], ys["test"])
+    result = {f"test.{k}": v for k, v in test.items()}
+    for s in ("train", "val"):
+        if s in logits:
+            result[f"{s}.accuracy"] = metrics.accuracy(ys[s], logits[s].argmax(1))
+    result.update(
+        best_epoch=fit.best_epoch,
+        epochs=cfg.epochs,
+        train_images_per_second=round(fit.images_per_second, 1),
+    )
+    tables = classifier_tables(logits["test"], ys["test"], splits.classes)
+    cm = metrics.confusion_matrix(ys["test"], logits["test"].argmax(1), len(splits.classes))
+    rel = tables["reliability"]
+
+    save_model(model, args.out / MODEL_FILE)
+    for name, frame in tables.items():
+        write_csv(args.plots / f"{name}.csv", frame)
+    write_live(fit.history, args.plots / "live")
+    save_figure(
+        args.plots / "training_curves.png",
+        figs.training_curves(fit.history, fit.best_epoch, "classifier training"),
+    )
+    save_figure(args.plots / "confusion.png", figs.confusion_figure(cm, splits.classes, "test"))
+    roc = tables["roc"]
+    save_figure(
+        args.plots / "roc.png", figs.roc_figure(roc.fpr, roc.tpr, test["roc_auc"], "test ROC")
+    )
+    save_figure(
+        args.plots / "reliability.png",
+        figs.reliability_figure(
+            rel.confidence, rel.accuracy, rel["count"], test["ece"], "test reliability"
+        ),
+    )
+    write_json(args.metrics, result)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Model shapes, output ranges, and the pickle-free model files (round trip and refusals)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from advdenoise.errors import PipelineError
+from advdenoise.models import (
+    MODEL_FILE,
+    Autoencoder,
+    Classifier,
+    load_autoencoder,
+    load_classifier,
+    predict_features,
+    predict_logits,
+    reconstruct,
+    save_model,
+)
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_classifier_shapes(size: int) -> None:
+    model = Classifier(size, [4, 8, 8, 16], num_classes=3).eval()
+    x = torch.rand(5, 1, size, size)
+    assert model(x).shape == (5, 3)
+    assert model.features(x).shape == (5, 16)
+    assert model.hparams == {"image_size": size, "channels": [4, 8, 8, 16], "num_classes": 3,
+                             "dropout": 0.2}  # fmt: skip
+
+
+def test_classifier_refuses_too_small_images() -> None:
+    with pytest.raises(ValueError, match="too small"):
+        Classifier(8, [4, 4, 4, 4])
+
+
+def test_autoencoder_shapes_and_range() -> None:
+    model = Autoencoder(32, [4, 8], latent_channels=3).eval()
+    x = torch.rand(4, 1, 32, 32)
+    out = model(x)
+    assert out.shape == x.shape
+    assert out.min() >= 0 and out.max() <= 1
+    z = model.encode(x)
+    assert z.shape == (4, 3, 8, 8)
+    assert model.decode(z).shape == x.shape
+
+
+def test_batched_prediction_matches_single_pass() -> None:
+    model = Classifier(32, [4, 8]).eval()
+    x = torch.rand(10, 1, 32, 32)
+    with torch.inference_mode():
+        full = model(x)
+    assert torch.allclose(predict_logits(model, x, 3, "cpu"), full, atol=1e-5)
+    u8 = (x * 255).round().to(torch.uint8)
+    assert torch.allclose(
+        predict_logits(model, u8, 4, "cpu"), predict_logits(model, u8.float() / 255, 10, "cpu")
+    )
+    assert predict_features(model, x, 4, "cpu").shape == (10, 8)
+    ae = Autoencoder(32, [4], 2)
+    assert reconstruct(ae, x, 4, "cpu").shape == x.shape
+
+
+def test_round_trip_identical_outputs(tmp_path: Path) -> None:
+    cnn = Classifier(32, [4, 8], dropout=0.3)
+    cnn.train()
+    cnn(torch.rand(8, 1, 32, 32))  # move the batch-norm running stats away from their init
+    cnn.eval()
+    ae = Autoencoder(32, [4, 8], 2).eval()
+    save_model(cnn, tmp_path / "cnn" / MODEL_FILE)
+    save_model(ae, tmp_path / "ae.pt")
+    x = torch.rand(3, 1, 32, 32)
+    cnn2 = load_classifier(tmp_path / "cnn")  # a directory means <dir>/model.pt
+    ae2 = load_autoencoder(tmp_path / "ae.pt")
+    assert not cnn2.training and not ae2.training
+    assert cnn2.hparams == cnn.hparams
+    with torch.inference_mode():
+        assert torch.equal(cnn(x), cnn2(x))
+        assert torch.equal(ae(x), ae2(x))
+
+
+def test_refuses_non_state_dict(tmp_path: Path) -> None:
+    path = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(PipelineError, match=r"tensor\.pt: not a model file"):
+        load_classifier(path)
+    path = tmp_path / "bare.pt"
+    torch.save(Classifier(32, [4]).state_dict(), path)  # a bare state dict lacks kind/hparams
+    with pytest.raises(PipelineError, match=r"bare\.pt: not a model file"):
+        load_classifier(path)
+
+
+def test_refuses_wrong_kind(tmp_path: Path) -> None:
+    save_model(Autoencoder(32, [4], 2), tmp_path / "ae.pt")
+    with pytest.raises(PipelineError, match=r"ae\.pt: holds a 'autoencoder' model"):
+        load_classifier(tmp_path / "ae.pt")
+
+
+def test_refuses_mismatched_architecture(tmp_path: Path) -> None:
+    path = tmp_path / "m.pt"
+    model = Classifier(32, [4, 8])
+    payload = {"kind": "classifier", "hparams": {**model.hparams, "channels": [4, 16]},
+               "state_dict": model.state_dict()}  # fmt: skip
+    torch.save(payload, path)
+    with pytest.raises(PipelineError, match=r"m\.pt: the weights do not fit a classifier"):
+        load_classifier(path)
+    payload["hparams"] = {"image_size": 32, "depth": 3}
+    torch.save(payload, path)
+    with pytest.raises(PipelineError, match=r"m\.pt: invalid classifier hyperparameters"):
+        load_classifier(path)
+
+
+def test_refuses_truncated_file(tmp_path: Path) -> None:
+    path = tmp_path / "cut.pt"
+    save_model(Classifier(32, [4, 8]), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(PipelineError, match=r"cut\.pt: not a readable model file"):
+        load_classifier(path)
+
+
+class _Evil:
+    def __reduce__(self):  # noqa: ANN204 - would run a command if unpickled
+        return (print, ("unpickled!",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_refuses_pickled_objects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"kind": "classifier", "hparams": {}, "state_dict": _Evil()}, path)
+    with pytest.raises(PipelineError, match=r"evil\.pt: refused to load"):
+        load_classifier(path)
+    path2 = tmp_path / "plain.pkl"
+    path2.write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(PipelineError, match=r"plain\.pkl"):
+        load_classifier(path2)
+    assert "unpickled!" not in capsys.readouterr().out
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match="not found"):
+        load_autoencoder(tmp_path / "nothing.pt")

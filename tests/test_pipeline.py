@@ -1,0 +1,162 @@
+"""End to end: the real `dvc repro`, `dvc exp run` and `dvc metrics diff` on a tiny configuration.
+
+The project is copied to a temporary git repository with a tiny params.yaml; one cold `dvc repro`
+is shared by the tests below (module-scoped), each of which then checks one promise of the pipeline.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = (
+    "prepare",
+    "train_cnn",
+    "train_ae",
+    "attack",
+    "denoise",
+    "embed",
+    "train_ae_adv",
+    "train_ae_guided",
+    "robustness",
+    "report",
+)
+AFTER_ATTACK = {"attack", "denoise", "embed", "robustness", "report"}
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data": {"image_size": 32, "synthetic_counts": {"non-COVID": 48, "COVID": 48}},
+    "train_cnn": {"epochs": 2, "channels": [8, 16, 16, 16]},
+    "train_ae": {"epochs": 1, "channels": [8, 8, 8], "latent_channels": 4},
+    "attack": {"eps_grid": [0.0, 0.01, 0.03, 0.1], "pgd_steps": 3},
+    "embed": {"max_points": 20, "tsne_perplexity": 5.0, "umap_neighbors": 5, "probe_folds": 2},
+    "train_ae_adv": {"epochs": 1, "eps": [0.03]},
+    "train_ae_guided": {"epochs": 1, "eps": [0.03]},
+    "robustness": {"eps_grid": [0.03]},
+}
+
+
+def tiny_params() -> dict:
+    """The project's params.yaml with the TINY overrides merged in, section by section."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        raw[section].update(values)
+    return raw
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def ran_stages(output: str) -> set[str]:
+    """Stages DVC actually executed, from its "Running stage '<name>':" lines."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def copy_project(dest: Path) -> Path:
+    tracked = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout
+    for rel in tracked.splitlines():
+        src = ROOT / rel
+        if src.is_file() and not rel.startswith(("data/", "metrics/", "plots/", "report/")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    (dest / "data" / "raw").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "data" / "raw" / "README.md", dest / "data" / "raw" / "README.md")
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    run(["git", "config", "user.email", "test@example.com"], dest)
+    run(["git", "config", "user.name", "test"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "tiny"], dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = copy_project(tmp_path_factory.mktemp("pipeline"))
+    proc = run(["dvc", "repro"], dest)
+    assert ran_stages(proc.stdout) == set(STAGES)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "repro"], dest)
+    return dest
+
+
+def test_every_metric_file_has_numeric_keys(repo: Path) -> None:
+    dvc = yaml.safe_load((repo / "dvc.yaml").read_text())
+    for rel in dvc["metrics"]:
+        data = json.loads((repo / rel).read_text())
+        flat = flatten(data)
+        assert flat, f"{rel} is empty"
+        bad = {k: v for k, v in flat.items() if not isinstance(v, (int, float, bool))}
+        assert not bad, f"{rel} has non-numeric values {bad}"
+    attack = json.loads((repo / "metrics/attack.json").read_text())
+    assert 0.0 <= attack["clean_accuracy"] <= 1.0
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def test_every_plot_file_is_parseable(repo: Path) -> None:
+    dvc = yaml.safe_load((repo / "dvc.yaml").read_text())
+    files: set[str] = set()
+    for entry in dvc["plots"]:
+        name, spec = next(iter(entry.items())) if isinstance(entry, dict) else (entry, None)
+        y = (spec or {}).get("y")
+        files |= set(y) if isinstance(y, dict) else {name}
+    assert files
+    for rel in sorted(files):
+        path = repo / rel
+        assert path.is_file() and path.stat().st_size > 0, rel
+        if path.suffix == ".csv":
+            rows = list(csv.DictReader(path.open()))
+            assert rows, f"{rel} has no rows"
+        elif path.suffix == ".png":
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
+    html = (repo / "report" / "index.html").read_text()
+    assert "93.23" in html
+
+
+def test_repro_again_runs_nothing(repo: Path) -> None:
+    proc = run(["dvc", "repro"], repo)
+    assert ran_stages(proc.stdout) == set()
+
+
+def test_dvc_plots_show_renders_without_warnings(repo: Path) -> None:
+    proc = run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
+    assert "WARNING" not in proc.stdout + proc.stderr
+    assert (repo / "dvc_plots" / "index.html").stat().st_size > 0
+
+
+def test_exp_run_reruns_only_attack_and_after(repo: Path) -> None:
+    proc = run(["dvc", "exp", "run", "-S", "attack.eps=0.01"], repo)
+    assert ran_stages(proc.stdout) == AFTER_ATTACK
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
+    changed = {key for path in diff.values() for key in path}
+    assert any(k.startswith("pgd.") for k in diff.get("metrics/attack.json", {})), diff
+    assert "eps" in diff["metrics/attack.json"]
+    assert changed

@@ -1,0 +1,212 @@
+"""The report stage renders a small fake metrics/plots tree: content, tolerance, strictness."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from advdenoise import report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+METRICS = {
+    "prepare": {"test.count": 497, "train.count": 1787, "val.count": 198, "duplicate_groups": 0},
+    "train_cnn": {"test": {"accuracy": 0.8853, "roc_auc": 0.95}, "epochs": 12},
+    "train_ae": {"test.clean.psnr": 28.1, "test.cnn_accuracy_denoised": 0.86},
+    "attack": {
+        "clean_accuracy": 0.8853,
+        "eps": 0.03,
+        "fgsm.accuracy": 0.41,
+        "pgd.accuracy": 0.12,
+        "check.pgd_le_fgsm": True,
+    },
+    "embed": {
+        "points_per_group": 400,
+        "cnn.pgd.silhouette": 0.31,
+        "cnn.pgd.probe_auroc.full": 0.97,
+        "cnn.pgd.probe_auroc.pca": 0.81,
+        "cnn.pgd.probe_auroc.tsne": 0.77,
+        "cnn.pgd.probe_auroc.umap": 0.74,
+        "ae.pgd.silhouette": 0.001,
+        "ae.pgd.probe_auroc.full": 0.53,
+        "ae.pgd.probe_auroc.pca": 0.51,
+        "ae.pgd.probe_auroc.tsne": 0.5,
+        "ae.pgd.probe_auroc.umap": 0.52,
+        "detector.pgd.auroc": 0.55,
+        "detector.pgd.tpr_at_5pct_fpr": 0.06,
+        "detector.pgd.mean_error": 0.0041,
+        "detector.clean.mean_error": 0.0040,
+    },
+}
+PLOTS = {
+    "train_cnn": ("training_curves.png", "confusion.png", "zz_extra.png"),
+    "embed": ("cnn_embeddings.png", "detector_roc.png"),
+}
+
+
+def _png(path: Path, shade: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(np.full((8, 8), shade, np.uint8)).save(path)
+
+
+def _tree(tmp: Path) -> dict[str, Path]:
+    params = (ROOT / "params.yaml").read_text().replace("methods: [fgsm, pgd]\n  pgd", "methods: [pgd]\n  pgd")
+    (tmp / "params.yaml").write_text(params)
+    for stage, data in METRICS.items():
+        (tmp / "metrics").mkdir(exist_ok=True)
+        (tmp / "metrics" / f"{stage}.json").write_text(json.dumps(data))
+    for i, (stage, names) in enumerate(sorted(PLOTS.items())):
+        for j, name in enumerate(names):
+            _png(tmp / "plots" / stage / name, 40 * i + 10 * j)
+    (tmp / "plots" / "embed" / "cnn_pca.csv").write_text("x,y,group,label\n")
+    return {"root": tmp, "out": tmp / "report"}
+
+
+def _stage():
+    spec = importlib.util.spec_from_file_location("stage_report", ROOT / "stages" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(tmp: Path) -> int:
+    return _stage().main(
+        [
+            "--params", str(tmp / "params.yaml"), "--metrics", str(tmp / "metrics"),
+            "--plots", str(tmp / "plots"), "--out", str(tmp / "report"),
+        ]
+    )  # fmt: skip
+
+
+def _text(page: str) -> str:
+    """The visible text of the page, without tags (and without the embedded images)."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+
+
+def test_report_renders_paper_numbers_figures_and_conclusions(tmp_path):
+    paths = _tree(tmp_path)
+    assert _run(tmp_path) == 0
+    page = (paths["out"] / "index.html").read_text()
+    text = _text(page)
+    # the paper's figure next to this run's accuracy in the same table row
+    row = re.search(r"<tr><td>clean test accuracy</td>(.*?)</tr>", page)
+    assert row and "93.2%" in row.group(1) and "88.5%" in row.group(1)
+    # every PNG embedded as a data URI, byte for byte
+    for stage, names in PLOTS.items():
+        for name in names:
+            data = base64.b64encode((tmp_path / "plots" / stage / name).read_bytes()).decode()
+            assert f"data:image/png;base64,{data}" in page
+    assert "zz_extra.png" in text  # an unknown PNG is shown with its file name
+    assert "src=\"../" not in page and "file://" not in page  # self-contained
+    # conclusions derived from the numbers, with the thresholds
+    assert (
+        "The autoencoder bottleneck separates clean from PGD eps=0.03 images with probe AUROC "
+        "0.53 - indistinguishable" in text
+    )
+    assert "CNN penultimate layer separates clean from PGD eps=0.03 images with probe AUROC 0.97 - separable" in text
+    assert "lowers accuracy from 88.5% to 12.0%" in text
+    assert "AUROC < 0.6 indistinguishable" in text
+    # optional stages that did not run say so
+    assert "Not run: metrics/robustness.json is absent" in text
+    assert "Not run: metrics/denoise.json is absent" in text
+    toc = re.findall(r'<a href="#([a-z0-9-]+)">', page)
+    ids = re.findall(r'<h2 id="([a-z0-9-]+)">', page)
+    assert toc == ids and "does-denoising-defend" in ids
+
+
+def test_markdown_links_figures_relative_to_the_report(tmp_path):
+    paths = _tree(tmp_path)
+    assert _run(tmp_path) == 0
+    md = (paths["out"] / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(links) == sorted(
+        f"../plots/{stage}/{name}" for stage, names in PLOTS.items() for name in names
+    )
+    for link in links:
+        assert (paths["out"] / link).resolve().is_file()
+    assert "| clean test accuracy | 93.2% | 88.5% |" in md
+    assert "(#does-denoising-defend)" in md and "## Does denoising defend?" in md
+
+
+def test_output_is_deterministic(tmp_path):
+    paths = _tree(tmp_path)
+    assert _run(tmp_path) == 0
+    first = [(paths["out"] / n).read_bytes() for n in ("index.html", "report.md")]
+    assert _run(tmp_path) == 0
+    assert first == [(paths["out"] / n).read_bytes() for n in ("index.html", "report.md")]
+
+
+def test_malformed_json_is_an_error_naming_the_file(tmp_path, capsys):
+    paths = _tree(tmp_path)
+    (tmp_path / "metrics" / "embed.json").write_text('{"cnn.pgd.silhouette": 0.3,')
+    assert _run(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "embed.json" in err and "not valid JSON" in err
+    assert not (paths["out"] / "index.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [('{"a": "high"}', "is not a number"), ('{"a": NaN}', "is not finite"), ("[1, 2]", "object")],
+)
+def test_malformed_metrics_are_errors(tmp_path, capsys, content, message):
+    _tree(tmp_path)
+    (tmp_path / "metrics" / "attack.json").write_text(content)
+    assert _run(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "attack.json" in err and message in err
+
+
+def test_robustness_section_renders_any_defences_and_verdicts(tmp_path):
+    _tree(tmp_path)
+    rob = {
+        "none.clean_accuracy": 0.9,
+        "none.oblivious.pgd.accuracy": 0.1,
+        "none.adaptive.pgd.accuracy": 0.1,
+        "ae.clean_accuracy": 0.88,
+        "ae.oblivious.pgd.accuracy": 0.7,
+        "ae.adaptive.pgd.accuracy": 0.12,
+        "ae_adv.clean_accuracy": 0.86,
+        "ae_adv.oblivious.pgd.accuracy": 0.84,
+        "ae_adv.adaptive.pgd.accuracy": 0.8,
+        "mystery.clean_accuracy": 0.5,
+        "mystery.oblivious.pgd.accuracy": 0.5,
+        "mystery.adaptive.pgd.accuracy": 0.5,
+        "checks.all_passed": False,
+        "checks.ae.pgd_converged": False,
+    }
+    (tmp_path / "metrics" / "robustness.json").write_text(json.dumps(rob))
+    assert _run(tmp_path) == 0
+    text = _text((tmp_path / "report" / "index.html").read_text())
+    assert "none 90.0% 10.0% 10.0%" in text  # row: clean, oblivious PGD, adaptive PGD
+    assert "mystery 50.0%" in text
+    assert "ae: clean 88.0%" in text and "helps only against the oblivious attack" in text
+    assert "ae_adv: clean 86.0%" in text and "defends : robust under the adaptive attack" in text
+    assert "failed: checks.ae.pgd_converged, checks.all_passed" in text
+    assert "Not run: metrics/robustness.json" not in text
+
+
+def test_everything_missing_still_renders(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    assert _run(tmp_path) == 0
+    text = _text((tmp_path / "report" / "index.html").read_text())
+    for stage in report.STAGES:
+        if stage not in ("train_ae_adv", "train_ae_guided"):  # shown only with robustness
+            assert f"metrics/{stage}.json is absent" in text, stage
+
+
+def test_verdict_thresholds():
+    assert report.separability(0.59) == "indistinguishable"
+    assert report.separability(0.6) == "partly separable"
+    assert report.separability(0.8) == "separable"
+    assert report.restoration(0.9, 0.1, 0.8)[1] == "restores it"
+    assert report.restoration(0.9, 0.1, 0.3)[1] == "partly restores it"
+    assert report.restoration(0.9, 0.1, 0.15)[1] == "does not restore it"
+    assert report.restoration(0.9, 0.88, 0.2)[0] is None
