@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{splits.image_size} px (re-run the training stages)"
             )
     rng = runtime.generator(params.seed, embed.SUBSAMPLE_OFFSET)
-    with threadpool_limits(limits=params.threads):
+    # NumPy/scikit-learn single-threaded: UMAP is anyway once seeded, and on a shared CPU t-SNE's
+    # OpenMP threads cost more CPU time than they save
+    with threadpool_limits(limits=1):
         result = embed.run_embed(
             cnn, ae, clean, splits.test.y, adversarial, splits.classes, params.embed,
             params.seed, rng, device,
@@ -55,17 +57,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"embed: {key} took {seconds:.1f} s on {len(result.groups)} points")
 
     methods = tuple(adversarial)
-    groups = embed.group_names(methods)
-    figures = {}
-    for space in embed.SPACES:
-        notes = {
-            emb: "probe AUROC "
-            + ", ".join(f"{m} {result.metrics[f'{space}.{m}.probe_auroc.{emb}']:.2f}" for m in methods)
-            for emb in embed.EMBEDDINGS
-        }
-        figures[f"{space}_embeddings.png"] = figs.embedding_grid(
-            space, result.coords[space], result.groups, result.labels, groups, splits.classes, notes
-        )
+    figures = {
+        f"{space}_embeddings.png": figs.embedding_grid(
+            space,
+            result.coords[space],
+            result.groups,
+            result.labels,
+            embed.group_names(methods),
+            splits.classes,
+            embed.probe_notes(result.metrics, space, methods),
+        )  # fmt: skip
+        for space in embed.SPACES
+    }
     rocs = {m: (r.fpr, r.tpr, r.auroc) for m, r in result.rocs.items()}
     figures["detector_roc.png"] = figs.detector_figure(rocs, result.errors, params.attack.eps)
 

@@ -35,8 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     figures = sum(len(v) for v in inputs.figures.values())
     print(
         f"report: {args.out / 'index.html'} ({len(page) / 1e6:.1f} MB, {figures} figures) and "
-        f"{args.out / 'report.md'}"
-        + (f"; not run: {', '.join(missing)}" if missing else "")
+        f"{args.out / 'report.md'}" + (f"; not run: {', '.join(missing)}" if missing else "")
     )
 
 

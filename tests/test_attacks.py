@@ -336,7 +336,14 @@ def test_stage_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert result["eps"] == 0.03 and result["pgd.linf_max"] <= 0.03 + 1e-6
     assert result["check.fgsm.eps0_is_clean"] is True
     table = pd.read_csv(paths["plots"] / "accuracy.csv")
-    assert list(table.columns) == ["method", "eps", "accuracy", "success_rate", "l2_mean", "linf_max"]
+    assert list(table.columns) == [
+        "method",
+        "eps",
+        "accuracy",
+        "success_rate",
+        "l2_mean",
+        "linf_max",
+    ]
     assert len(table) == 2 * 4  # methods x (grid + headline 0.03)
     wide = pd.read_csv(paths["plots"] / "accuracy_vs_eps.csv")
     assert list(wide.columns) == ["eps", "fgsm", "pgd"] and len(wide) == 4

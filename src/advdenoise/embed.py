@@ -172,7 +172,9 @@ def embed_2d(
 
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if a.shape != b.shape or a.ndim != 2:
-        raise PipelineError(f"paired feature arrays must be equal [N, D], got {a.shape} and {b.shape}")
+        raise PipelineError(
+            f"paired feature arrays must be equal [N, D], got {a.shape} and {b.shape}"
+        )
     if len(a) < 2:
         raise PipelineError("embed: need at least two paired points per group")
     return np.vstack([a, b]), np.r_[np.zeros(len(a), int), np.ones(len(b), int)]
@@ -265,6 +267,15 @@ def detector_roc(clean_scores: np.ndarray, adv_scores: np.ndarray) -> Roc:
     return Roc(float(roc_auc_score(y, scores)), fpr, tpr, thr)
 
 
+def probe_notes(metrics: Mapping[str, float], space: str, methods: Sequence[str]) -> dict[str, str]:
+    """Per embedding, a one-line summary of its probe AUROCs for the figure titles."""
+    return {
+        emb: "probe AUROC "
+        + ", ".join(f"{m} {metrics[f'{space}.{m}.probe_auroc.{emb}']:.2f}" for m in methods)
+        for emb in EMBEDDINGS
+    }
+
+
 # --------------------------------------------------------------------------- the whole analysis
 
 
@@ -273,7 +284,9 @@ class EmbedResult:
     """Everything the stage writes: flat numeric metrics, plot frames, and (unwritten) timings."""
 
     metrics: dict[str, float] = field(default_factory=dict)
-    scatter: dict[str, pd.DataFrame] = field(default_factory=dict)  # "<space>_<embedding>" -> x,y,group,label
+    scatter: dict[str, pd.DataFrame] = field(
+        default_factory=dict
+    )  # "<space>_<embedding>" -> x,y,group,label
     coords: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # space -> emb -> [N, 2]
     groups: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
     labels: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))

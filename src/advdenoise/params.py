@@ -241,7 +241,7 @@ class EmbedParams:
 
     max_points: int = 400  # per group (clean / adversarial / denoised), subsampled with the seed
     tsne_perplexity: float = 30.0
-    tsne_max_iter: int = 500  # sklearn's default is 1000; 500 halves the cost and converges on ~2k points
+    tsne_max_iter: int = 500  # sklearn default 1000; 500 halves the cost, enough on ~2k points
     umap_neighbors: int = 15
     probe_folds: int = 5
     batch_size: int = 128  # inference batch for features and reconstructions

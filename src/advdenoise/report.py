@@ -93,12 +93,13 @@ CAPTIONS: dict[str, dict[str, str]] = {
     },
     "attack": {"accuracy_vs_eps.png": "Classifier accuracy vs attack strength eps."},
     "denoise": {
-        "accuracy_vs_eps.png": "Accuracy vs eps: clean, adversarial and denoised adversarial "
+        "fig3_accuracy_vs_eps.png": "Accuracy vs eps: clean, adversarial and denoised adversarial "
         "(paper Fig. 3).",
-        "heatmaps.png": "Perturbation heatmaps |x_adv - x| and |AE(x_adv) - x| (paper Fig. 4).",
-        "intensities.png": "Pixel-intensity histograms of clean, adversarial and denoised "
+        "fig4_heatmaps.png": "Perturbation heatmaps |x_adv - x| and |AE(x_adv) - x| beside the "
+        "images (paper Fig. 4).",
+        "fig5_intensity.png": "Pixel-intensity histograms of clean, adversarial and denoised "
         "images (paper Fig. 5).",
-        "reconstruction_loss.png": "Reconstruction loss vs eps for clean and adversarial inputs "
+        "fig7_recon_loss.png": "Reconstruction loss vs eps for clean and adversarial inputs "
         "(paper Fig. 7).",
     },
     "embed": {
@@ -356,7 +357,19 @@ def configuration(inputs: Inputs) -> Section:
     if prep is None:
         sec.blocks.append(not_run("prepare", " (split sizes unknown)"))
     else:
-        sec.blocks.append(Paragraph("Split sizes and data checks (metrics/prepare.json):"))
+        columns = (*p.data.classes, "total")
+        rows = tuple(
+            (
+                split,
+                *(num(prep[f"{split}.{c}"]) if f"{split}.{c}" in prep else "-" for c in columns),
+            )
+            for split in ("train", "val", "test", "all")
+            if any(f"{split}.{c}" in prep for c in columns)
+        )
+        if rows:
+            sec.blocks.append(Paragraph("Split sizes (images per class, metrics/prepare.json):"))
+            sec.blocks.append(Table(("split", *columns), rows))
+        sec.blocks.append(Paragraph("All data checks (metrics/prepare.json):"))
         sec.blocks.append(metrics_table(prep))
     sec.blocks += inputs.figures["prepare"]
     return sec
@@ -566,7 +579,14 @@ def embed_section(inputs: Inputs) -> Section:
     )
     sec.blocks.append(
         Table(
-            ("attack", "AUROC", "TPR at 5% FPR", "mean error (adv.)", "mean error (clean)", "verdict"),
+            (
+                "attack",
+                "AUROC",
+                "TPR at 5% FPR",
+                "mean error (adv.)",
+                "mean error (clean)",
+                "verdict",
+            ),
             tuple(det_rows),
         )
     )
@@ -656,6 +676,7 @@ def robustness_section(inputs: Inputs) -> Section:
     if m is None:
         sec.blocks.append(not_run("robustness"))
         sec.blocks += inputs.figures["robustness"]
+        sec.blocks += _denoiser_stages(inputs)
         return sec
     defences, cells = _defences(m), _cells(m)
     sec.blocks.append(
@@ -689,20 +710,25 @@ def robustness_section(inputs: Inputs) -> Section:
         sec.blocks.append(
             Paragraph(
                 f"Evaluation checks (Carlini et al. 2019): {len(checks) - len(failed)} of "
-                f"{len(checks)} passed"
-                + (f"; failed: {', '.join(failed)}." if failed else ".")
+                f"{len(checks)} passed" + (f"; failed: {', '.join(failed)}." if failed else ".")
             )
         )
+    sec.blocks += inputs.figures["robustness"]
+    sec.blocks += _denoiser_stages(inputs)
+    return sec
+
+
+def _denoiser_stages(inputs: Inputs) -> list[Block]:
+    blocks: list[Block] = []
     for stage, title in (
         ("train_ae_adv", "Autoencoder retrained on adversarial examples"),
         ("train_ae_guided", "Feature-guided denoiser"),
     ):
         sm = inputs.metrics[stage]
-        sec.blocks.append(Paragraph(f"**{title}** (metrics/{stage}.json)"))
-        sec.blocks.append(not_run(stage) if sm is None else metrics_table(sm))
-        sec.blocks += inputs.figures[stage]
-    sec.blocks += inputs.figures["robustness"]
-    return sec
+        blocks.append(Paragraph(f"**{title}** (metrics/{stage}.json)"))
+        blocks.append(not_run(stage) if sm is None else metrics_table(sm))
+        blocks += inputs.figures[stage]
+    return blocks
 
 
 def conclusions(inputs: Inputs) -> Section:
@@ -723,6 +749,13 @@ def conclusions(inputs: Inputs) -> Section:
             f"CT scans at 224 px{comparable}."
         )
     clean = _attack_clean(inputs)
+    den_clean = _get(inputs.metrics["denoise"], "denoised_clean_accuracy")
+    if den_clean is not None and clean is not None:
+        out.append(
+            f"Passing clean test images through the autoencoder changes accuracy from {pct(clean)} "
+            f"to {pct(den_clean)} ({100 * (den_clean - clean):+.1f} points): the price of the "
+            "denoiser on clean inputs."
+        )
     for m in p.attack.methods:
         adv = _get(inputs.metrics["attack"], f"{m}.accuracy")
         if adv is None or clean is None:
@@ -750,9 +783,7 @@ def conclusions(inputs: Inputs) -> Section:
             full = _get(emb, f"{space}.{m}.probe_auroc.full")
             if full is None:
                 continue
-            in2d = {
-                e: _get(emb, f"{space}.{m}.probe_auroc.{e}") for e in ("pca", "tsne", "umap")
-            }
+            in2d = {e: _get(emb, f"{space}.{m}.probe_auroc.{e}") for e in ("pca", "tsne", "umap")}
             best = max((v, e) for e, v in in2d.items() if v is not None)
             out.append(
                 f"The {SPACE_NAMES[space]} separates clean from {m.upper()} eps={eps:g} images "

@@ -37,12 +37,12 @@ so an image does not change when the counts of the other class or of later image
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from advdenoise.data import LabelledImages
 from advdenoise.errors import PipelineError
 from advdenoise.runtime import generator
 
@@ -75,303 +75,378 @@ def synthetic_id(class_name: str, index: int) -> str:
 
 
 # --------------------------------------------------------------------------- rendering helpers
+#
+# Images are rendered in batches: every array has a leading batch axis B, per-image parameters are
+# (B, 1, 1) columns, and a variable number of structures (vessels, ribs, lesions) is a fixed maximum
+# with an on/off mask, so that one NumPy call draws a feature in every image of the batch.
+
+_MAX_VESSELS, _MAX_BRANCHES, _MAX_DOTS, _MAX_RIBS, _MAX_LESIONS = 19, 11, 79, 5, 8
+_SIDES = np.array([-1.0, 1.0])  # image-left lung (patient's right), image-right lung
+_BATCH_VALUES = 2_000_000  # floats per (B, K, S, S) temporary: bounds memory at any image size
 
 
-@functools.lru_cache(maxsize=64)
-def _blur_matrix(size: int, sigma_px: float) -> np.ndarray:
-    """Row operator G of a Gaussian blur with reflecting borders: blurred = G @ img @ G.T."""
-    radius = max(1, int(np.ceil(3 * sigma_px)))
-    offsets = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 * (offsets / sigma_px) ** 2)
-    kernel /= kernel.sum()
-    g = np.zeros((size, size))
-    rows = np.arange(size)[:, None]
-    cols = rows + offsets[None, :]
-    cols = np.where(cols < 0, -cols - 1, cols)  # reflect
-    cols = np.where(cols >= size, 2 * size - cols - 1, cols)
-    cols = np.clip(cols, 0, size - 1)
-    np.add.at(g, (np.broadcast_to(rows, cols.shape), cols), np.broadcast_to(kernel, cols.shape))
-    return g
+def _col(v: np.ndarray, ndim: int = 3) -> np.ndarray:
+    """Per-image values (B,) -> shape (B, 1, ..., 1) with `ndim` axes, to broadcast over pixels."""
+    v = np.asarray(v, dtype=np.float32)
+    return v.reshape(v.shape[:1] + (1,) * (ndim - 1))
 
 
-def _blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
-    # Quantised sigma keeps the matrix cache small.
-    g = _blur_matrix(img.shape[0], round(max(sigma_px, 0.2), 2))
-    return g @ img @ g.T
+def _kernels(sigmas_px: np.ndarray) -> np.ndarray:
+    """Normalised Gaussian kernels, one row per image, on a common support."""
+    sig = np.maximum(np.asarray(sigmas_px, dtype=np.float64), 0.2)
+    radius = max(1, int(np.ceil(3 * sig.max())))
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1)[None, :] / sig[:, None]) ** 2)
+    return (k / k.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, sigma_px: float) -> np.ndarray:
-    """Correlated Gaussian noise with unit standard deviation."""
-    n = _blur(rng.standard_normal((size, size)), sigma_px)
-    return n / (n.std() + 1e-12)
+def _blur(img: np.ndarray, sigma_px: float | np.ndarray) -> np.ndarray:
+    """Separable Gaussian blur of (B, S, S) with mirrored borders, per-image sigma allowed.
+
+    Shifted sums instead of BLAS: fast for small kernels and bit-identical on every machine.
+    """
+    b, h, w = img.shape
+    k = _kernels(np.broadcast_to(sigma_px, (b,)))
+    r = k.shape[1] // 2
+    p = np.pad(img, ((0, 0), (r, r), (0, 0)), mode="symmetric")
+    out = sum(k[:, i, None, None] * p[:, i : i + h] for i in range(k.shape[1]))
+    p = np.pad(out, ((0, 0), (0, 0), (r, r)), mode="symmetric")
+    return sum(k[:, i, None, None] * p[:, :, i : i + w] for i in range(k.shape[1]))
+
+
+def _unit(noise: np.ndarray) -> np.ndarray:
+    """Scale each image of a (B, S, S) noise field to unit standard deviation."""
+    return noise / (noise.std(axis=(1, 2), keepdims=True) + 1e-12)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def _ellipse_mask(
-    x: np.ndarray,
-    y: np.ndarray,
-    cx: float,
-    cy: float,
-    ax: float,
-    ay: float,
-    edge: float,
-    angle: float = 0.0,
-) -> np.ndarray:
-    """Soft (anti-aliased) inside-mask of a rotated ellipse; `edge` is the transition width."""
-    c, s = np.cos(angle), np.sin(angle)
-    dx, dy = x - cx, y - cy
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    rho = np.sqrt((u / ax) ** 2 + (v / ay) ** 2)
-    return _sigmoid((1.0 - rho) * min(ax, ay) / edge)
+def _ellipse(x, y, cx, cy, ax, ay, edge):  # noqa: ANN001, ANN202 - arrays broadcasting to (B,S,S)
+    """Soft (anti-aliased) inside-mask of an axis-aligned ellipse; `edge` is the transition width."""
+    rho = np.sqrt(((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2)
+    return _sigmoid((1.0 - rho) * np.minimum(ax, ay) / edge)
 
 
-def _gaussians(
-    x: np.ndarray,
-    y: np.ndarray,
-    cx: np.ndarray,
-    cy: np.ndarray,
-    sx: np.ndarray,
-    sy: np.ndarray,
-    angle: np.ndarray,
-    amp: np.ndarray,
-) -> np.ndarray:
-    """Sum of K anisotropic Gaussian blobs evaluated on the grid (vectorised over K)."""
-    if len(cx) == 0:
-        return np.zeros_like(x)
-    c, s = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
-    dx, dy = x[None] - cx[:, None, None], y[None] - cy[:, None, None]
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    q = (u / sx[:, None, None]) ** 2 + (v / sy[:, None, None]) ** 2
-    return np.einsum("k,khw->hw", amp, np.exp(-0.5 * q))
+def _gaussians(x, y, cx, cy, sx, sy, angle, amp) -> np.ndarray:  # noqa: ANN001
+    """Sum over K of anisotropic Gaussian blobs; parameters (B, K), grid (B, S, S) -> (B, S, S).
+
+    Only blobs with a non-zero amplitude are evaluated (most of the K slots are usually empty).
+    """
+    out = np.zeros(x.shape, dtype=np.float32)
+    bi, ki = np.nonzero(amp)
+    if len(bi) == 0:
+        return out
+    c, s = np.cos(angle[bi, ki])[:, None, None], np.sin(angle[bi, ki])[:, None, None]
+    dx, dy = x[bi] - cx[bi, ki][:, None, None], y[bi] - cy[bi, ki][:, None, None]
+    u = (c * dx + s * dy) / sx[bi, ki][:, None, None]
+    v = (c * dy - s * dx) / sy[bi, ki][:, None, None]
+    blobs = amp[bi, ki][:, None, None] * np.exp(-0.5 * (u * u + v * v))
+    starts = np.flatnonzero(np.r_[True, bi[1:] != bi[:-1]])  # bi is sorted by image
+    out[bi[starts]] = np.add.reduceat(blobs, starts, axis=0)
+    return out
 
 
 def _splat(size: int, px: np.ndarray, py: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Bilinear splatting of weighted points (pixel coordinates) onto a size x size grid."""
-    img = np.zeros((size + 2, size + 2))
-    fx, fy = px + 0.5, py + 0.5  # +1 border, -0.5 pixel-centre convention
-    ix, iy = np.floor(fx).astype(int), np.floor(fy).astype(int)
+    """Bilinear splatting of weighted points, (B, M) pixel coordinates -> (B, S, S) images."""
+    b = px.shape[0]
+    n = size + 2  # one pixel of border on each side, cropped at the end
+    fx, fy = px + 1.0, py + 1.0
+    ix, iy = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
     tx, ty = fx - ix, fy - iy
-    ok = (ix >= 0) & (iy >= 0) & (ix < size + 1) & (iy < size + 1)
-    ix, iy, tx, ty, w = ix[ok], iy[ok], tx[ok], ty[ok], w[ok]
-    np.add.at(img, (iy, ix), w * (1 - tx) * (1 - ty))
-    np.add.at(img, (iy, ix + 1), w * tx * (1 - ty))
-    np.add.at(img, (iy + 1, ix), w * (1 - tx) * ty)
-    np.add.at(img, (iy + 1, ix + 1), w * tx * ty)
-    return img[1:-1, 1:-1]
+    ok = (ix >= 0) & (iy >= 0) & (ix < n - 1) & (iy < n - 1)
+    flat = (np.arange(b)[:, None] * n * n + iy * n + ix)[ok]
+    tx, ty, w = tx[ok], ty[ok], w[ok]
+    idx = np.concatenate([flat, flat + 1, flat + n, flat + n + 1])
+    wts = np.concatenate(
+        [w * (1 - tx) * (1 - ty), w * tx * (1 - ty), w * (1 - tx) * ty, w * tx * ty]
+    )
+    img = np.bincount(idx, weights=wts, minlength=b * n * n).reshape(b, n, n).astype(np.float32)
+    return img[:, 1:-1, 1:-1]
 
 
-# --------------------------------------------------------------------------- one slice
+# --------------------------------------------------------------------------- parameters
+
+
+def _draw(
+    rng: np.random.Generator, size: int, lesions: bool, style: Style
+) -> dict[str, np.ndarray]:
+    """All random choices of one slice (fixed shapes), plus its pixel-noise fields."""
+    # Lesions and pixel noise draw from their own streams: a slice with and without lesions has
+    # the same anatomy, noise and window (the label is the only difference), and the anatomy does
+    # not depend on image_size.
+    lesion_rng, noise_rng, patchy_rng = (np.random.default_rng(rng.integers(2**63)) for _ in "abc")
+    u = rng.uniform
+    nv, nb, nd, nr, nl = _MAX_VESSELS, _MAX_BRANCHES, _MAX_DOTS, _MAX_RIBS, _MAX_LESIONS
+    p: dict[str, np.ndarray | float] = {}
+    # Pose, body, spine.
+    p["theta"], p["scale"] = np.deg2rad(u(-7, 7)), u(0.9, 1.08)
+    p["shift_x"], p["shift_y"] = u(-0.05, 0.05), u(-0.05, 0.05)
+    p["body_a"], p["body_b"], p["body_y"], p["fat"] = (
+        u(1.1, 1.3),
+        u(0.95, 1.1),
+        u(0.02, 0.1),
+        u(0.04, 0.1),
+    )
+    p["vert_y"], p["vert_r"] = p["body_y"] + p["body_b"] - u(0.22, 0.3), u(0.11, 0.15)
+    # Lungs, mediastinum, heart.
+    p["med"], p["lung_y"], lung_ry = u(0.09, 0.18), u(-0.06, 0.04), u(0.62, 0.76)
+    p["lung_ry"] = lung_ry
+    p["heart"] = float(rng.random() < 0.5)
+    p["heart_x"], p["heart_y"] = u(0.05, 0.18), u(-0.55, -0.3)
+    p["heart_a"], p["heart_b"] = u(0.25, 0.4), u(0.25, 0.4)
+    p["cx"], p["cy"] = _SIDES * u(0.46, 0.54, 2), p["lung_y"] + u(-0.04, 0.04, 2)
+    p["rx"], p["ry"] = u(0.33, 0.41, 2), lung_ry * u(0.92, 1.05, 2)
+    p["tilt"] = _SIDES * np.deg2rad(u(-4, 12, 2))
+    p["wobble_amp"], p["wobble_phase"] = u(0, 0.05, (2, 3)), u(0, 2 * np.pi, (2, 3))
+    p["lung_hu"], p["gradient"], p["texture"] = -880.0 + u(-40, 50), u(0, 45), u(8, 18)
+    # Airway: trachea on upper slices, main bronchi on lower ones.
+    p["trachea"] = float(rng.random() < 0.6)
+    p["tr"], p["tr_x"], p["tr_y"] = u(0.045, 0.07), u(-0.04, 0.04), u(-0.3, -0.1)
+    p["br"], p["br_y"] = u(0.025, 0.04), u(-0.05, 0.1)
+    # Ribs along the lateral and posterior chest wall.
+    p["rib_on"] = (np.arange(nr) < rng.integers(3, nr + 1, 2)[:, None]).astype(float)
+    p["rib_ang"], p["rib_r"] = u(-0.45 * np.pi, 0.55 * np.pi, (2, nr)), u(1.12, 1.22, (2, nr))
+    p["rib_half"] = u(0.02, 0.04, (2, nr))
+    # Vessels: branches fanning out from each hilum, side branches, cross-sections.
+    n_v = rng.integers(12, nv + 1, 2)
+    p["v_on"] = (np.arange(nv) < n_v[:, None]).astype(float)
+    p["hilum_dx"] = u(0.05, 0.1, 2)
+    p["hilum_y"] = u(-0.08, 0.1, 2)[:, None] + u(-0.12, 0.12, (2, nv))
+    p["v_ang"], p["v_len"] = u(-0.5 * np.pi, 0.5 * np.pi, (2, nv)), u(0.3, 0.8, (2, nv))
+    p["v_curve"], p["v_start"] = u(-0.8, 0.8, (2, nv)), u(0.05, 0.35, (2, nv))
+    p["b_on"] = (np.arange(nb) < rng.integers(6, nb + 1, 2)[:, None]).astype(float)
+    p["b_parent"] = np.floor(u(0, 1, (2, nb)) * n_v[:, None])
+    p["b_at"] = u(0.25, 0.75, (2, nb))
+    p["b_turn"] = rng.choice([-1.0, 1.0], (2, nb)) * u(0.4, 0.9, (2, nb))
+    p["b_len"] = u(0.2, 0.45, (2, nb))
+    p["d_on"] = (np.arange(nd) < rng.integers(40, nd + 1, 2)[:, None]).astype(float)
+    p["d_r"], p["d_phi"], p["d_w"] = (
+        np.sqrt(u(0, 1, (2, nd))),
+        u(0, 2 * np.pi, (2, nd)),
+        u(0.3, 1.0, (2, nd)),
+    )
+    # Confounders present in both classes.
+    n_nod = rng.integers(1, 3)
+    nod_on = (rng.random() < style.nodule_prob) * (np.arange(2) < n_nod)
+    p["nod_amp"], p["nod_side"] = nod_on * u(450, 800, 2), rng.integers(0, 2, 2).astype(float)
+    p["nod_r"], p["nod_phi"], p["nod_s"] = (
+        np.sqrt(u(0.05, 0.8, 2)),
+        u(0, 2 * np.pi, 2),
+        u(0.012, 0.025, 2),
+    )
+    p["dep_amp"] = (rng.random() < style.dependent_density_prob) * u(60, 220)
+    p["dep_y"], p["dep_w"] = u(0.55, 0.8), u(0.03, 0.07)
+    # Scanner.
+    p["noise_sd"], p["psf"] = u(*style.noise_hu), u(0.35, 0.7)
+    p["level"], p["width"] = u(-560, -460), u(1300, 1500)
+    p["mean_target"] = rng.normal(*style.mean_target)
+    # COVID lesions: ground glass (+ consolidation), peripheral and posterior leaning.
+    lr = lesion_rng
+    faint = lr.random() < style.faint_fraction
+    severity = lr.uniform(*(style.faint_hu if faint else style.ggo_hu))
+    n_les = min(1 + lr.poisson(style.lesion_count_mean), nl)
+    bilateral, first = lr.random() < 0.6, lr.integers(0, 2)
+    side = np.where(bilateral, lr.integers(0, 2, nl), first)
+    phi = lr.vonmises(np.pi / 2, 0.6, nl)  # posterior
+    phi = np.where(side == 1, phi, np.pi - phi)  # toward the lateral wall of each lung
+    phi = np.where(lr.random(nl) < 0.5, phi, lr.uniform(0, 2 * np.pi, nl))
+    p["les_side"], p["les_phi"], p["les_r"] = side.astype(float), phi, lr.beta(3.0, 1.4, nl) * 0.9
+    ls = lr.uniform(0.07, 0.2, nl)
+    p["les_s"], p["les_sx"], p["les_sy"] = (
+        ls,
+        ls * lr.uniform(0.7, 1.4, nl),
+        ls * lr.uniform(0.7, 1.4, nl),
+    )
+    p["les_ang"] = lr.uniform(0, np.pi, nl)
+    p["les_amp"] = lesions * (np.arange(nl) < n_les) * severity * lr.uniform(0.6, 1.0, nl)
+    cons = lesions and lr.random() < style.consolidation_prob
+    p["cons_k"], p["cons_ang"] = float(lr.integers(0, n_les)), lr.uniform(0, np.pi)
+    p["cons_amp"] = cons * lr.uniform(450, 750)
+    # Pixel-noise fields.
+    p["tex_noise"] = noise_rng.standard_normal((size, size))
+    p["scan_noise"] = noise_rng.standard_normal((size, size))
+    p["white_noise"] = noise_rng.standard_normal((size, size))
+    p["patchy_noise"] = (
+        patchy_rng.standard_normal((size, size)) if lesions else np.zeros((size, size))
+    )
+    return {
+        k: np.asarray(v, dtype=np.float32 if k.endswith("_noise") else np.float64)
+        for k, v in p.items()
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _render(p: dict[str, np.ndarray], size: int, style: Style) -> np.ndarray:
+    """Render a batch of drawn slices -> uint8 (B, S, S). Arrays in `p` have a leading batch axis."""
+    b = len(p["theta"])
+    px = 2.0 / size  # one pixel in normalised units
+    grid = ((np.arange(size) + 0.5) * px - 1.0).astype(np.float32)
+    gx, gy = grid[None, None, :], grid[None, :, None]
+    c = _col  # (B,) -> (B, 1, 1)
+    scale, ct, st = c(p["scale"]), c(np.cos(p["theta"])), c(np.sin(p["theta"]))
+    sx0, sy0 = c(p["shift_x"]), c(p["shift_y"])
+    x = (ct * (gx - sx0) + st * (gy - sy0)) / scale  # patient frame
+    y = (-st * (gx - sx0) + ct * (gy - sy0)) / scale
+    epx = 0.7 * px / scale  # soft-edge width: about one pixel
+
+    def to_pixels(xp: np.ndarray, yp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Patient-frame points (B, M) -> (column, row) pixel coordinates."""
+        s_, cs, sn = scale[:, :, 0], ct[:, :, 0], st[:, :, 0]
+        xs, ys = xp * s_, yp * s_
+        ix, iy = cs * xs - sn * ys + sx0[:, :, 0], sn * xs + cs * ys + sy0[:, :, 0]
+        return (ix + 1.0) / px - 0.5, (iy + 1.0) / px - 0.5
+
+    # Body: air -1000 HU, fat rim -100, soft tissue +40; spine (bone) with its canal.
+    by, ba, bb, fat = c(p["body_y"]), c(p["body_a"]), c(p["body_b"]), c(p["fat"])
+    body = _ellipse(x, y, 0.0, by, ba, bb, epx)
+    hu = -1000.0 + 900.0 * body + 140.0 * _ellipse(x, y, 0.0, by, ba - fat, bb - fat, epx)
+    vy, vr = c(p["vert_y"]), c(p["vert_r"])
+    hu += 650.0 * _ellipse(x, y, 0.0, vy - 0.05, vr, vr * 0.9, epx)
+    hu -= 600.0 * _ellipse(x, y, 0.0, vy + vr * 0.9, vr * 0.4, vr * 0.35, epx)
+
+    # Lung fields: wobbly tilted ellipses, flat medial border, heart and spine cut out.
+    med = c(p["med"])
+    lungs = np.zeros((b, size, size), dtype=np.float32)
+    for i, side in enumerate(_SIDES):
+        cx, cy, rx, ry = c(p["cx"][:, i]), c(p["cy"][:, i]), c(p["rx"][:, i]), c(p["ry"][:, i])
+        cos_t, sin_t = c(np.cos(p["tilt"][:, i])), c(np.sin(p["tilt"][:, i]))
+        dx, dy = x - cx, y - cy
+        u, v = cos_t * dx + sin_t * dy, -sin_t * dx + cos_t * dy
+        r = np.sqrt(u**2 + v**2) + 1e-12
+        c1, s1 = u / r, v / r  # cos/sin of the angle; harmonics by recurrence (no trig per pixel)
+        ck, sk, wobble = c1, s1, 1.0
+        for k in range(3):
+            ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1  # harmonic k + 2
+            amp, ph = c(p["wobble_amp"][:, i, k]), p["wobble_phase"][:, i, k]
+            wobble = wobble + amp * (ck * c(np.cos(ph)) - sk * c(np.sin(ph)))
+        rho = np.sqrt((u / rx) ** 2 + (v / ry) ** 2) / wobble
+        m = _sigmoid((1.0 - rho) * rx / epx) * _sigmoid((side * x - med) / epx)
+        lungs = np.maximum(lungs, m)
+    heart = _ellipse(x, y, c(p["heart_x"]), c(p["heart_y"]), c(p["heart_a"]), c(p["heart_b"]), epx)
+    lungs = lungs * (1.0 - c(p["heart"]) * heart)
+    lungs = lungs * (1.0 - _ellipse(x, y, 0.0, vy - 0.05, vr * 1.35, vr * 1.25, epx))
+    gradient = c(p["gradient"]) * np.clip((y - c(p["lung_y"])) / c(p["lung_ry"]), -1, 1)
+    texture = c(p["texture"]) * _unit(_blur(p["tex_noise"], 0.9))
+    hu = hu * (1.0 - lungs) + (c(p["lung_hu"]) + gradient + texture) * lungs
+
+    # Airway.
+    tr, br, bry = c(p["tr"]), c(p["br"]), c(p["br_y"])
+    trachea = _ellipse(x, y, c(p["tr_x"]), c(p["tr_y"]), tr, tr, epx)
+    bronchi = np.maximum(
+        _ellipse(x, y, -med - 0.05, bry, br, br * 1.2, epx),
+        _ellipse(x, y, med + 0.05, bry, br, br * 1.2, epx),
+    )
+    airway = c(p["trachea"]) * trachea + (1.0 - c(p["trachea"])) * bronchi
+    hu = hu * (1.0 - airway) - 990.0 * airway
+
+    # Per-lung geometry as (B, 2, 1) columns for the point-based structures below.
+    cx2, cy2 = p["cx"][:, :, None], p["cy"][:, :, None]
+    rx2, ry2 = p["rx"][:, :, None], p["ry"][:, :, None]
+    side2 = _SIDES[None, :, None]
+
+    # Ribs: short bright bars outside the lungs, splatted then blurred.
+    a = (
+        p["rib_ang"][..., None]
+        + p["rib_half"][..., None] * np.linspace(-1, 1, 5) / p["rib_r"][..., None]
+    )
+    r = p["rib_r"][..., None]
+    rib_x = cx2[..., None] + side2[..., None] * r * rx2[..., None] * np.cos(a)
+    rib_y = cy2[..., None] + r * ry2[..., None] * np.sin(a)
+    rib_w = np.broadcast_to(p["rib_on"][..., None], rib_x.shape)
+    rib_px = np.maximum(0.018 * p["scale"] / px, 0.7)
+    ribs = _blur(
+        _splat(size, *to_pixels(rib_x.reshape(b, -1), rib_y.reshape(b, -1)), rib_w.reshape(b, -1)),
+        rib_px,
+    )
+    hu += 700.0 * np.minimum(ribs * c(2 * np.pi * rib_px**2 / 2.5), 1.0) * (1.0 - lungs) * body
+
+    # Vessels: tapering polylines from the hilum, side branches and dots, splatted then blurred.
+    steps = int(np.ceil(1.4 / px))  # <= half-pixel spacing (branches are shorter than 0.7)
+    t = np.linspace(0.0, 1.0, steps)
+    hx = side2[..., None] * (p["med"][:, None, None, None] + p["hilum_dx"][:, :, None, None])
+    ang = p["v_ang"]
+    length = p["v_len"] * np.sqrt((rx2 * 2 * np.cos(ang)) ** 2 + (ry2 * np.sin(ang)) ** 2)
+    va = ang[..., None] + p["v_curve"][..., None] * t  # (B, 2, V, steps)
+    dl = (length / steps)[..., None]
+    vx = hx + side2[..., None] * np.cumsum(dl * np.cos(va), axis=-1)
+    vyy = (cy2 + p["hilum_y"])[..., None] + np.cumsum(dl * np.sin(va), axis=-1)
+    vw = 0.22 * (1.0 - 0.8 * t) * (t > p["v_start"][..., None]) * dl / (0.5 * px)
+    vw = vw * p["v_on"][..., None]
+    parent = p["b_parent"].astype(np.int64)
+    at = np.clip((p["b_at"] * steps).astype(np.int64), 0, steps - 1)
+    flat = parent * steps + at
+
+    def pick(arr: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(arr.reshape(b, 2, -1), flat, axis=-1)
+
+    b_ang = pick(va) + p["b_turn"]
+    dlb = (np.take_along_axis(length, parent, axis=-1) * p["b_len"] / steps)[..., None]
+    ramp = np.arange(1, steps + 1)
+    bx = pick(vx)[..., None] + side2[..., None] * dlb * np.cos(b_ang)[..., None] * ramp
+    byy = pick(vyy)[..., None] + dlb * np.sin(b_ang)[..., None] * ramp
+    bw = 0.16 * (1.0 - 0.7 * t) * dlb / (0.5 * px) * p["b_on"][..., None]
+    dx_ = cx2 + p["d_r"] * rx2 * np.cos(p["d_phi"])
+    dy_ = cy2 + p["d_r"] * ry2 * np.sin(p["d_phi"])
+    dw = p["d_w"] * (1.0 - 0.5 * p["d_r"]) * (size / 64) * p["d_on"]
+    pts_x = np.concatenate([vx.reshape(b, -1), bx.reshape(b, -1), dx_.reshape(b, -1)], axis=1)
+    pts_y = np.concatenate([vyy.reshape(b, -1), byy.reshape(b, -1), dy_.reshape(b, -1)], axis=1)
+    pts_w = np.concatenate([vw.reshape(b, -1), bw.reshape(b, -1), dw.reshape(b, -1)], axis=1)
+    vessel = _blur(_splat(size, *to_pixels(pts_x, pts_y), pts_w), 0.65 * size / 64) * (size / 64)
+    hu += 1000.0 * np.minimum(vessel, 1.0) * lungs
+
+    def on_lung(side_idx: np.ndarray, radius: np.ndarray, phi: np.ndarray):  # noqa: ANN202
+        """Points at (radius, phi) in lung coordinates of the lung `side_idx` (all (B, K))."""
+        s_ = side_idx.astype(np.int64)
+        pick_ = lambda key: np.take_along_axis(p[key], s_, axis=1)  # noqa: E731
+        return pick_("cx") + radius * pick_("rx") * np.cos(phi), pick_("cy") + radius * pick_(
+            "ry"
+        ) * np.sin(phi)
+
+    # Confounders: benign nodules and a dependent (posterior) density band.
+    ncx, ncy = on_lung(p["nod_side"], p["nod_r"], p["nod_phi"])
+    ns = np.maximum(p["nod_s"], 0.6 * px)
+    hu += lungs * _gaussians(x, y, ncx, ncy, ns, ns, np.zeros_like(ns), p["nod_amp"])
+    band = c(p["lung_y"]) + c(p["lung_ry"]) * c(p["dep_y"])
+    hu += lungs * c(p["dep_amp"]) * _sigmoid((y - band) / c(p["dep_w"]))
+
+    # COVID: ground-glass opacities, patchy, and sometimes a consolidation patch.
+    lcx, lcy = on_lung(p["les_side"], p["les_r"], p["les_phi"])
+    ggo = _gaussians(x, y, lcx, lcy, p["les_sx"], p["les_sy"], p["les_ang"], p["les_amp"])
+    patchy = 1.0 + 0.6 * _unit(_blur(p["patchy_noise"], 1.2 * size / 64))
+    hu += lungs * ggo * np.clip(patchy, 0.2, None)
+    k = p["cons_k"].astype(np.int64)[:, None]
+    kc = lambda key: np.take_along_axis(key, k, axis=1)  # noqa: E731
+    g = _gaussians(
+        x,
+        y,
+        kc(lcx),
+        kc(lcy),
+        kc(p["les_s"]) * 1.1,
+        kc(p["les_s"]) * 0.8,
+        p["cons_ang"][:, None],
+        np.ones((b, 1)),
+    )
+    hu += lungs * c(p["cons_amp"]) * _sigmoid((g * patchy - 0.4) / 0.06)
+
+    # Scanner: correlated noise, point-spread blur, lung window.
+    noise = 0.9 * _unit(_blur(p["scan_noise"], 0.7)) + 0.45 * p["white_noise"]
+    hu = _blur(hu + c(p["noise_sd"]) * noise, p["psf"] * max(size / 64, 1.0) ** 0.5)
+    width = c(p["width"])
+    img = (hu - (c(p["level"]) - width / 2)) / width
+    if style.match_mean:
+        img = img + (c(p["mean_target"]) - np.clip(img, 0, 1).mean(axis=(1, 2), keepdims=True))
+    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def render_slice(
     rng: np.random.Generator, size: int, lesions: bool, style: Style = DEFAULT_STYLE
 ) -> np.ndarray:
     """Draw one CT-like slice (uint8, size x size); `lesions` adds COVID-like opacities."""
-    # Lesions draw from their own stream, so a slice with and without lesions has the same anatomy,
-    # noise and window: the label is the only difference.
-    lesion_rng = np.random.default_rng(rng.integers(2**63))
-    # Pixel-noise fields draw from separate streams, so the anatomy does not depend on image_size.
-    noise_rng = np.random.default_rng(rng.integers(2**63))
-    lesion_noise_rng = np.random.default_rng(rng.integers(2**63))
-    px = 2.0 / size  # one pixel in normalised units
-    edge = 0.7 * px
-    grid = (np.arange(size) + 0.5) * px - 1.0
-    gx, gy = np.meshgrid(grid, grid)
-
-    # Patient pose: rotate/shift/scale the coordinate frame.
-    theta = np.deg2rad(rng.uniform(-7, 7))
-    scale = rng.uniform(0.9, 1.08)
-    sx0, sy0 = rng.uniform(-0.05, 0.05, size=2)
-    ct, st = np.cos(theta), np.sin(theta)
-    x = (ct * (gx - sx0) + st * (gy - sy0)) / scale
-    y = (-st * (gx - sx0) + ct * (gy - sy0)) / scale
-    epx = edge / scale
-
-    # Body: air outside, fat rim, soft tissue inside.
-    body_a, body_b, body_y = rng.uniform(1.1, 1.3), rng.uniform(0.95, 1.1), rng.uniform(0.02, 0.1)
-    fat = rng.uniform(0.04, 0.1)
-    body = _ellipse_mask(x, y, 0.0, body_y, body_a, body_b, epx)
-    inner = _ellipse_mask(x, y, 0.0, body_y, body_a - fat, body_b - fat, epx)
-    hu = -1000.0 + body * 900.0 + inner * 140.0  # air -1000, fat -100, soft tissue +40
-
-    # Spine (vertebral body + canal) at the posterior midline.
-    vy = body_y + body_b - rng.uniform(0.22, 0.3)
-    vr = rng.uniform(0.11, 0.15)
-    hu += 650.0 * _ellipse_mask(x, y, 0.0, vy - 0.05, vr, vr * 0.9, epx)
-    hu -= 600.0 * _ellipse_mask(x, y, 0.0, vy + vr * 0.9, vr * 0.4, vr * 0.35, epx)
-
-    # Lung fields.
-    mediastinum = rng.uniform(0.09, 0.18)
-    lung_y = rng.uniform(-0.06, 0.04)
-    lung_ry = rng.uniform(0.62, 0.76)
-    heart = rng.random() < 0.5
-    hx, hy = rng.uniform(0.05, 0.18), rng.uniform(-0.55, -0.3)
-    hax, hay = rng.uniform(0.25, 0.4), rng.uniform(0.25, 0.4)
-    heart_mask = _ellipse_mask(x, y, hx, hy, hax, hay, epx) if heart else 0.0
-    lungs = np.zeros_like(x)
-    lung_geo = []
-    for side in (-1.0, 1.0):
-        cx = side * rng.uniform(0.46, 0.54)
-        cy = lung_y + rng.uniform(-0.04, 0.04)
-        rx = rng.uniform(0.33, 0.41)
-        ry = lung_ry * rng.uniform(0.92, 1.05)
-        tilt = side * np.deg2rad(rng.uniform(-4, 12))
-        k = np.arange(2, 5)
-        amp, phase = rng.uniform(0, 0.05, 3), rng.uniform(0, 2 * np.pi, 3)
-        dx, dy = x - cx, y - cy
-        ang = np.arctan2(dy, dx) - tilt
-        wobble = 1.0 + np.einsum("k,khw->hw", amp, np.cos(k[:, None, None] * ang + phase[:, None, None]))
-        c, s = np.cos(tilt), np.sin(tilt)
-        u, v = c * dx + s * dy, -s * dx + c * dy
-        rho = np.sqrt((u / rx) ** 2 + (v / ry) ** 2) / wobble
-        m = _sigmoid((1.0 - rho) * rx / epx)
-        m = m * _sigmoid((side * x - mediastinum) / epx)  # flat medial border
-        lungs = np.maximum(lungs, m)
-        lung_geo.append((side, cx, cy, rx, ry, tilt))
-    lungs = lungs * (1.0 - heart_mask)
-    # Keep the spine out of the lungs.
-    lungs = lungs * (1.0 - _ellipse_mask(x, y, 0.0, vy - 0.05, vr * 1.35, vr * 1.25, epx))
-
-    lung_hu = -880.0 + rng.uniform(-40, 50)
-    gradient = rng.uniform(0, 45) * np.clip((y - lung_y) / lung_ry, -1, 1)
-    texture = rng.uniform(8, 18) * _smooth_noise(noise_rng, size, 0.9)
-    lung_level = lung_hu + gradient + texture
-    hu = hu * (1.0 - lungs) + lung_level * lungs
-
-    # Airway: trachea on upper slices, main bronchi on lower ones.
-    if rng.random() < 0.6:
-        tr = rng.uniform(0.045, 0.07)
-        airway = _ellipse_mask(x, y, rng.uniform(-0.04, 0.04), rng.uniform(-0.3, -0.1), tr, tr, epx)
-    else:
-        br = rng.uniform(0.025, 0.04)
-        by = rng.uniform(-0.05, 0.1)
-        airway = np.maximum(
-            _ellipse_mask(x, y, -mediastinum - 0.05, by, br, br * 1.2, epx),
-            _ellipse_mask(x, y, mediastinum + 0.05, by, br, br * 1.2, epx),
-        )
-    hu = hu * (1.0 - airway) - 990.0 * airway
-
-    # Ribs along the chest wall, outside the lungs.
-    rib_cx, rib_cy, rib_s = [], [], []
-    for side, cx, cy, rx, ry, _ in lung_geo:
-        n_ribs = rng.integers(3, 6)
-        ang = rng.uniform(-0.45 * np.pi, 0.55 * np.pi, n_ribs)  # lateral and posterior wall
-        r = rng.uniform(1.12, 1.22, n_ribs)
-        rib_cx.append(cx + side * r * rx * np.cos(ang))
-        rib_cy.append(cy + r * ry * np.sin(ang))
-        rib_s.append(rng.uniform(0.018, 0.03, n_ribs))
-    rs = np.maximum(np.concatenate(rib_s), 0.7 * px)
-    ribs = _gaussians(x, y, np.concatenate(rib_cx), np.concatenate(rib_cy), rs, rs * 1.6,
-                      rng.uniform(0, np.pi, len(rs)), np.full(len(rs), 700.0))
-    hu += ribs * (1.0 - lungs) * body
-
-    # Vessels: tapering branches from each hilum plus cross-sections, splatted then blurred.
-    pts_x, pts_y, pts_w = [], [], []
-    steps = int(np.ceil(2.4 / px))  # <= half-pixel spacing for the longest branch
-    for side, cx, cy, rx, ry, _ in lung_geo:
-        hilum_x = side * (mediastinum + rng.uniform(0.05, 0.1))
-        n_v = rng.integers(12, 20)
-        hilum_y = cy + rng.uniform(-0.08, 0.1) + rng.uniform(-0.12, 0.12, n_v)[:, None]
-        ang = rng.uniform(-0.5 * np.pi, 0.5 * np.pi, n_v)
-        length = rng.uniform(0.3, 0.8, n_v) * np.sqrt(
-            (rx * 2 * np.cos(ang)) ** 2 + (ry * np.sin(ang)) ** 2
-        )
-        curve = rng.uniform(-0.8, 0.8, n_v)
-        t = np.linspace(0.0, 1.0, steps)[None, :]
-        a = ang[:, None] + curve[:, None] * t
-        dl = length[:, None] / steps
-        vx = hilum_x + side * np.cumsum(dl * np.cos(a), axis=1)
-        vy_ = hilum_y + np.cumsum(dl * np.sin(a), axis=1)
-        start = rng.uniform(0.05, 0.35, n_v)[:, None]  # do not all converge on one point
-        w = 0.22 * (1.0 - 0.8 * t) * (t > start) * (dl / (0.5 * px))
-        pts_x.append(vx.ravel())
-        pts_y.append(vy_.ravel())
-        pts_w.append(w.ravel())
-        # Branches: shorter, thinner, starting part-way along a parent.
-        nb = rng.integers(6, 12)
-        parent = rng.integers(0, n_v, nb)
-        at = rng.integers(steps // 4, 3 * steps // 4, nb)
-        b_ang = a[parent, at] + rng.choice([-1.0, 1.0], nb) * rng.uniform(0.4, 0.9, nb)
-        b_len = length[parent] * rng.uniform(0.2, 0.45, nb)
-        dl_b = np.repeat(b_len[:, None] / steps, steps, axis=1)
-        bx = vx[parent, at][:, None] + side * np.cumsum(dl_b * np.cos(b_ang)[:, None], axis=1)
-        by = vy_[parent, at][:, None] + np.cumsum(dl_b * np.sin(b_ang)[:, None], axis=1)
-        wb = np.broadcast_to(0.16 * (1.0 - 0.7 * t) * (dl_b / (0.5 * px)), bx.shape)
-        pts_x += [bx.ravel()]
-        pts_y += [by.ravel()]
-        pts_w += [wb.ravel()]
-        # Cross-sections: dots scattered over the lung.
-        nd = rng.integers(40, 80)
-        r, phi = np.sqrt(rng.uniform(0, 1, nd)), rng.uniform(0, 2 * np.pi, nd)
-        pts_x.append(cx + r * rx * np.cos(phi))
-        pts_y.append(cy + r * ry * np.sin(phi))
-        pts_w.append(rng.uniform(0.3, 1.0, nd) * (1.0 - 0.5 * r) * (size / 64))
-    # Points are in the patient frame; map them into pixel coordinates of the image.
-    vx_all, vy_all = np.concatenate(pts_x) * scale, np.concatenate(pts_y) * scale
-    ix = ct * vx_all - st * vy_all + sx0
-    iy = st * vx_all + ct * vy_all + sy0
-    vessel = _splat(size, (ix + 1.0) / px - 0.5, (iy + 1.0) / px - 0.5, np.concatenate(pts_w))
-    vessel = _blur(vessel, 0.65 * size / 64) * (size / 64)
-    hu += 1000.0 * np.minimum(vessel, 1.0) * lungs
-
-    # Confounders (both classes).
-    if rng.random() < style.nodule_prob:
-        n_nod = rng.integers(1, 3)
-        side_i = rng.integers(0, 2, n_nod)
-        geo = np.array(lung_geo)[side_i]
-        r, phi = np.sqrt(rng.uniform(0.05, 0.8, n_nod)), rng.uniform(0, 2 * np.pi, n_nod)
-        ns = np.maximum(rng.uniform(0.012, 0.025, n_nod), 0.6 * px)
-        hu += lungs * _gaussians(
-            x, y, geo[:, 1] + r * geo[:, 3] * np.cos(phi), geo[:, 2] + r * geo[:, 4] * np.sin(phi),
-            ns, ns, np.zeros(n_nod), rng.uniform(450, 800, n_nod),
-        )
-    if rng.random() < style.dependent_density_prob:
-        band_y = lung_y + lung_ry * rng.uniform(0.55, 0.8)
-        hu += lungs * rng.uniform(60, 220) * _sigmoid((y - band_y) / rng.uniform(0.03, 0.07))
-
-    # COVID: ground-glass opacities (+ sometimes consolidation), peripheral and posterior leaning.
-    if lesions:
-        faint = lesion_rng.random() < style.faint_fraction
-        severity = lesion_rng.uniform(*(style.faint_hu if faint else style.ggo_hu))
-        n_les = min(1 + lesion_rng.poisson(style.lesion_count_mean), 8)
-        bilateral = lesion_rng.random() < 0.6
-        first = lesion_rng.integers(0, 2)
-        side_i = np.where(bilateral, lesion_rng.integers(0, 2, n_les), first)
-        geo = np.array(lung_geo)[side_i]
-        r = lesion_rng.beta(3.0, 1.4, n_les) * 0.9
-        phi = lesion_rng.vonmises(np.pi / 2, 0.6, n_les)  # posterior-leaning angle
-        phi = np.where(geo[:, 0] > 0, phi, np.pi - phi)  # lateral side of each lung
-        phi = np.where(lesion_rng.random(n_les) < 0.5, phi, lesion_rng.uniform(0, 2 * np.pi, n_les))
-        lcx = geo[:, 1] + r * geo[:, 3] * np.cos(phi)
-        lcy = geo[:, 2] + r * geo[:, 4] * np.sin(phi)
-        ls = lesion_rng.uniform(0.07, 0.2, n_les)
-        ggo = _gaussians(
-            x, y, lcx, lcy, ls * lesion_rng.uniform(0.7, 1.4, n_les), ls * lesion_rng.uniform(0.7, 1.4, n_les),
-            lesion_rng.uniform(0, np.pi, n_les), severity * lesion_rng.uniform(0.6, 1.0, n_les),
-        )
-        patchy = 1.0 + 0.6 * _smooth_noise(lesion_noise_rng, size, 1.2 * size / 64)
-        hu += lungs * ggo * np.clip(patchy, 0.2, None)
-        if lesion_rng.random() < style.consolidation_prob:
-            k = lesion_rng.integers(0, n_les)
-            g = _gaussians(x, y, lcx[k : k + 1], lcy[k : k + 1], ls[k : k + 1] * 1.1,
-                           ls[k : k + 1] * 0.8, lesion_rng.uniform(0, np.pi, 1), np.ones(1))
-            dense = _sigmoid((g * patchy - 0.4) / 0.06)
-            hu += lungs * lesion_rng.uniform(450, 750) * dense
-
-    # Scanner: correlated noise, point-spread blur, lung window.
-    noise_sd = rng.uniform(*style.noise_hu)
-    hu = hu + noise_sd * (
-        0.9 * _smooth_noise(noise_rng, size, 0.7) + 0.45 * noise_rng.standard_normal(hu.shape)
-    )
-    hu = _blur(hu, rng.uniform(0.35, 0.7) * max(size / 64, 1.0) ** 0.5)
-    level, width = rng.uniform(-560, -460), rng.uniform(1300, 1500)
-    img = (hu - (level - width / 2)) / width
-    if style.match_mean:
-        img = img + (rng.normal(*style.mean_target) - np.clip(img, 0, 1).mean())
-    return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+    p = _draw(rng, size, lesions, style)
+    return _render({k: v[None] for k, v in p.items()}, size, style)[0]
 
 
 # --------------------------------------------------------------------------- whole sets
@@ -393,13 +468,30 @@ def generate(
             f"data.source 'synthetic' generates two classes (clean, lesions); data.classes has "
             f"{len(classes)}: {list(classes)}"
         )
-    xs, ys, ids = [], [], []
-    for label, name in enumerate(classes):
-        n = counts[name]
-        for i in range(n):
-            rng = generator(seed, SYNTHETIC_STREAM, label, i)
-            xs.append(render_slice(rng, image_size, lesions=label == 1, style=style))
-            ys.append(label)
-            ids.append(synthetic_id(name, i))
-    x = np.stack(xs)[:, None] if xs else np.zeros((0, 1, image_size, image_size), np.uint8)
-    return x, np.asarray(ys, dtype=np.int64), np.asarray(ids, dtype=str)
+    jobs = [(label, i) for label, name in enumerate(classes) for i in range(counts[name])]
+    x = np.zeros((len(jobs), 1, image_size, image_size), dtype=np.uint8)
+    batch = max(1, _BATCH_VALUES // (_MAX_LESIONS * image_size**2))
+    for start in range(0, len(jobs), batch):
+        drawn = [
+            _draw(generator(seed, SYNTHETIC_STREAM, label, i), image_size, label == 1, style)
+            for label, i in jobs[start : start + batch]
+        ]
+        stacked = {k: np.stack([d[k] for d in drawn]) for k in drawn[0]}
+        x[start : start + len(drawn), 0] = _render(stacked, image_size, style)
+    y = np.asarray([label for label, _ in jobs], dtype=np.int64)
+    ids = np.asarray([synthetic_id(classes[label], i) for label, i in jobs], dtype=str)
+    return x, y, ids
+
+
+def generate_images(
+    counts: dict[str, int],
+    classes: Sequence[str],
+    image_size: int,
+    seed: int,
+    style: Style = DEFAULT_STYLE,
+) -> LabelledImages:
+    """The synthetic dataset in the loader's form (every image its own duplicate group)."""
+    x, y, ids = generate(counts, classes, image_size, seed, style)
+    return LabelledImages(
+        x=x, y=y, files=ids, groups=np.arange(len(y), dtype=np.int64), classes=tuple(classes)
+    )

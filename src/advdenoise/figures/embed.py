@@ -10,34 +10,41 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 TITLES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+GROUP_PALETTE = "tab10"
+CLASS_PALETTE = "Dark2"  # different from the groups' colours, so blue never means two things
 SPACE_TITLES = {"cnn": "CNN penultimate layer", "ae": "autoencoder bottleneck"}
 
 
-def _colours(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
-    cmap = plt.get_cmap("tab10")
-    return {name: cmap(i % 10) for i, name in enumerate(names)}
+def _colours(names: Sequence[str], palette: str = "tab10") -> dict[str, tuple[float, ...]]:
+    cmap = plt.get_cmap(palette)
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
-def _scatter(ax, xy: np.ndarray, keys: np.ndarray, order: Sequence[str], title: str) -> None:
-    colours = _colours(order)
+def _handles(order: Sequence[str], palette: str) -> list[Line2D]:
+    colours = _colours(order, palette)
+    return [
+        Line2D([], [], marker="o", linestyle="", color=colours[k], label=k, markersize=6)
+        for k in order
+    ]
+
+
+def _scatter(
+    ax, xy: np.ndarray, keys: np.ndarray, order: Sequence[str], palette: str, title: str
+) -> None:
+    colours = _colours(order, palette)
     # one scatter in a fixed shuffled order, so no group is painted over by the next one
     draw = np.random.default_rng(0).permutation(len(xy))
     ax.scatter(
         xy[draw, 0],
         xy[draw, 1],
         c=[colours[k] for k in keys[draw]],
-        s=6,
+        s=8,
         alpha=0.65,
         linewidths=0,
     )
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
-    handles = [
-        Line2D([], [], marker="o", linestyle="", color=colours[k], label=k, markersize=5)
-        for k in order
-    ]
-    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.8)
 
 
 def embedding_grid(
@@ -58,10 +65,26 @@ def embedding_grid(
     for r, emb in enumerate(rows):
         name = TITLES.get(emb, emb)
         note = f"\n{probe_auroc[emb]}" if probe_auroc and emb in probe_auroc else ""
-        _scatter(axes[r, 0], coords[emb], groups, group_order, f"{name}: by group{note}")
-        _scatter(axes[r, 1], coords[emb], labels, class_order, f"{name}: by class")
+        _scatter(
+            axes[r, 0], coords[emb], groups, group_order, GROUP_PALETTE, f"{name}: by group{note}"
+        )
+        _scatter(axes[r, 1], coords[emb], labels, class_order, CLASS_PALETTE, f"{name}: by class")
     fig.suptitle(f"Embeddings of the {SPACE_TITLES.get(space, space)}", fontsize=12)
     fig.tight_layout()
+    # one legend per column, below the grid, so no legend hides points
+    for column, order, palette in (
+        (0, group_order, GROUP_PALETTE),
+        (1, class_order, CLASS_PALETTE),
+    ):
+        box = axes[-1, column].get_position()
+        fig.legend(
+            handles=_handles(order, palette),
+            loc="upper center",
+            bbox_to_anchor=((box.x0 + box.x1) / 2, box.y0 - 0.01),
+            ncol=min(len(order), 3),
+            fontsize=8,
+            frameon=False,
+        )
     return fig
 
 

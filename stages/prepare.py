@@ -1,0 +1,82 @@
+"""prepare: read the dataset (or generate the synthetic default), split it, write the splits.
+
+Outputs: <out>/splits.npz (advdenoise.data contract), <metrics> (counts per split and class,
+duplicate groups, skipped files, a mean-intensity shortcut baseline), <plots>/samples.png and
+<plots>/counts.csv. `--data-root` is the DVC-tracked folder for real data; `data.source` is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from advdenoise import data, synthetic
+from advdenoise.errors import entrypoint
+from advdenoise.figures.prepare import samples_figure
+from advdenoise.io import save_figure, write_csv, write_json
+from advdenoise.params import DataParams, load_params
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--data-root", default="data/raw", help="DVC-tracked folder for real datasets")
+    p.add_argument("--out", default="data/prepare")
+    p.add_argument("--metrics", default="metrics/prepare.json")
+    p.add_argument("--plots", default="plots/prepare")
+    return p.parse_args(argv)
+
+
+def _load(d: DataParams, seed: int, data_root: Path) -> data.LabelledImages:
+    names = data.class_names(d.classes)
+    if d.is_synthetic:
+        return synthetic.generate_images(d.synthetic_counts, names, d.image_size, seed)
+    source = Path(d.source)  # relative to the working directory (the project root under DVC)
+    kwargs = {
+        "min_side": d.min_side,
+        "max_pixels": d.max_pixels,
+        "skip_bad_files": d.skip_bad_files,
+    }
+    images = data.load_image_folder(source, d.classes, d.image_size, **kwargs)
+    if not source.resolve().is_relative_to(data_root.resolve()):
+        print(
+            f"note: data.source {str(source)!r} is outside {str(data_root)!r}; DVC will not "
+            "notice changes to its images (see data/raw/README.md)",
+            file=sys.stderr,
+        )
+    return images
+
+
+@entrypoint
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parse(argv)
+    params = load_params(args.params)
+    d = params.data
+    images = _load(d, params.seed, Path(args.data_root))
+    splits = data.split_images(images, params.seed, d.test_fraction, d.val_fraction)
+    metrics = data.prepare_metrics(images, splits)
+    table = pd.DataFrame(
+        [(s, c, metrics[f"{s}.{c}"]) for s in data.SPLITS for c in splits.classes],
+        columns=["split", "class", "count"],
+    )
+    source = "synthetic" if d.is_synthetic else Path(d.source).name
+    fig = samples_figure(splits, title=f"{source}: training examples ({d.image_size} px)")
+    for bad in images.skipped:
+        print(f"note: skipped bad file {bad}", file=sys.stderr)
+    if images.ignored_folders:
+        print(
+            f"note: ignored folders not in data.classes: {images.ignored_folders}", file=sys.stderr
+        )
+    data.save_splits(args.out, splits)
+    write_csv(Path(args.plots) / "counts.csv", table)
+    save_figure(Path(args.plots) / "samples.png", fig)
+    write_json(args.metrics, metrics)
+    print(f"prepare: {', '.join(f'{k}={v}' for k, v in metrics.items() if 'total' in k)}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

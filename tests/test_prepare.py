@@ -1,0 +1,175 @@
+"""The prepare stage end to end: outputs, determinism, and a clean failure (exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from advdenoise.data import SPLITS, load_splits
+
+ROOT = Path(__file__).parents[1]
+REAL_DATA = (ROOT / "../shared/datasets/sarscov2-ct").resolve()
+
+
+def _stage():
+    spec = importlib.util.spec_from_file_location("prepare_stage", ROOT / "stages" / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+prepare = _stage()
+
+
+def _params(tmp_path: Path, data_lines: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(f"seed: 0\ndata:\n{data_lines}", encoding="utf-8")
+    return path
+
+
+TINY = "  image_size: 32\n  synthetic_counts: {non-COVID: 20, COVID: 24}\n"
+
+
+def _run(tmp_path: Path, params: Path, out: str = "out") -> tuple[int, dict[str, Path]]:
+    o = tmp_path / out
+    paths = {
+        "out": o / "data" / "prepare",
+        "metrics": o / "metrics" / "prepare.json",
+        "plots": o / "plots" / "prepare",
+    }
+    argv = ["--params", str(params), "--data-root", str(tmp_path / "raw")]
+    argv += [x for key, p in paths.items() for x in (f"--{key}", str(p))]
+    return prepare.main(argv), paths
+
+
+def _written(paths: dict[str, Path]) -> list[Path]:
+    return [p for p in paths.values() if p.exists()]
+
+
+def test_synthetic_end_to_end(tmp_path: Path) -> None:
+    code, paths = _run(tmp_path, _params(tmp_path, TINY))
+    assert code == 0
+    splits = load_splits(paths["out"])
+    assert splits.classes == ("non-COVID", "COVID") and splits.image_size == 32
+    metrics = json.loads(paths["metrics"].read_text())
+    assert all(isinstance(v, (int, float)) for v in metrics.values())
+    assert metrics["all.COVID"] == 24 and metrics["all.non-COVID"] == 20
+    assert metrics["all.total"] == sum(metrics[f"{s}.total"] for s in SPLITS) == 44
+    assert metrics["test.COVID"] == 5 and metrics["test.non-COVID"] == 4
+    assert metrics["duplicate_groups"] == 0 and metrics["skipped_files"] == 0
+    assert metrics["image_size"] == 32
+    assert 0.0 <= metrics["baseline.mean_intensity_accuracy"] <= 1.0
+    for s in SPLITS:
+        assert len(getattr(splits, s).y) == metrics[f"{s}.total"]
+    counts = pd.read_csv(paths["plots"] / "counts.csv")
+    assert list(counts.columns) == ["split", "class", "count"] and counts["count"].sum() == 44
+    with Image.open(paths["plots"] / "samples.png") as im:
+        assert im.format == "PNG" and im.size[0] > 300
+
+
+def test_two_runs_are_byte_identical(tmp_path: Path) -> None:
+    params = _params(tmp_path, TINY)
+    _, a = _run(tmp_path, params, "a")
+    _, b = _run(tmp_path, params, "b")
+    for pa, pb in [
+        (a["out"] / "splits.npz", b["out"] / "splits.npz"),
+        (a["metrics"], b["metrics"]),
+        (a["plots"] / "counts.csv", b["plots"] / "counts.csv"),
+        (a["plots"] / "samples.png", b["plots"] / "samples.png"),
+    ]:
+        assert pa.read_bytes() == pb.read_bytes(), pa.name
+
+
+def _folder(root: Path, bad: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    for cls, n in (("COVID", 12), ("non-COVID", 10)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            a = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(a).save(root / cls / f"{cls} ({i}).png")
+    (root / "COVID" / "copy.png").write_bytes((root / "COVID" / "COVID (3).png").read_bytes())
+    if bad:
+        (root / "non-COVID" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
+    return root
+
+
+def test_real_folder_with_skipped_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = _folder(tmp_path / "dataset", bad=True)
+    params = _params(tmp_path, f"  source: '{source}'\n  image_size: 32\n  skip_bad_files: true\n")
+    code, paths = _run(tmp_path, params)
+    assert code == 0
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["all.COVID"] == 13 and metrics["all.non-COVID"] == 10
+    assert metrics["duplicate_groups"] == 1 and metrics["skipped_files"] == 1
+    err = capsys.readouterr().err
+    assert "non-COVID/broken.png" in err and "DVC will not notice" in err
+    splits = load_splits(paths["out"])
+    where = [
+        s
+        for s in SPLITS
+        for f in getattr(splits, s).files
+        if f in ("COVID/copy.png", "COVID/COVID (3).png")
+    ]
+    assert len(where) == 2 and where[0] == where[1]
+
+
+@pytest.mark.parametrize(
+    ("data_lines", "make", "message"),
+    [
+        ("  source: '{root}/missing'\n", None, "missing' does not exist"),
+        ("  source: '{root}/dataset'\n", "one_class", "only one class present"),
+        ("  source: '{root}/dataset'\n", "bad", "1 bad image file(s)"),
+        ("  source: '{root}/dataset/COVID/COVID (0).png'\n", "good", "is a file"),
+        ("  sources: synthetic\n", None, "unknown key 'data.sources'"),
+        ("  image_size: 30\n", None, "data.image_size"),
+    ],
+)
+def test_errors_exit_2_with_one_line_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, data_lines: str, make: str | None, message: str
+) -> None:
+    if make:
+        _folder(tmp_path / "dataset", bad=make == "bad")
+    if make == "one_class":
+        for f in (tmp_path / "dataset" / "non-COVID").iterdir():
+            f.unlink()
+        (tmp_path / "dataset" / "non-COVID").rmdir()
+    code, paths = _run(tmp_path, _params(tmp_path, data_lines.format(root=tmp_path)))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert _written(paths) == []
+
+
+def test_a_failing_run_leaves_previous_outputs_intact(tmp_path: Path) -> None:
+    code, paths = _run(tmp_path, _params(tmp_path, TINY))
+    assert code == 0
+    before = {p: p.read_bytes() for p in paths["out"].parent.parent.rglob("*") if p.is_file()}
+    code, _ = _run(tmp_path, _params(tmp_path, "  source: /nonexistent/dir\n"))
+    assert code == 2
+    after = {p: p.read_bytes() for p in paths["out"].parent.parent.rglob("*") if p.is_file()}
+    assert after == before
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"{REAL_DATA} not present")
+def test_real_dataset(tmp_path: Path) -> None:
+    params = _params(tmp_path, f"  source: '{REAL_DATA}'\n  image_size: 64\n")
+    code, paths = _run(tmp_path, params)
+    assert code == 0
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["all.COVID"] == 1252 and metrics["all.non-COVID"] == 1229
+    assert metrics["duplicate_groups"] == 2 and metrics["skipped_files"] == 0
+    splits = load_splits(paths["out"])
+    split_of_digest: dict[str, str] = {}
+    for s in SPLITS:
+        for f in getattr(splits, s).files:
+            digest = hashlib.sha256((REAL_DATA / f).read_bytes()).hexdigest()
+            assert split_of_digest.setdefault(digest, s) == s, f"{f} crosses splits"
+    assert len(split_of_digest) == 1252 + 1229 - 2

@@ -1,0 +1,83 @@
+"""The embedded CT-like generator: deterministic, balanced as asked, learnable but not by brightness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from advdenoise import synthetic
+from advdenoise.errors import PipelineError
+from advdenoise.runtime import generator
+
+CLASSES = ("non-COVID", "COVID")
+
+
+def test_deterministic_and_seed_dependent() -> None:
+    counts = {"non-COVID": 4, "COVID": 5}
+    x1, y1, ids1 = synthetic.generate(counts, CLASSES, 32, seed=3)
+    x2, y2, ids2 = synthetic.generate(counts, CLASSES, 32, seed=3)
+    x3, _, _ = synthetic.generate(counts, CLASSES, 32, seed=4)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2) and list(ids1) == list(ids2)
+    assert not np.array_equal(x1, x3)
+
+
+def test_counts_labels_ids_and_format() -> None:
+    x, y, ids = synthetic.generate({"non-COVID": 3, "COVID": 7}, CLASSES, 48, seed=0)
+    assert x.shape == (10, 1, 48, 48) and x.dtype == np.uint8
+    assert y.dtype == np.int64 and (y == 0).sum() == 3 and (y == 1).sum() == 7
+    assert ids[0] == "synthetic/non-COVID/000000" and ids[-1] == "synthetic/COVID/000006"
+    assert len(set(ids)) == 10
+    assert x.std() > 20  # not blank: air, tissue and lungs are all there
+
+
+def test_an_image_does_not_depend_on_the_counts() -> None:
+    xa, _, ida = synthetic.generate({"non-COVID": 2, "COVID": 3}, CLASSES, 32, seed=1)
+    xb, _, idb = synthetic.generate({"non-COVID": 5, "COVID": 1}, CLASSES, 32, seed=1)
+    assert np.array_equal(xa[:2], xb[:2])  # non-COVID 0 and 1
+    assert np.array_equal(xa[2], xb[5]) and ida[2] == idb[5]  # COVID 0
+
+
+def test_lesions_are_the_only_difference_and_stay_inside_the_lungs() -> None:
+    for i in range(4):
+        clean = synthetic.render_slice(generator(0, 9, i), 64, lesions=False).astype(int)
+        covid = synthetic.render_slice(generator(0, 9, i), 64, lesions=True).astype(int)
+        diff = covid - clean
+        assert diff.max() > 20  # something visible was added ...
+        assert (diff >= -1).all()  # ... only brightening (opacities), up to rounding
+        assert (np.abs(diff) > 1).mean() < 0.5  # local, not a global brightness change
+        # Soft tissue and bone a few pixels away from any lung edge are untouched.
+        tissue = np.lib.stride_tricks.sliding_window_view(clean, (7, 7)).min(axis=(2, 3)) > 180
+        assert tissue.sum() > 100
+        assert np.abs(diff[3:-3, 3:-3][tissue]).max() <= 1
+
+
+def test_anatomy_is_the_same_at_every_resolution() -> None:
+    big = synthetic.render_slice(generator(0, 9, 0), 128, lesions=True).astype(float)
+    small = synthetic.render_slice(generator(0, 9, 0), 32, lesions=True).astype(float)
+    pooled = big.reshape(32, 4, 32, 4).mean(axis=(1, 3))
+    assert np.corrcoef(pooled.ravel(), small.ravel())[0, 1] > 0.9
+
+
+def test_needs_exactly_two_classes() -> None:
+    with pytest.raises(PipelineError, match="two classes"):
+        synthetic.generate({"a": 10, "b": 10, "c": 10}, ("a", "b", "c"), 32, seed=0)
+
+
+def _cv_accuracy(features: np.ndarray, y: np.ndarray) -> float:
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return float(cross_val_score(model, features, y, cv=5).mean())
+
+
+def test_mean_intensity_does_not_give_the_class_away_but_texture_does() -> None:
+    x, y, _ = synthetic.generate({"non-COVID": 200, "COVID": 200}, CLASSES, 64, seed=0)
+    images = x[:, 0].astype(np.float64) / 255.0
+    mean_acc = _cv_accuracy(images.mean(axis=(1, 2))[:, None], y)
+    # A simple learnable baseline: the grey-level histogram (opacities fill the mid-grey range).
+    hist = np.stack([np.histogram(im, bins=16, range=(0, 1))[0] for im in images]) / 64**2
+    hist_acc = _cv_accuracy(hist, y)
+    assert mean_acc < 0.7
+    assert hist_acc > mean_acc + 0.1
