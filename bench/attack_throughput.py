@@ -2,12 +2,15 @@
 
 One run, same model, batch, eps, step size, steps and random start for every variant:
   art_project       advdenoise.attacks.pgd: ART's ProjectedGradientDescentPyTorch core, weights
-                    frozen for the call, no success-rate log pass (what the pipeline runs);
+                    frozen for the call, no success-rate log pass, channels-last model (what
+                    the pipeline runs);
   art_generate      ART's ProjectedGradientDescent.generate as documented, default estimator
-                    options (ART preprocessing on, weights requiring grad): the naive ART baseline;
+                    options (ART preprocessing on, weights requiring grad) on a contiguous copy
+                    of the model: the naive ART baseline;
   plain_pytorch     a plain PyTorch PGD loop (torch.autograd.grad w.r.t. the input);
   plain_frozen      the same loop with frozen weights (the fastest loop we know how to write);
   torchattacks      torchattacks.PGD (benchmark-only dependency).
+All variants but art_generate share the same (channels-last) model object.
 Variants run round-robin for several repetitions (the machine is shared and noisy); medians
 and the ratios of medians are reported. Usage:
 
@@ -19,6 +22,7 @@ Writes bench/results/attack_throughput.json and .md.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -82,9 +86,10 @@ def _variants(
 
     eps, alpha, steps, n = args.eps, args.step_fraction * args.eps, args.steps, len(x)
     shape = tuple(x.shape[1:])
-    project = attacks.make_art_classifier(model, shape, 2, "cpu")
+    project = attacks.make_art_classifier(model, shape, 2, "cpu")  # channels-last, in place
+    contiguous = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     naive = PyTorchClassifier(
-        model, nn.CrossEntropyLoss(), shape, 2, clip_values=(0.0, 1.0), device_type="cpu"
+        contiguous, nn.CrossEntropyLoss(), shape, 2, clip_values=(0.0, 1.0), device_type="cpu"
     )
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     ta = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)

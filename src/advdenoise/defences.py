@@ -7,9 +7,10 @@ Every defence is a torch module mapping [0, 1] images N x 1 x H x W to [0, 1] im
 - `ae`, `ae_adv`, `ae_guided`: autoencoders (differentiable as they are);
 - `feature_squeezing`, `jpeg`: ART's preprocessors in the forward pass and BPDA (Athalye et al.
   2018: the identity as the backward pass) because rounding and JPEG have no useful gradient;
-- `spatial_smoothing`: ART's median filter in the forward pass; the backward pass is the exact
-  gradient of the same median filter computed in torch (`MedianSmoothing`), i.e. the gradient flows
-  to the pixel each window selects. The torch filter equals ART's output; the tests check it.
+- `spatial_smoothing`: ART's SpatialSmoothing (median filter) re-expressed in torch
+  (`MedianSmoothing`, bit-for-bit equal to ART's output; the tests check it), so the attack gets
+  its exact gradient, which flows to the pixel each window selects. Calling ART's NumPy filter in
+  the forward pass and the torch one for the gradient costs 2-3x more for the same numbers.
 
 ART's preprocessors default to channels-last images; ours are channels first, so every one is built
 with `channels_first=True` where it has that option (JPEG and smoothing; squeezing is per pixel).
@@ -153,8 +154,13 @@ def feature_squeezing(bits: int) -> ArtPreprocessing:
     return ArtPreprocessing("feature_squeezing", lambda a: squeeze(a)[0])
 
 
-def spatial_smoothing(window: int) -> ArtPreprocessing:
-    """ART SpatialSmoothing (median) over H x W; backward = gradient of the same median in torch."""
+def spatial_smoothing(window: int) -> MedianSmoothing:
+    """ART SpatialSmoothing(window, channels_first=True) over H x W, in torch with its gradient."""
+    return MedianSmoothing(window)
+
+
+def art_spatial_smoothing(window: int) -> ArtPreprocessing:
+    """ART's own SpatialSmoothing (NumPy forward) with the torch median's gradient (reference)."""
     from art.defences.preprocessor import SpatialSmoothing
 
     smooth = SpatialSmoothing(window_size=int(window), channels_first=True, clip_values=(0.0, 1.0))
@@ -199,9 +205,19 @@ def build_defence(
     raise PipelineError(f"unknown defence {name!r}; known: {list(DEFENCES)}")
 
 
+def channels_last(model: nn.Module) -> nn.Module:
+    """Move conv weights to channels-last layout, in place.
+
+    Why: on CPUs, oneDNN convolutions of these small nets run about 1.3x (CNN) to 2.5x
+    (autoencoder) faster in NHWC, forward and backward; single-channel images need no conversion
+    and the results agree to float rounding (~1e-8).
+    """
+    return model.to(memory_format=torch.channels_last)
+
+
 def defended_classifier(defence: nn.Module, cnn: nn.Module) -> nn.Sequential:
-    """`Sequential(defence, cnn)` in eval mode with frozen weights (attacks need input gradients only)."""
-    model = nn.Sequential(defence, cnn).eval()
+    """`Sequential(defence, cnn)` in eval mode, frozen (attacks need input gradients only), NHWC."""
+    model = channels_last(nn.Sequential(defence, cnn)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -383,12 +399,14 @@ def train_adversarial_denoiser(
 ) -> DenoiserTraining:
     """Train the paper's autoencoder on clean + adversarial images of the training split.
 
+    `cnn` is frozen and moved to channels-last layout in place (see `channels_last`).
+
     The adversarial images are crafted once against the frozen CNN (white-box, `attack` settings)
     and paired with their clean originals as targets; `loss_fn` (default pixel MSE) compares the
     reconstruction with the clean target. Validation (model selection) uses the val split crafted
     the same way; the test split, crafted likewise, only feeds the returned metrics.
     """
-    cnn.eval()
+    channels_last(cnn).eval()
     for p in cnn.parameters():
         p.requires_grad_(False)
     classifier = art_classifier(cnn, splits.image_size, len(splits.classes), device)
@@ -405,7 +423,7 @@ def train_adversarial_denoiser(
         )
         for offset, name in enumerate(("train", "val", "test"))
     }
-    model = Autoencoder(splits.image_size, channels, latent_channels)
+    model = channels_last(Autoencoder(splits.image_size, channels, latent_channels))
     train_inputs, train_index = _stack(*sets["train"])
     val_inputs, val_index = _stack(*sets["val"])
     fit = fit_denoiser(
@@ -414,6 +432,7 @@ def train_adversarial_denoiser(
         epochs=optim.epochs, lr=optim.lr, batch_size=optim.batch_size, seed=seed, device=device,
         loss_fn=loss_fn, eval_batch_size=eval_batch_size, desc=desc,
     )  # fmt: skip
+    model.to(memory_format=torch.contiguous_format)  # saved weights stay in the default layout
     result: dict[str, float] = {}
     for name in ("val", "test"):
         clean, mixed = sets[name]
@@ -667,7 +686,9 @@ def robustness_metrics(
     results: Sequence[DefenceResult], headline: float
 ) -> dict[str, float | bool]:
     """Flat metrics: accuracies at the headline eps and every check, per defence."""
-    out: dict[str, float | bool] = {}
+    out: dict[str, float | bool] = {"eps": float(headline)}
+    if results:
+        out["test_images"] = results[0].n_images
     for r in results:
         out[f"{r.name}.clean_accuracy"] = r.clean_accuracy
         for (threat, method), curve in r.curves.items():

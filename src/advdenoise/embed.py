@@ -15,7 +15,8 @@ Pairs stay paired: every group (clean, adversarial_<m>, denoised_<m>) holds the 
 indices, and the probe's folds split test images, not points, so an image and its adversarial twin are
 never on opposite sides of a fold. t-SNE and UMAP run on the first PRE_PCA_DIMS principal components
 of the standardised features (the usual speed-up; PCA keeps most of the variance that matters for
-neighbourhoods).
+neighbourhoods). Both start from a PCA layout (t-SNE init="pca", UMAP init="pca"), which keeps
+them reproducible byte for byte.
 """
 
 from __future__ import annotations
@@ -153,9 +154,12 @@ def embed_2d(
             warnings.simplefilter("ignore")
             import umap
 
+            # init="pca", not the default "spectral": ARPACK's spectral initialisation gave
+            # different layouts for the same input and seed (nearly degenerate eigenvectors)
             out = umap.UMAP(
                 n_components=2,
                 n_neighbors=min(neighbors, n - 1),
+                init="pca",
                 random_state=seed,
                 n_jobs=1,
             ).fit_transform(reduced)

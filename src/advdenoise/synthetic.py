@@ -4,35 +4,38 @@ Why: the pipeline must run end to end on a fresh clone with no dataset. The gene
 SARS-CoV-2 CT-scan dataset looks like (axial chest slices cropped to the thorax, lung window) closely
 enough that a classifier has to look at lung texture, not at global statistics.
 
-What each image models (all in Hounsfield-like units, rendered straight at the target size in
-normalised coordinates [-1, 1], so every `image_size` shows the same anatomy):
+What each image models (Hounsfield-like units, rendered straight at the target size in normalised
+coordinates [-1, 1], so every `image_size` shows the same anatomy, only sharper):
 
 - Patient pose: small rotation, shift and scale of the whole slice.
 - Body: an ellipse of soft tissue (+40 HU) with a subcutaneous fat rim (-100 HU) in air (-1000 HU);
   a vertebral body with its spinal canal, and rib cross-sections along the chest wall (bone).
-- Lungs: two dark fields (about -860 HU) whose size, position, tilt and outline (low-order Fourier
-  wobble of an ellipse) vary; the mediastinum flattens their medial borders and, on lower slices, a
-  heart lobe indents them. Trachea (upper slices) or main bronchi (lower slices) as air.
-  A gravity-dependent gradient (posterior lung denser) and fine correlated parenchymal texture.
-- Vessels: branching, tapering polylines fanning out from each hilum plus vessel cross-sections (dots),
-  splatted and blurred to sub-pixel width.
-- Confounders present in both classes with the same probability, so that "any brightness in the
-  lungs" is not the label: benign small nodules, dependent posterior density (atelectasis-like band),
-  and a per-image shift of the overall lung density.
-- Class "COVID" (label 1) only: ground-glass opacities -- faint, diffuse, blurred, patchy blobs,
-  anisotropic, peripheral- and posterior-leaning, 1 to 8 per slice, uni- or bilateral -- and in some
-  slices a denser consolidation patch. The severity is drawn per slice and a fraction of slices is
-  faint (contrast near the noise level), so the task is learnable but not trivially separable.
-- Scanner: correlated quantum noise of varying strength, a point-spread blur, and a random lung
-  window (level/width). Finally every image is shifted to a mean intensity drawn from one
-  class-independent distribution ("auto-levelled export"), so mean intensity carries no label.
+- Lungs: two dark fields (about -880 HU) whose size, position, tilt and outline (low-order Fourier
+  wobble of an ellipse) vary; the mediastinum flattens their medial borders and, on lower slices, the
+  heart indents them. Trachea (upper slices) or main bronchi (lower slices) as air. A gravity-dependent
+  gradient (posterior lung denser) and fine correlated parenchymal texture.
+- Vessels: tapering, curved branches fanning out from each hilum, side branches, and vessel
+  cross-sections (dots), splatted and blurred to sub-pixel width.
+- Confounders in both classes with the same probability, so that "something bright in the lungs" is
+  not the label: benign small nodules, a dependent posterior density band (atelectasis-like) and a
+  per-slice shift of the overall lung density.
+- "COVID" (label 1) only: ground-glass opacities -- diffuse, blurred, patchy, anisotropic blobs,
+  peripheral- and posterior-leaning, 1 to 8 per slice, one or both lungs -- and in some slices a
+  dense consolidation patch. Severity is drawn per slice and a fraction of slices is faint (contrast
+  near the noise level), so the task is learnable but not trivially separable.
+- Scanner: correlated quantum noise of varying strength, a point-spread blur and a random lung
+  window (level/width). A slice with lesions is re-levelled by half of the brightness its lesions add
+  to its mean, so that neither the mean intensity nor the soft-tissue brightness gives the class away
+  (each alone gives a logistic regression about 55-60% on balanced classes; see tests).
+
+Each slice with lesions has a lesion-free twin: lesions draw from their own random stream, so the
+anatomy, noise and window of image i do not depend on its label (tests use this). Image i of label c
+comes from its own generator seeded with (seed, SYNTHETIC_STREAM, c, i): it does not change when the
+counts change. Rendering is vectorised over batches of images (float32).
 
 Difficulty is set by `Style` (see its fields); `DEFAULT_STYLE` aims at a small CNN reaching roughly
-85-95% while a logistic regression on mean intensity stays near chance. Raise `faint_fraction` or lower
-`ggo_hu` to make the task harder.
-
-Determinism: image `i` of label `c` is drawn from its own generator seeded with (seed, stream, c, i),
-so an image does not change when the counts of the other class or of later images change.
+85-95% while global brightness statistics stay near chance. Raise `faint_fraction` or lower `ggo_hu`
+to make the task harder.
 """
 
 from __future__ import annotations
@@ -54,14 +57,15 @@ SYNTHETIC_PREFIX = "synthetic"
 class Style:
     """Knobs of the generator that set how hard the task is (HU = Hounsfield-like units)."""
 
-    ggo_hu: tuple[float, float] = (200.0, 520.0)  # peak ground-glass contrast of a typical slice
-    faint_fraction: float = 0.2  # fraction of COVID slices whose lesions are faint ...
+    ggo_hu: tuple[float, float] = (230.0, 560.0)  # peak ground-glass contrast of a typical slice
+    faint_fraction: float = 0.15  # fraction of COVID slices whose lesions are faint ...
     faint_hu: tuple[float, float] = (70.0, 200.0)  # ... with a contrast in this range
-    lesion_count_mean: float = 2.0  # lesions per COVID slice = 1 + Poisson(mean), at most 8
+    lesion_count_mean: float = 2.5  # lesions per COVID slice = 1 + Poisson(mean), at most 8
     consolidation_prob: float = 0.25  # chance a COVID slice also has a dense consolidation patch
     nodule_prob: float = 0.35  # benign nodules, both classes
     dependent_density_prob: float = 0.35  # posterior atelectasis-like band, both classes
     noise_hu: tuple[float, float] = (14.0, 38.0)  # per-image noise standard deviation
+    lesion_relevel: float = 0.5  # 0: lesions raise the mean; 1: mean of the lesion-free twin
     match_mean: bool = False  # shift each image to a class-independent mean intensity
     mean_target: tuple[float, float] = (0.62, 0.04)  # mean and sd of that target (in [0, 1])
 
@@ -82,7 +86,7 @@ def synthetic_id(class_name: str, index: int) -> str:
 
 _MAX_VESSELS, _MAX_BRANCHES, _MAX_DOTS, _MAX_RIBS, _MAX_LESIONS = 19, 11, 79, 5, 8
 _SIDES = np.array([-1.0, 1.0])  # image-left lung (patient's right), image-right lung
-_BATCH_VALUES = 2_000_000  # floats per (B, K, S, S) temporary: bounds memory at any image size
+_BATCH_PIXELS = 262_144  # pixels per batch: small temporaries (large ones cost page faults)
 
 
 def _col(v: np.ndarray, ndim: int = 3) -> np.ndarray:
@@ -169,9 +173,12 @@ def _splat(size: int, px: np.ndarray, py: np.ndarray, w: np.ndarray) -> np.ndarr
 
 
 def _draw(
-    rng: np.random.Generator, size: int, lesions: bool, style: Style
+    rng: np.random.Generator, lesions: bool, style: Style, noise: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """All random choices of one slice (fixed shapes), plus its pixel-noise fields."""
+    """All random choices of one slice (fixed shapes); fills `noise` (4, S, S) with its noise fields.
+
+    Filling a preallocated batch array avoids a fresh large allocation per image.
+    """
     # Lesions and pixel noise draw from their own streams: a slice with and without lesions has
     # the same anatomy, noise and window (the label is the only difference), and the anatomy does
     # not depend on image_size.
@@ -263,24 +270,21 @@ def _draw(
     cons = lesions and lr.random() < style.consolidation_prob
     p["cons_k"], p["cons_ang"] = float(lr.integers(0, n_les)), lr.uniform(0, np.pi)
     p["cons_amp"] = cons * lr.uniform(450, 750)
-    # Pixel-noise fields.
-    p["tex_noise"] = noise_rng.standard_normal((size, size))
-    p["scan_noise"] = noise_rng.standard_normal((size, size))
-    p["white_noise"] = noise_rng.standard_normal((size, size))
-    p["patchy_noise"] = (
-        patchy_rng.standard_normal((size, size)) if lesions else np.zeros((size, size))
-    )
-    return {
-        k: np.asarray(v, dtype=np.float32 if k.endswith("_noise") else np.float64)
-        for k, v in p.items()
-    }
+    # Pixel-noise fields: lung texture, scanner (correlated and white), lesion patchiness.
+    for j in range(3):
+        noise_rng.standard_normal(out=noise[j], dtype=np.float32)
+    if lesions:
+        patchy_rng.standard_normal(out=noise[3], dtype=np.float32)
+    else:
+        noise[3] = 0.0
+    return {k: np.asarray(v, dtype=np.float64) for k, v in p.items()}
 
 
 # --------------------------------------------------------------------------- rendering
 
 
-def _render(p: dict[str, np.ndarray], size: int, style: Style) -> np.ndarray:
-    """Render a batch of drawn slices -> uint8 (B, S, S). Arrays in `p` have a leading batch axis."""
+def _render(p: dict[str, np.ndarray], noise: np.ndarray, size: int, style: Style) -> np.ndarray:
+    """Render a batch of drawn slices -> uint8 (B, S, S); `p` arrays and `noise` lead with B."""
     b = len(p["theta"])
     px = 2.0 / size  # one pixel in normalised units
     grid = ((np.arange(size) + 0.5) * px - 1.0).astype(np.float32)
@@ -329,7 +333,7 @@ def _render(p: dict[str, np.ndarray], size: int, style: Style) -> np.ndarray:
     lungs = lungs * (1.0 - c(p["heart"]) * heart)
     lungs = lungs * (1.0 - _ellipse(x, y, 0.0, vy - 0.05, vr * 1.35, vr * 1.25, epx))
     gradient = c(p["gradient"]) * np.clip((y - c(p["lung_y"])) / c(p["lung_ry"]), -1, 1)
-    texture = c(p["texture"]) * _unit(_blur(p["tex_noise"], 0.9))
+    texture = c(p["texture"]) * _unit(_blur(noise[:, 0], 0.9))
     hu = hu * (1.0 - lungs) + (c(p["lung_hu"]) + gradient + texture) * lungs
 
     # Airway.
@@ -415,8 +419,8 @@ def _render(p: dict[str, np.ndarray], size: int, style: Style) -> np.ndarray:
     # COVID: ground-glass opacities, patchy, and sometimes a consolidation patch.
     lcx, lcy = on_lung(p["les_side"], p["les_r"], p["les_phi"])
     ggo = _gaussians(x, y, lcx, lcy, p["les_sx"], p["les_sy"], p["les_ang"], p["les_amp"])
-    patchy = 1.0 + 0.6 * _unit(_blur(p["patchy_noise"], 1.2 * size / 64))
-    hu += lungs * ggo * np.clip(patchy, 0.2, None)
+    patchy = 1.0 + 0.6 * _unit(_blur(noise[:, 3], 1.2 * size / 64))
+    lesion = lungs * ggo * np.clip(patchy, 0.2, None)
     k = p["cons_k"].astype(np.int64)[:, None]
     kc = lambda key: np.take_along_axis(key, k, axis=1)  # noqa: E731
     g = _gaussians(
@@ -427,15 +431,18 @@ def _render(p: dict[str, np.ndarray], size: int, style: Style) -> np.ndarray:
         kc(p["les_s"]) * 1.1,
         kc(p["les_s"]) * 0.8,
         p["cons_ang"][:, None],
-        np.ones((b, 1)),
+        (p["cons_amp"][:, None] > 0).astype(np.float32),
     )
-    hu += lungs * c(p["cons_amp"]) * _sigmoid((g * patchy - 0.4) / 0.06)
+    lesion += lungs * c(p["cons_amp"]) * _sigmoid((g * patchy - 0.4) / 0.06)
+    hu += lesion
 
     # Scanner: correlated noise, point-spread blur, lung window.
-    noise = 0.9 * _unit(_blur(p["scan_noise"], 0.7)) + 0.45 * p["white_noise"]
-    hu = _blur(hu + c(p["noise_sd"]) * noise, p["psf"] * max(size / 64, 1.0) ** 0.5)
+    scanner = 0.9 * _unit(_blur(noise[:, 1], 0.7)) + 0.45 * noise[:, 2]
+    hu = _blur(hu + c(p["noise_sd"]) * scanner, p["psf"] * max(size / 64, 1.0) ** 0.5)
     width = c(p["width"])
     img = (hu - (c(p["level"]) - width / 2)) / width
+    # Re-level: remove this fraction of the brightness the lesions add to the slice's mean.
+    img = img - style.lesion_relevel * lesion.mean(axis=(1, 2), keepdims=True) / width
     if style.match_mean:
         img = img + (c(p["mean_target"]) - np.clip(img, 0, 1).mean(axis=(1, 2), keepdims=True))
     return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -445,8 +452,9 @@ def render_slice(
     rng: np.random.Generator, size: int, lesions: bool, style: Style = DEFAULT_STYLE
 ) -> np.ndarray:
     """Draw one CT-like slice (uint8, size x size); `lesions` adds COVID-like opacities."""
-    p = _draw(rng, size, lesions, style)
-    return _render({k: v[None] for k, v in p.items()}, size, style)[0]
+    noise = np.empty((1, 4, size, size), dtype=np.float32)
+    p = _draw(rng, lesions, style, noise[0])
+    return _render({k: v[None] for k, v in p.items()}, noise, size, style)[0]
 
 
 # --------------------------------------------------------------------------- whole sets
@@ -470,14 +478,16 @@ def generate(
         )
     jobs = [(label, i) for label, name in enumerate(classes) for i in range(counts[name])]
     x = np.zeros((len(jobs), 1, image_size, image_size), dtype=np.uint8)
-    batch = max(1, _BATCH_VALUES // (_MAX_LESIONS * image_size**2))
+    batch = max(1, _BATCH_PIXELS // image_size**2)
+    noise = np.empty((batch, 4, image_size, image_size), dtype=np.float32)
     for start in range(0, len(jobs), batch):
+        todo = jobs[start : start + batch]
         drawn = [
-            _draw(generator(seed, SYNTHETIC_STREAM, label, i), image_size, label == 1, style)
-            for label, i in jobs[start : start + batch]
+            _draw(generator(seed, SYNTHETIC_STREAM, label, i), label == 1, style, noise[j])
+            for j, (label, i) in enumerate(todo)
         ]
         stacked = {k: np.stack([d[k] for d in drawn]) for k in drawn[0]}
-        x[start : start + len(drawn), 0] = _render(stacked, image_size, style)
+        x[start : start + len(todo), 0] = _render(stacked, noise[: len(todo)], image_size, style)
     y = np.asarray([label for label, _ in jobs], dtype=np.int64)
     ids = np.asarray([synthetic_id(classes[label], i) for label, i in jobs], dtype=str)
     return x, y, ids

@@ -17,6 +17,10 @@ BARS = (
 )
 
 
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
+STYLES = ("-", "--", "-.", ":")  # overlapping curves (several defences at 0) stay distinguishable
+
+
 def table_figure(table: pd.DataFrame, eps: float) -> Figure:
     """Grouped bars: one group per defence, one bar per column of the robustness table."""
     n_def, n_bar = len(table), len(BARS)
@@ -50,8 +54,15 @@ def curves_figure(curves: pd.DataFrame, headline: float) -> Figure:
         for j, method in enumerate(methods):
             ax = axes[i][j]
             part = curves[(curves.threat == threat) & (curves.method == method)]
-            for defence, rows in part.groupby("defence", sort=False):
-                ax.plot(rows.eps, rows.accuracy, marker="o", ms=3, label=defence)
+            for k, (defence, rows) in enumerate(part.groupby("defence", sort=False)):
+                ax.plot(
+                    rows.eps,
+                    rows.accuracy,
+                    marker=MARKERS[k % len(MARKERS)],
+                    ls=STYLES[k % len(STYLES)],
+                    ms=4,
+                    label=defence,
+                )
             ax.axvline(headline, color="grey", ls="--", lw=1)
             ax.set_title(f"{threat} {method.upper()}")
             ax.set_xlabel("eps (0 = clean)")
