@@ -58,11 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     if fit.history and "val.loss" in fit.history[fit.best_epoch - 1]:
         result["val.loss"] = fit.history[fit.best_epoch - 1]["val.loss"]
-    result.update(
-        best_epoch=fit.best_epoch,
-        epochs=cfg.epochs,
-        train_images_per_second=round(fit.images_per_second, 1),
-    )
+    result.update(best_epoch=fit.best_epoch, epochs=cfg.epochs)
 
     save_model(model, args.out / MODEL_FILE)
     write_live(fit.history, args.plots / "live")

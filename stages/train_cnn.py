@@ -48,11 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for s in ("train", "val"):
         if s in logits:
             result[f"{s}.accuracy"] = metrics.accuracy(ys[s], logits[s].argmax(1))
-    result.update(
-        best_epoch=fit.best_epoch,
-        epochs=cfg.epochs,
-        train_images_per_second=round(fit.images_per_second, 1),
-    )
+    result.update(best_epoch=fit.best_epoch, epochs=cfg.epochs)
     tables = classifier_tables(logits["test"], ys["test"], splits.classes)
     cm = metrics.confusion_matrix(ys["test"], logits["test"].argmax(1), len(splits.classes))
     rel = tables["reliability"]

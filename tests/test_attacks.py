@@ -74,8 +74,15 @@ def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 def test_classifier_wrapper_settings() -> None:
     model = _conv_model().train()
+    params = list(model.parameters())
     clf = _clf(model)
     assert not model.training  # eval mode: batch-norm statistics frozen during attacks
+    # channels-last in place: the same Parameter objects (optimisers keep working), still trainable
+    assert all(a is b for a, b in zip(params, model.parameters(), strict=True))
+    assert all(p.requires_grad for p in params)
+    conv = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]  # 4 -> 8 channels
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
     assert clf.clip_values is not None and tuple(clf.clip_values) == (0.0, 1.0)
     assert clf.device == torch.device("cpu") and clf.nb_classes == 2
     assert clf.all_framework_preprocessing  # the condition for ART's PyTorch-native PGD

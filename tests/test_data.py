@@ -323,3 +323,11 @@ def test_no_validation_split_when_its_fraction_is_zero() -> None:
 def test_too_few_images_to_split_is_an_error() -> None:
     with pytest.raises(PipelineError, match="class 'COVID' has only 2 images"):
         data.split_images(_labelled(20, 2), seed=0, test_fraction=0.2, val_fraction=0.1)
+
+
+def test_shared_tiny_splits_fixture(tiny_splits_dir: Path) -> None:
+    splits = data.load_splits(tiny_splits_dir)
+    assert [len(getattr(splits, s).y) for s in data.SPLITS] == [60, 16, 24]
+    assert splits.image_size == 32 and splits.classes == ("non-COVID", "COVID")
+    for s in data.SPLITS:
+        assert set(getattr(splits, s).y.tolist()) == {0, 1}

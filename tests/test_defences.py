@@ -207,3 +207,15 @@ def test_feature_guided_loss_is_zero_for_perfect_denoising_and_trains_the_denois
     loss = loss_fn(ae(xt + 0.05), xt)
     loss.backward()
     assert loss > 0 and any(p.grad is not None and p.grad.abs().sum() > 0 for p in ae.parameters())
+
+
+def test_median9_gradient_equals_sort_gradient_without_ties() -> None:
+    x = torch.rand(2, 1, 9, 11, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x.requires_grad_(True)
+    weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (fast,) = torch.autograd.grad((dfn.MedianSmoothing(3)(x) * weights).sum(), x)
+    xp = dfn.MedianSmoothing._pad_symmetric(dfn.MedianSmoothing._pad_symmetric(x, 1, 1, 2), 1, 1, 3)
+    patches = nn.functional.unfold(xp, kernel_size=3)  # (N, 9, H*W)
+    slow = patches.sort(dim=1).values[:, 4, :].reshape(x.shape)
+    (expected,) = torch.autograd.grad((slow * weights).sum(), x)
+    torch.testing.assert_close(fast, expected)

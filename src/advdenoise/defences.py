@@ -141,9 +141,54 @@ class MedianSmoothing(nn.Module):
         if max(before, after) > min(h, wd):
             raise ValueError(f"window {w} is too large for {h} x {wd} images")
         xp = self._pad_symmetric(self._pad_symmetric(x, before, after, 2), before, after, 3)
+        if w == 3:
+            return _Median9.apply(xp)
         patches = F.unfold(xp.reshape(n * c, 1, *xp.shape[2:]), kernel_size=w)
         ranked, _ = patches.sort(dim=1)
         return ranked[:, (w * w) // 2, :].reshape(n, c, h, wd)
+
+
+# Devillard's 19-exchange median-of-9 network: elementwise min/max instead of a sort per pixel.
+_MEDIAN9_NETWORK = (
+    (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
+    (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
+)  # fmt: skip
+
+
+class _Median9(torch.autograd.Function):
+    """Median of the 3 x 3 neighbourhoods of a padded image; the gradient goes to the selected pixel.
+
+    Why a Function: autograd through the 38 min/max ops costs 10x the forward pass; routing the
+    gradient with one mask per neighbour costs about as much as the forward (ties: first neighbour).
+    """
+
+    @staticmethod
+    def forward(ctx, xp):  # type: ignore[override]
+        h, w = xp.shape[2] - 2, xp.shape[3] - 2
+        views = [xp[:, :, i : i + h, j : j + w] for i in range(3) for j in range(3)]
+        p = list(views)
+        for a, b in _MEDIAN9_NETWORK:
+            p[a], p[b] = torch.minimum(p[a], p[b]), torch.maximum(p[a], p[b])
+        median = p[4]
+        taken = torch.zeros_like(median, dtype=torch.bool)
+        masks = []
+        for v in views:
+            mask = (v == median) & ~taken
+            taken |= mask
+            masks.append(mask)
+        ctx.save_for_backward(torch.stack(masks))
+        ctx.padded_shape = xp.shape
+        return median
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (masks,) = ctx.saved_tensors
+        h, w = grad.shape[2], grad.shape[3]
+        out = grad.new_zeros(ctx.padded_shape)
+        for k, mask in enumerate(masks):
+            i, j = divmod(k, 3)
+            out[:, :, i : i + h, j : j + w] += grad * mask
+        return out
 
 
 def feature_squeezing(bits: int) -> ArtPreprocessing:

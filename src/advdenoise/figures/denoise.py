@@ -73,6 +73,7 @@ def recon_figure(tables: Mapping[str, pd.DataFrame], headline: float) -> Figure:
     for (method, t), marker in zip(tables.items(), "os^v", strict=False):
         ax.plot(t.eps, t.adversarial_mse, marker=marker, label=f"{method.upper()} input")
     _eps_axis(ax, headline)
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_ylabel("MSE(original clean x, AE(input))")
     ax.set_title("Reconstruction loss of the denoiser vs eps")
     ax.legend(fontsize=8)
