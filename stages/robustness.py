@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for method in dfn.METHODS:
             wide = dfn.wide_curves(curves, threat, method)
             write_csv(args.plots / f"curves_{threat}_{method}.csv", wide)
-    write_csv(args.plots / "verdict.csv", dfn.verdicts(results, attack.eps))
+    write_csv(args.plots / "verdict.csv", dfn.verdicts(results, attack.eps, attack.pgd_steps))
     save_figure(args.plots / "robustness.png", figs.table_figure(table, attack.eps))
     save_figure(args.plots / "curves.png", figs.curves_figure(curves, attack.eps))
     write_json(args.metrics, scores)

@@ -301,7 +301,7 @@ class TrainAeGuidedParams(OptimParams):
     methods: tuple[AttackName, ...] = ("fgsm", "pgd")
     eps: tuple[float, ...] = (0.01, 0.03, 0.05)
     copies: int = 1  # adversarial versions per training image, each (method, eps) drawn at random
-    pixel_weight: float = 0.1
+    pixel_weight: float = 10.0  # at 0.1 the features win and outputs stop looking like images
 
     def __post_init__(self) -> None:
         self._check_optim("train_ae_guided")
@@ -312,9 +312,7 @@ class TrainAeGuidedParams(OptimParams):
             list(self.methods),
         )
         _check_grid("train_ae_guided.eps", self.eps)
-        _check(
-            1 <= self.copies <= 16, "train_ae_guided.copies", "must be in [1, 16]", self.copies
-        )
+        _check(1 <= self.copies <= 16, "train_ae_guided.copies", "must be in [1, 16]", self.copies)
         _check(
             self.pixel_weight >= 0,
             "train_ae_guided.pixel_weight",
