@@ -60,7 +60,9 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     env["DVC_NO_ANALYTICS"] = "1"
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 

@@ -35,7 +35,9 @@ class FitResult:
     history: list[dict[str, float]]
     best_epoch: int  # 1-based epoch whose weights the model holds after fitting
     train_seconds: float  # optimisation steps only (no validation)
-    images_per_second: float  # training throughput, for benchmarks; varies with machine load, so never a metric
+    images_per_second: (
+        float  # training throughput, for benchmarks; varies with machine load, so never a metric
+    )
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:
