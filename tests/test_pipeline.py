@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,56 @@ def test_exp_run_reruns_only_attack_and_after(repo: Path) -> None:
     assert any(k.startswith("pgd.") for k in diff.get("metrics/attack.json", {})), diff
     assert "eps" in diff["metrics/attack.json"]
     assert changed
+
+
+def _out_hashes(repo: Path) -> dict[str, str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {
+        f"{stage}:{out['path']}": out["md5"]
+        for stage, spec in lock["stages"].items()
+        for out in spec.get("outs", [])
+    }
+
+
+def test_forced_rerun_is_byte_identical(repo: Path, tmp_path: Path) -> None:
+    """Same params, same code: every output hash and every metrics file repeats exactly."""
+    copy = tmp_path / "again"
+    shutil.copytree(repo, copy, symlinks=True)
+    run(["git", "checkout", "-q", "--", "."], copy)  # undo the exp run's params change
+    run(["dvc", "checkout", "-q"], copy)
+    before = _out_hashes(copy)
+    metrics = {p.name: p.read_bytes() for p in (copy / "metrics").glob("*.json")}
+    run(["dvc", "repro", "--force"], copy)
+    assert _out_hashes(copy) == before
+    assert {p.name: p.read_bytes() for p in (copy / "metrics").glob("*.json")} == metrics
+
+
+def test_interrupted_stage_leaves_no_partial_outputs(repo: Path, tmp_path: Path) -> None:
+    """SIGTERM mid-training: exit 130, no model or temp file; the next repro re-runs and succeeds."""
+    copy = tmp_path / "interrupt"
+    shutil.copytree(repo, copy, symlinks=True)
+    run(["git", "checkout", "-q", "--", "."], copy)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["train_cnn"]["epochs"] = 200
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.Popen(
+        ["dvc", "repro", "train_cnn"], cwd=copy, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until training has started
+        if "Running stage 'train_cnn'" in line:
+            break
+    time.sleep(4)
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    out = copy / "data" / "train_cnn"
+    assert not (out / "model.pt").exists()
+    assert not list(copy.rglob(".*.tmp"))
+    params["train_cnn"]["epochs"] = TINY["train_cnn"]["epochs"]
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc2 = run(["dvc", "repro"], copy)
+    assert "train_cnn" in ran_stages(proc2.stdout)
+    assert (out / "model.pt").is_file()
