@@ -84,17 +84,3 @@ def test_mse_psnr_ssim() -> None:
     x = rng.random((2, 1, 32, 32)).astype(np.float32)
     noisy = np.clip(x + rng.normal(0, 0.3, x.shape), 0, 1)
     assert metrics.ssim(x, noisy) < 0.9
-
-
-def test_check_perturbation_accepts_and_refuses() -> None:
-    clean = np.full((2, 1, 4, 4), 0.5, dtype=np.float32)
-    metrics.check_perturbation(clean, clean + 0.03, 0.03, "ok")
-    metrics.check_perturbation(torch.tensor(clean), torch.tensor(clean - 0.03), 0.03, "torch")
-    with pytest.raises(PipelineError, match=r"adv set: L-inf"):
-        metrics.check_perturbation(clean, clean + 0.05, 0.03, "adv set")
-    with pytest.raises(PipelineError, match=r"outside \[0, 1\]"):
-        metrics.check_perturbation(clean * 0 + 0.99, clean * 0 + 1.01, 0.03, "adv set")
-    with pytest.raises(PipelineError, match="shape"):
-        metrics.check_perturbation(clean, clean[:1], 0.03, "adv set")
-    with pytest.raises(PipelineError, match="NaN"):
-        metrics.check_perturbation(clean, clean * np.nan, 0.03, "adv set")

@@ -204,27 +204,3 @@ def ssim(reference: Any, estimate: Any, data_range: float = 1.0, batch_size: int
 
 
 # --------------------------------------------------------------------------- perturbations
-
-
-def check_perturbation(clean: Any, adv: Any, eps: float, what: str) -> None:
-    """Raise PipelineError unless `adv` is a valid L-inf perturbation of `clean` within `eps`.
-
-    Works on NumPy arrays or torch tensors of images in [0, 1] (compared in float32): shapes must
-    match, values must be finite and inside [0, 1], and max |adv - clean| <= eps + 1e-6.
-    `what` names the data in the message (e.g. "data/attack/adversarial.npz pgd eps=0.03").
-    """
-    c, x = as_numpy(clean, np.float32), as_numpy(adv, np.float32)
-    if c.shape != x.shape:
-        raise PipelineError(f"{what}: shape {x.shape} differs from the clean images' {c.shape}")
-    if x.size == 0:
-        return
-    if not np.isfinite(x).all():
-        raise PipelineError(f"{what}: contains NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
-        raise PipelineError(f"{what}: values outside [0, 1] (min {lo:.6g}, max {hi:.6g})")
-    linf = float(np.abs(x - c).max())
-    if linf > eps + 1e-6:
-        raise PipelineError(
-            f"{what}: L-inf distance to the clean images is {linf:.6g} > eps {eps:.6g}"
-        )
