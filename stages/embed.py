@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 from advdenoise import embed, runtime
 from advdenoise.adversarial import load_adversarial
 from advdenoise.data import load_splits, to_float
-from advdenoise.errors import PipelineError, entrypoint
+from advdenoise.errors import entrypoint
 from advdenoise.figures import embed as figs
 from advdenoise.io import save_figure, write_csv, write_json
 from advdenoise.models import MODEL_FILE, load_autoencoder, load_classifier
@@ -36,14 +36,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     clean = to_float(splits.test.x).numpy()
     sets = load_adversarial(args.adversarial, clean)
     adversarial = {m: sets.get(m, params.attack.eps) for m in params.attack.methods}
-    cnn = load_classifier(args.classifier / MODEL_FILE, device)
-    ae = load_autoencoder(args.autoencoder / MODEL_FILE, device)
-    for name, model in (("classifier", cnn), ("autoencoder", ae)):
-        if model.hparams["image_size"] != splits.image_size:
-            raise PipelineError(
-                f"{name} expects {model.hparams['image_size']} px images, {args.data} holds "
-                f"{splits.image_size} px (re-run the training stages)"
-            )
+    cnn = load_classifier(args.classifier / MODEL_FILE, device, splits.image_size)
+    ae = load_autoencoder(args.autoencoder / MODEL_FILE, device, splits.image_size)
     rng = runtime.generator(params.seed, embed.SUBSAMPLE_OFFSET)
     # NumPy/scikit-learn single-threaded: UMAP is anyway once seeded, and on a shared CPU t-SNE's
     # OpenMP threads cost more CPU time than they save

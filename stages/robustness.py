@@ -15,7 +15,7 @@ from advdenoise import defences as dfn
 from advdenoise import runtime
 from advdenoise.adversarial import load_adversarial
 from advdenoise.data import load_splits, to_float
-from advdenoise.errors import PipelineError, entrypoint
+from advdenoise.errors import entrypoint
 from advdenoise.figures import robustness as figs
 from advdenoise.io import save_figure, write_csv, write_json
 from advdenoise.models import MODEL_FILE, load_autoencoder, load_classifier
@@ -46,12 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ae_dirs = {"ae": args.autoencoder, "ae_adv": args.ae_adv, "ae_guided": args.ae_guided}
     autoencoders = {}
     for name in (n for n in cfg.defences if n in ae_dirs):
-        autoencoders[name] = load_autoencoder(ae_dirs[name] / MODEL_FILE, device)
-        if autoencoders[name].hparams["image_size"] != splits.image_size:
-            raise PipelineError(
-                f"{ae_dirs[name] / MODEL_FILE}: autoencoder for {splits.image_size} px images"
-                f" expected, found {autoencoders[name].hparams['image_size']} px (re-run its stage)"
-            )
+        autoencoders[name] = load_autoencoder(ae_dirs[name] / MODEL_FILE, device, splits.image_size)
     results = dfn.evaluate_defences(
         cfg, autoencoders, cnn, x, y, oblivious, attack, eps_values,
         seed=params.seed, device=device, nb_classes=len(splits.classes),

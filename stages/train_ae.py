@@ -10,7 +10,7 @@ import torch
 
 from advdenoise import runtime
 from advdenoise.data import load_splits
-from advdenoise.errors import PipelineError, entrypoint
+from advdenoise.errors import entrypoint
 from advdenoise.figures import training as figs
 from advdenoise.io import save_figure, write_json
 from advdenoise.models import MODEL_FILE, Autoencoder, load_classifier, save_model
@@ -36,12 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = params.train_ae
     device = runtime.setup(params.seed, params.threads, params.device)
     splits = load_splits(args.data)
-    classifier = load_classifier(args.classifier / MODEL_FILE, device)
-    if classifier.hparams["image_size"] != splits.image_size:
-        raise PipelineError(
-            f"{args.classifier / MODEL_FILE}: classifier expects {classifier.hparams['image_size']}"
-            f" px images, {args.data} holds {splits.image_size} px (re-run train_cnn)"
-        )
+    classifier = load_classifier(args.classifier / MODEL_FILE, device, splits.image_size)
     model = Autoencoder(splits.image_size, cfg.channels, cfg.latent_channels)
     train = combined_images(splits.train.x, cfg.noise, params.seed, STREAMS["train"])
     val = combined_images(splits.val.x, cfg.noise, params.seed, STREAMS["val"])

@@ -15,7 +15,7 @@ import pandas as pd
 from advdenoise import runtime
 from advdenoise.data import load_splits
 from advdenoise.defences import feature_guided_loss, train_adversarial_denoiser
-from advdenoise.errors import PipelineError, entrypoint
+from advdenoise.errors import entrypoint
 from advdenoise.figures import training as figs
 from advdenoise.io import save_figure, write_csv, write_json
 from advdenoise.models import MODEL_FILE, load_classifier, save_model
@@ -39,12 +39,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = params.train_ae_guided
     device = runtime.setup(params.seed, params.threads, params.device)
     splits = load_splits(args.data)
-    cnn = load_classifier(args.classifier / MODEL_FILE, device)
-    if cnn.hparams["image_size"] != splits.image_size:
-        raise PipelineError(
-            f"{args.classifier / MODEL_FILE}: classifier expects {cnn.hparams['image_size']} px"
-            f" images, {args.data} holds {splits.image_size} px (re-run train_cnn)"
-        )
+    cnn = load_classifier(args.classifier / MODEL_FILE, device, splits.image_size)
     run = train_adversarial_denoiser(
         cnn, splits, channels=params.train_ae.channels,
         latent_channels=params.train_ae.latent_channels, methods=cfg.methods, eps_values=cfg.eps,

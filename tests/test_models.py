@@ -104,6 +104,18 @@ def test_refuses_wrong_kind(tmp_path: Path) -> None:
         load_classifier(tmp_path / "ae.pt")
 
 
+def test_refuses_model_for_another_image_size(tmp_path: Path) -> None:
+    save_model(Classifier(32, [4, 8]), tmp_path / "cnn.pt")
+    save_model(Autoencoder(32, [4], 2), tmp_path / "ae.pt")
+    assert load_classifier(tmp_path / "cnn.pt", image_size=32).hparams["image_size"] == 32
+    with pytest.raises(
+        PipelineError, match=r"cnn\.pt: the classifier expects 32 px images, the data holds 64 px"
+    ):
+        load_classifier(tmp_path / "cnn.pt", image_size=64)
+    with pytest.raises(PipelineError, match=r"ae\.pt: the autoencoder expects 32 px"):
+        load_autoencoder(tmp_path / "ae.pt", image_size=64)
+
+
 def test_refuses_mismatched_architecture(tmp_path: Path) -> None:
     path = tmp_path / "m.pt"
     model = Classifier(32, [4, 8])

@@ -162,7 +162,9 @@ def save_model(model: Classifier | Autoencoder, path: str | Path) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
-def _load(path: str | Path, kind: str, device: str | torch.device) -> nn.Module:
+def _load(
+    path: str | Path, kind: str, device: str | torch.device, image_size: int | None
+) -> nn.Module:
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
@@ -202,17 +204,32 @@ def _load(path: str | Path, kind: str, device: str | torch.device) -> nn.Module:
             f"{path}: the weights do not fit a {kind} with hparams {hparams}: "
             f"{' '.join(line.strip() for line in first[:3])}"
         ) from exc
+    if image_size is not None and hparams.get("image_size") != image_size:
+        raise PipelineError(
+            f"{path}: the {kind} expects {hparams.get('image_size')} px images, the data holds "
+            f"{image_size} px (re-run the stage that trains it)"
+        )
     return model.to(device).eval()
 
 
-def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
-    """Load a classifier in eval mode (`path` = model file or the directory holding MODEL_FILE)."""
-    return _load(path, "classifier", device)  # type: ignore[return-value]
+def load_classifier(
+    path: str | Path, device: str | torch.device = "cpu", image_size: int | None = None
+) -> Classifier:
+    """Load a classifier in eval mode (`path` = model file or the directory holding MODEL_FILE).
+
+    With `image_size`, a model trained for another size is refused with a message naming the file.
+    """
+    return _load(path, "classifier", device, image_size)  # type: ignore[return-value]
 
 
-def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> Autoencoder:
-    """Load an autoencoder in eval mode (`path` = model file or the directory holding MODEL_FILE)."""
-    return _load(path, "autoencoder", device)  # type: ignore[return-value]
+def load_autoencoder(
+    path: str | Path, device: str | torch.device = "cpu", image_size: int | None = None
+) -> Autoencoder:
+    """Load an autoencoder in eval mode (`path` = model file or the directory holding MODEL_FILE).
+
+    With `image_size`, a model trained for another size is refused with a message naming the file.
+    """
+    return _load(path, "autoencoder", device, image_size)  # type: ignore[return-value]
 
 
 def batched_apply(
