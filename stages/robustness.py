@@ -41,19 +41,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     cnn = load_classifier(args.classifier / MODEL_FILE, device)
     x, y = to_float(splits.test.x).numpy(), splits.test.y
     oblivious = load_adversarial(args.adversarial, x)
-    eps_values = dfn.curve_eps(attack, cfg)
-    dfn.check_oblivious_sets(oblivious, eps_values, str(args.adversarial))
+    dfn.check_oblivious_sets(oblivious, cfg.eps_grid, str(args.adversarial))
     ae_dirs = {"ae": args.autoencoder, "ae_adv": args.ae_adv, "ae_guided": args.ae_guided}
     autoencoders = {}
     for name in (n for n in cfg.defences if n in ae_dirs):
         autoencoders[name] = load_autoencoder(ae_dirs[name] / MODEL_FILE, device, splits.image_size)
     results = dfn.evaluate_defences(
-        cfg, autoencoders, cnn, x, y, oblivious, attack, eps_values,
+        cfg, autoencoders, cnn, x, y, oblivious, attack,
         seed=params.seed, device=device, nb_classes=len(splits.classes),
         log=lambda msg: print(f"robustness: {msg}", file=sys.stderr),
     )  # fmt: skip
-    scores = dfn.robustness_metrics(results, attack.eps)
-    table = dfn.robustness_table(results, attack.eps)
+    scores = dfn.robustness_metrics(results, cfg.eps)
+    table = dfn.robustness_table(results, cfg.eps)
     curves = dfn.robustness_curves(results)
 
     write_csv(args.plots / "robustness.csv", table)
@@ -62,9 +61,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         for method in dfn.METHODS:
             wide = dfn.wide_curves(curves, threat, method)
             write_csv(args.plots / f"curves_{threat}_{method}.csv", wide)
-    write_csv(args.plots / "verdict.csv", dfn.verdicts(results, attack.eps, attack.pgd_steps))
-    save_figure(args.plots / "robustness.png", figs.table_figure(table, attack.eps))
-    save_figure(args.plots / "curves.png", figs.curves_figure(curves, attack.eps))
+    write_csv(args.plots / "verdict.csv", dfn.verdicts(results, cfg.eps, attack.pgd_steps))
+    save_figure(args.plots / "robustness.png", figs.table_figure(table, cfg.eps))
+    save_figure(args.plots / "curves.png", figs.curves_figure(curves, cfg.eps))
     write_json(args.metrics, scores)
 
 

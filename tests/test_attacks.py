@@ -319,7 +319,7 @@ def _tiny_project(tmp_path: Path, **attack: object) -> dict[str, Path]:
     save_model(_conv_model(), tmp_path / "train_cnn" / "model.pt")
     cfg = {
         "seed": 0, "device": "cpu", "threads": 1,
-        "attack": {"eps": 0.03, "eps_grid": [0.0, 0.01, 0.05], "pgd_steps": 2, "batch_size": 5,
+        "attack": {"eps": 0.03, "eps_grid": [0.0, 0.01, 0.03, 0.05], "pgd_steps": 2, "batch_size": 5,
                    **attack},
     }  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
@@ -338,9 +338,10 @@ def test_stage_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     paths = _tiny_project(tmp_path)
     assert attack_stage.main(_argv(paths)) == 0
     result = json.loads(paths["metrics"].read_text())
-    for key in ("clean_accuracy", "eps", "fgsm.accuracy", "pgd.success_rate", "pgd.linf_max"):
-        assert key in result
-    assert result["eps"] == 0.03 and result["pgd.linf_max"] <= 0.03 + 1e-6
+    cells = [f"{m}.eps_{e:g}.{k}" for m in ("fgsm", "pgd") for e in (0.01, 0.03, 0.05)
+             for k in ("accuracy", "success_rate")]  # fmt: skip
+    assert sorted(k for k in result if ".eps_" in k) == sorted(cells)
+    assert 0 <= result["pgd.eps_0.03.accuracy"] <= result["fgsm.eps_0.03.accuracy"] + 1 / 12
     assert result["check.fgsm.eps0_is_clean"] is True
     table = pd.read_csv(paths["plots"] / "accuracy.csv")
     assert list(table.columns) == [
@@ -351,7 +352,8 @@ def test_stage_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         "l2_mean",
         "linf_max",
     ]
-    assert len(table) == 2 * 4  # methods x (grid + headline 0.03)
+    assert len(table) == 2 * 4  # methods x grid
+    assert table.linf_max.max() <= 0.05 + 1e-6 and (table.linf_max <= table.eps + 1e-6).all()
     wide = pd.read_csv(paths["plots"] / "accuracy_vs_eps.csv")
     assert list(wide.columns) == ["eps", "fgsm", "pgd"] and len(wide) == 4
     x = np.load(paths["data"] / "splits.npz")["x_test"].astype(np.float32) / 255

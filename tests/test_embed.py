@@ -161,6 +161,7 @@ def _tiny_project(tmp: Path) -> dict[str, Path]:
     params["data"]["image_size"] = SIZE
     params["train_cnn"]["channels"] = [4, 8, 8, 8]
     params["attack"].update(eps=0.03, eps_grid=[0.0, 0.03])
+    params["robustness"].update(eps=0.03, eps_grid=[0.03])
     params["embed"].update(max_points=20, probe_folds=2, tsne_perplexity=5.0, umap_neighbors=5)
     params["embed"]["tsne_max_iter"] = 250
     params["device"] = "cpu"
@@ -231,6 +232,7 @@ def test_stage_reports_a_missing_headline_eps(tmp_path, capsys):
     paths = _tiny_project(tmp_path)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["attack"].update(eps=0.05, eps_grid=[0.0, 0.05])
+    params["robustness"].update(eps=0.05, eps_grid=[0.05])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert _load_stage().main(_argv(paths)) == 2
     assert "eps=0.05" in capsys.readouterr().err

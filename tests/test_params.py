@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pytest
@@ -27,8 +29,9 @@ def test_project_params_load_and_match_paper_settings() -> None:
     assert params.train_cnn.lr == pytest.approx(1e-4)
     assert params.train_cnn.batch_size == 16
     assert params.data.test_fraction == pytest.approx(0.2)
-    assert params.attack.eps in params.attack.all_eps
-    assert list(params.attack.all_eps) == sorted(params.attack.all_eps)
+    assert params.attack.eps in params.attack.eps_grid
+    assert params.robustness.eps in params.robustness.eps_grid
+    assert set(params.robustness.eps_grid) <= set(params.attack.eps_grid)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +107,15 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         load_params(bad)
 
 
-def test_headline_eps_outside_grid_is_still_evaluated() -> None:
-    params = parse_params(_with("attack", "eps", 0.025))
-    assert 0.025 in params.attack.all_eps
-    assert set(params.attack.eps_grid) < set(params.attack.all_eps)
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("attack", "eps", 0.025, "attack.eps must be one of attack.eps_grid"),
+        ("robustness", "eps", 0.02, "robustness.eps must be one of robustness.eps_grid"),
+        ("robustness", "eps_grid", [0.03, 0.04], "robustness.eps_grid must lie within attack.eps_grid"),
+    ],
+)
+def test_headlines_must_lie_on_their_grids(section: str, key: str, value: object, message: str) -> None:
+    """A headline off its grid would need an attack no stage depends on: refuse it, naming the key."""
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        parse_params(_with(section, key, value))

@@ -23,9 +23,9 @@ METRICS = {
     "train_ae": {"test.clean.psnr": 28.1, "test.cnn_accuracy_denoised": 0.86},
     "attack": {
         "clean_accuracy": 0.8853,
-        "eps": 0.03,
-        "fgsm.accuracy": 0.41,
-        "pgd.accuracy": 0.12,
+        "fgsm.eps_0.01.accuracy": 0.7,
+        "fgsm.eps_0.03.accuracy": 0.41,
+        "pgd.eps_0.03.accuracy": 0.12,
         "check.pgd_le_fgsm": True,
     },
     "denoise": {

@@ -65,18 +65,18 @@ def test_table_has_every_cell_and_checks_are_reported() -> None:
     oblivious = _oblivious(cnn, x, y)
     torch.manual_seed(0)
     aes = {n: Autoencoder(SIZE, [4, 4, 4], 2) for n in dfn.AUTOENCODER_DEFENCES}
-    params = RobustnessParams(eps_grid=(0.02, 0.05))
-    eps_values = dfn.curve_eps(ATTACK, params)
+    params = RobustnessParams(eps=0.05, eps_grid=(0.02, 0.05))
+    eps_values = params.eps_grid
     results = dfn.evaluate_defences(
-        params, aes, cnn, x, y, oblivious, ATTACK, eps_values, seed=0, device="cpu", nb_classes=2
+        params, aes, cnn, x, y, oblivious, ATTACK, seed=0, device="cpu", nb_classes=2
     )
-    table = dfn.robustness_table(results, ATTACK.eps)
+    table = dfn.robustness_table(results, params.eps)
     assert list(table.defence) == list(dfn.DEFENCES)
     for threat in dfn.THREATS:
         for method in dfn.METHODS:
             assert table[f"{threat}_{method}"].between(0, 1).all()
     assert not table.isna().any().any()
-    metrics = dfn.robustness_metrics(results, ATTACK.eps)
+    metrics = dfn.robustness_metrics(results, params.eps)
     for d in dfn.DEFENCES:
         for threat in dfn.THREATS:
             for method in dfn.METHODS:
@@ -91,7 +91,7 @@ def test_table_has_every_cell_and_checks_are_reported() -> None:
     assert len(curves) == len(dfn.DEFENCES) * 4 * (len(eps_values) + 1)
     wide = dfn.wide_curves(curves, "adaptive", "pgd")
     assert list(wide.columns) == ["eps", *dfn.DEFENCES] and list(wide.eps) == [0.0, 0.02, 0.05]
-    verdicts = dfn.verdicts(results, ATTACK.eps)
+    verdicts = dfn.verdicts(results, params.eps)
     assert list(verdicts.defence) == list(dfn.DEFENCES) and verdicts.verdict.str.len().min() > 20
 
 
@@ -152,7 +152,7 @@ def _tiny_project(tmp_path: Path) -> Path:
         "attack": {"eps": 0.05, "eps_grid": [0.0, 0.02, 0.05], "pgd_steps": 2, "batch_size": 32},
         "train_ae_adv": {"epochs": 1, "eps": [0.05], "batch_size": 16},
         "train_ae_guided": {"epochs": 1, "eps": [0.02, 0.05], "methods": ["pgd"]},
-        "robustness": {"eps_grid": [0.02, 0.05]},
+        "robustness": {"eps": 0.05, "eps_grid": [0.02, 0.05]},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
@@ -211,7 +211,7 @@ def test_stages_end_to_end(tmp_path: Path) -> None:
 def test_robustness_names_missing_attack_eps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = _tiny_project(tmp_path)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["robustness"]["eps_grid"] = [0.03]
+    params["robustness"].update(eps=0.03, eps_grid=[0.03])  # not in attack.eps_grid
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("train_ae_adv", "train_ae_guided"):  # the AE files must exist; any AE will do
         save_model(Autoencoder(SIZE, [4, 4, 4], 2), root / "data" / stage / MODEL_FILE)

@@ -284,20 +284,35 @@ def run_attack(
     eps: float,
     attack: AttackParams,
     *,
-    steps: int | None = None,
     seed: int = 0,
     offsets: Sequence[int] = (),
 ) -> np.ndarray:
-    """FGSM or L-inf PGD (params from `attack`; `steps` overrides the PGD steps), bound-checked."""
+    """FGSM or L-inf PGD with the settings of `attack`, bound-checked."""
+    return run_attacks(classifier, method, x, y, eps, attack, seed=seed, offsets=offsets)[0]
+
+
+def run_attacks(
+    classifier: object,
+    method: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    attack: AttackParams,
+    *,
+    pgd_checkpoints: Sequence[int] = (),
+    seed: int = 0,
+    offsets: Sequence[int] = (),
+) -> list[np.ndarray]:
+    """FGSM, or PGD with its iterates at `pgd_checkpoints` steps (default attack.pgd_steps)."""
     if method == "fgsm":
-        adv = attacks.fgsm(classifier, x, y, eps, attack.batch_size)
+        advs = [attacks.fgsm(classifier, x, y, eps, attack.batch_size)]
     elif method == "pgd":
-        adv = attacks.pgd(
+        advs = attacks.pgd_checkpoints(
             classifier,
             x,
             y,
             eps,
-            steps if steps is not None else attack.pgd_steps,
+            tuple(pgd_checkpoints) or (attack.pgd_steps,),
             attack.pgd_step_fraction,
             attack.pgd_random_init,
             attack.batch_size,
@@ -305,9 +320,9 @@ def run_attack(
         )
     else:
         raise PipelineError(f"unknown attack method {method!r}; known: {list(METHODS)}")
-    adv = np.asarray(adv, dtype=np.float32)
-    check_perturbation(x, adv, eps, f"{method} eps={eps:g}")
-    return adv
+    for adv in advs:
+        check_perturbation(x, adv, eps, f"{method} eps={eps:g}")
+    return advs
 
 
 @dataclass(frozen=True)
@@ -591,11 +606,6 @@ class DefenceResult:
     random_noise: float = float("nan")
 
 
-def curve_eps(attack: AttackParams, robustness: RobustnessParams) -> tuple[float, ...]:
-    """Every eps the robustness stage evaluates: its grid plus the headline eps."""
-    return tuple(sorted(set(robustness.eps_grid) | {attack.eps}))
-
-
 def check_oblivious_sets(
     oblivious: AdversarialSets, eps_values: Sequence[float], where: str
 ) -> None:
@@ -603,7 +613,7 @@ def check_oblivious_sets(
     missing = [e for e in eps_values if not any(abs(e - o) < 1e-12 for o in oblivious.eps)]
     if missing or not set(METHODS) <= set(oblivious.methods):
         raise PipelineError(
-            f"{where}: needs fgsm and pgd sets at every eps of robustness.eps_grid and attack.eps"
+            f"{where}: needs fgsm and pgd sets at every eps of robustness.eps_grid"
             f" {list(eps_values)}; it has {list(oblivious.methods)} at {list(oblivious.eps)}"
             f" (add the missing eps {missing} to attack.eps_grid and attack.methods)"
         )
@@ -618,19 +628,21 @@ def evaluate_defence(
     oblivious: AdversarialSets,
     attack: AttackParams,
     eps_values: Sequence[float],
+    headline: float,
     *,
     seed: int,
     device: torch.device | str,
     make_classifier: Callable[[nn.Module], object],
 ) -> DefenceResult:
-    """Clean, oblivious, adaptive (FGSM, PGD, PGD with 2x steps) and random-noise accuracy.
+    """Clean, oblivious, adaptive (FGSM, PGD; PGD with 2x steps at `headline`) and random-noise accuracy.
 
     Oblivious: the attack stage's sets (crafted against the bare CNN) through defence + CNN.
     Adaptive: FGSM and PGD against `Sequential(defence, cnn)` end to end. For `none` the two threat
     models coincide, so the adaptive curves reuse the attack stage's sets (same params and ART code).
+    Each cell's random start is seeded from (seed, defence, eps), whatever else the grid holds.
     """
     model = defended_classifier(defence, cnn)
-    bs = attack.batch_size
+    bs, steps = attack.batch_size, attack.pgd_steps
 
     def acc(images: np.ndarray) -> float:
         return float(np.mean(predict(model, images, bs, device) == y))
@@ -642,23 +654,34 @@ def evaluate_defence(
         result.curves[("oblivious", method)] = {
             e: acc(oblivious.get(method, e)) for e in eps_values
         }
-        if name == "none":
-            result.curves[("adaptive", method)] = dict(result.curves[("oblivious", method)])
-            continue
-        result.curves[("adaptive", method)] = {
-            e: acc(run_attack(classifier, method, x, y, e, attack, seed=seed, offsets=(di, i, 0)))
-            for i, e in enumerate(eps_values)
-        }
-    headline = attack.eps
-    double = run_attack(
-        classifier, "pgd", x, y, headline, attack,
-        steps=2 * attack.pgd_steps, seed=seed, offsets=(di, 0, 2),
-    )  # fmt: skip
-    result.pgd_2x_steps = acc(double)
+        curve: dict[float, float] = {}
+        for e in eps_values:
+            if name == "none":  # the attack stage's sets: same params and ART code
+                curve[e] = result.curves[("oblivious", method)][e]
+                continue
+            double = method == "pgd" and e == headline
+            advs = run_attacks(
+                classifier, method, x, y, e, attack, seed=seed, offsets=(di, _eps_key(e)),
+                pgd_checkpoints=(steps, 2 * steps) if double else (),
+            )  # fmt: skip
+            curve[e] = acc(advs[0])
+            if double:
+                result.pgd_2x_steps = acc(advs[1])
+        result.curves[("adaptive", method)] = curve
+    if name == "none":
+        (double,) = run_attacks(
+            classifier, "pgd", x, y, headline, attack, seed=seed, offsets=(di, _eps_key(headline)),
+            pgd_checkpoints=(2 * steps,),
+        )  # fmt: skip
+        result.pgd_2x_steps = acc(double)
     noisy = sign_noise(x, headline, seed)
     check_perturbation(x, noisy, headline, f"{name}: random sign noise")
     result.random_noise = acc(noisy)
     return result
+
+
+def _eps_key(eps: float) -> int:
+    return int(round(eps * 1e9))
 
 
 def evaluate_defences(
@@ -669,14 +692,13 @@ def evaluate_defences(
     y: np.ndarray,
     oblivious: AdversarialSets,
     attack: AttackParams,
-    eps_values: Sequence[float],
     *,
     seed: int,
     device: torch.device | str,
     nb_classes: int,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> list[DefenceResult]:
-    """`evaluate_defence` for every defence of params.defences, in order (wall time to `log`)."""
+    """`evaluate_defence` for every defence of params.defences on params.eps_grid (times to `log`)."""
     image_size = int(x.shape[-1])
     results = []
     for name in params.defences:
@@ -691,7 +713,8 @@ def evaluate_defences(
                 y,
                 oblivious,
                 attack,
-                eps_values,
+                params.eps_grid,
+                params.eps,
                 seed=seed,
                 device=device,
                 make_classifier=lambda m: art_classifier(m, image_size, nb_classes, device),

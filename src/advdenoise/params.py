@@ -189,7 +189,11 @@ class TrainAeParams(OptimParams):
 
 @dataclass(frozen=True)
 class AttackParams:
-    """FGSM and L-inf PGD through ART; `eps` is the headline bound, `eps_grid` the curve."""
+    """FGSM and L-inf PGD through ART; `eps_grid` the curve, `eps` the headline bound on it.
+
+    Why the headline must lie on the grid: the attack stage then depends on the grid only, so an
+    experiment with another headline (`dvc exp run -S attack.eps=0.02`) re-runs no attack.
+    """
 
     eps: float = 0.03
     eps_grid: tuple[float, ...] = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
@@ -203,6 +207,12 @@ class AttackParams:
         _check_fraction("attack.eps", self.eps)
         _check_grid("attack.eps_grid", self.eps_grid)
         _check(
+            self.eps in self.eps_grid,
+            "attack.eps",
+            f"must be one of attack.eps_grid {list(self.eps_grid)} (add it to the grid)",
+            self.eps,
+        )
+        _check(
             len(self.methods) >= 1 and len(set(self.methods)) == len(self.methods),
             "attack.methods",
             "must list distinct methods",
@@ -211,11 +221,6 @@ class AttackParams:
         _check(self.pgd_steps >= 1, "attack.pgd_steps", "must be >= 1", self.pgd_steps)
         _check_fraction("attack.pgd_step_fraction", self.pgd_step_fraction, 1e-4, 2.0)
         _check(self.batch_size >= 1, "attack.batch_size", "must be >= 1", self.batch_size)
-
-    @property
-    def all_eps(self) -> tuple[float, ...]:
-        """The grid plus the headline eps, sorted: every bound the attack stage evaluates."""
-        return tuple(sorted(set(self.eps_grid) | {self.eps}))
 
 
 @dataclass(frozen=True)
@@ -323,7 +328,12 @@ class TrainAeGuidedParams(OptimParams):
 
 @dataclass(frozen=True)
 class RobustnessParams:
-    """Every defence under the oblivious (paper) and adaptive (end-to-end, BPDA) threat models."""
+    """Every defence under the oblivious (paper) and adaptive (end-to-end, BPDA) threat models.
+
+    `eps` is this stage's own headline (its table and checks), on `eps_grid`. Why not attack.eps:
+    adaptive attacks on every defence are the costliest computation of the pipeline, and a
+    headline-only experiment on the attack side should not repeat them.
+    """
 
     defences: tuple[DefenceName, ...] = (
         "none",
@@ -334,6 +344,7 @@ class RobustnessParams:
         "spatial_smoothing",
         "jpeg",
     )
+    eps: float = 0.03
     eps_grid: tuple[float, ...] = (0.01, 0.03, 0.05)
     squeeze_bits: int = 4
     smoothing_window: int = 3
@@ -347,6 +358,12 @@ class RobustnessParams:
             list(self.defences),
         )
         _check_grid("robustness.eps_grid", self.eps_grid)
+        _check(
+            self.eps in self.eps_grid,
+            "robustness.eps",
+            f"must be one of robustness.eps_grid {list(self.eps_grid)} (add it to the grid)",
+            self.eps,
+        )
         _check(
             1 <= self.squeeze_bits <= 8,
             "robustness.squeeze_bits",
@@ -401,6 +418,14 @@ class Params:
             "data.image_size",
             f"must be divisible by {2**depth} (2**len(train_ae.channels)) for the autoencoders",
             size,
+        )
+        off_grid = [e for e in self.robustness.eps_grid if e not in self.attack.eps_grid]
+        _check(
+            not off_grid,
+            "robustness.eps_grid",
+            f"must lie within attack.eps_grid {list(self.attack.eps_grid)} (the oblivious attacks"
+            f" come from the attack stage); not there: {off_grid}",
+            list(self.robustness.eps_grid),
         )
 
 
