@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 import pytest
@@ -112,10 +111,17 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     [
         ("attack", "eps", 0.025, "attack.eps must be one of attack.eps_grid"),
         ("robustness", "eps", 0.02, "robustness.eps must be one of robustness.eps_grid"),
-        ("robustness", "eps_grid", [0.03, 0.04], "robustness.eps_grid must lie within attack.eps_grid"),
+        (
+            "robustness",
+            "eps_grid",
+            [0.03, 0.04],
+            "robustness.eps_grid must lie within attack.eps_grid",
+        ),
     ],
 )
-def test_headlines_must_lie_on_their_grids(section: str, key: str, value: object, message: str) -> None:
+def test_headlines_must_lie_on_their_grids(
+    section: str, key: str, value: object, message: str
+) -> None:
     """A headline off its grid would need an attack no stage depends on: refuse it, naming the key."""
     with pytest.raises(ParamsError, match=re.escape(message)):
         parse_params(_with(section, key, value))
