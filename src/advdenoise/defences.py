@@ -483,7 +483,7 @@ def train_adversarial_denoiser(
         )
         for offset, name in enumerate(("train", "val", "test"))
     }
-    model = channels_last(Autoencoder(splits.image_size, channels, latent_channels))
+    model = Autoencoder(splits.image_size, channels, latent_channels)
     train_inputs, train_index = _stack(*sets["train"])
     val_inputs, val_index = _stack(*sets["val"])
     fit = fit_denoiser(
@@ -492,7 +492,6 @@ def train_adversarial_denoiser(
         epochs=optim.epochs, lr=optim.lr, batch_size=optim.batch_size, seed=seed, device=device,
         loss_fn=loss_fn, eval_batch_size=eval_batch_size, desc=desc,
     )  # fmt: skip
-    model.to(memory_format=torch.contiguous_format)  # saved weights stay in the default layout
     result: dict[str, float] = {}
     for name in ("val", "test"):
         clean, mixed = sets[name]

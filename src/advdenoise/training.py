@@ -80,9 +80,14 @@ def _fit(
     progress: bool,
     desc: str,
 ) -> FitResult:
-    """Shared loop: `step(idx, gen)` returns (loss, batch size, n_correct or NaN); keep the best."""
+    """Shared loop: `step(idx, gen)` returns (loss, batch size, n_correct or NaN); keep the best.
+
+    Trains in the channels-last layout (on a CPU the convolutions of these nets run 1.4x (CNN) to
+    2.2x (autoencoder) faster; bench/training_throughput.py) and hands the model back contiguous.
+    """
     if n_train == 0:
         raise ValueError("cannot train on an empty training set")
+    model.to(memory_format=torch.channels_last)  # in place: the optimiser keeps its parameters
     generator = torch.Generator().manual_seed(int(seed))
     history: list[dict[str, float]] = []
     best: tuple[float, ...] | None = None
@@ -129,7 +134,7 @@ def _fit(
             tqdm.write(f"{desc} epoch {epoch}/{epochs}: {summary}", file=sys.stderr)
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+    model.to(memory_format=torch.contiguous_format).eval()
     return FitResult(history, best_epoch, seconds, seen / max(seconds, 1e-9))
 
 
