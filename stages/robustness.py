@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     x, y = to_float(splits.test.x).numpy(), splits.test.y
     oblivious = load_adversarial(args.adversarial, x)
     dfn.check_oblivious_sets(oblivious, cfg.eps_grid, str(args.adversarial))
+    subset = dfn.evaluation_subset(y, cfg.max_images, params.seed)
+    x, y, oblivious = x[subset], y[subset], oblivious.take(subset)
     ae_dirs = {"ae": args.autoencoder, "ae_adv": args.ae_adv, "ae_guided": args.ae_guided}
     autoencoders = {}
     for name in (n for n in cfg.defences if n in ae_dirs):

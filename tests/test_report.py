@@ -185,6 +185,7 @@ def test_malformed_metrics_are_errors(tmp_path, capsys, content, message):
 def test_robustness_section_renders_any_defences_and_verdicts(tmp_path):
     _tree(tmp_path)
     rob = {
+        "test_images": 200,
         "none.clean_accuracy": 0.9,
         "none.oblivious.pgd.accuracy": 0.1,
         "none.adaptive.pgd.accuracy": 0.1,
@@ -204,6 +205,7 @@ def test_robustness_section_renders_any_defences_and_verdicts(tmp_path):
     assert _run(tmp_path) == 0
     text = _text((tmp_path / "report" / "index.html").read_text())
     assert "none 90.0% 10.0% 10.0%" in text  # row: clean, oblivious PGD, adaptive PGD
+    assert "on 200 test images (robustness.max_images)" in text
     assert "mystery 50.0%" in text
     assert "ae: clean 88.0%" in text and "helps only against the oblivious attack" in text
     assert "ae_adv: clean 86.0%" in text and "defends: robust under the adaptive attack" in text

@@ -95,6 +95,17 @@ def test_table_has_every_cell_and_checks_are_reported() -> None:
     assert list(verdicts.defence) == list(dfn.DEFENCES) and verdicts.verdict.str.len().min() > 20
 
 
+def test_evaluation_subset_is_stratified_seeded_and_sorted() -> None:
+    y = np.array([0] * 300 + [1] * 100)
+    idx = dfn.evaluation_subset(y, 100, seed=3)
+    assert len(idx) == 100 and list(idx) == sorted(set(idx))
+    assert np.bincount(y[idx]).tolist() == [75, 25]  # the split's class shares
+    assert np.array_equal(idx, dfn.evaluation_subset(y, 100, seed=3))
+    assert not np.array_equal(idx, dfn.evaluation_subset(y, 100, seed=4))
+    assert np.array_equal(dfn.evaluation_subset(y, 0, seed=3), np.arange(400))
+    assert np.array_equal(dfn.evaluation_subset(y, 1000, seed=3), np.arange(400))
+
+
 def test_checks_flag_a_broken_evaluation() -> None:
     good = dfn.DefenceResult("x", 0.9, 100, pgd_2x_steps=0.30, random_noise=0.85)
     good.curves = {

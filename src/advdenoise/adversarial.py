@@ -59,6 +59,10 @@ class AdversarialSets:
             raise PipelineError(f"no adversarial set at eps={eps:g}; have {list(self.eps)}")
         return self.images[method][matches[0]]
 
+    def take(self, index: np.ndarray) -> AdversarialSets:
+        """The same sets for the test images `index` only."""
+        return AdversarialSets(self.eps, {m: a[:, index] for m, a in self.images.items()})
+
 
 def _check_all(sets: AdversarialSets, clean: np.ndarray, where: str) -> None:
     for method, stack in sets.images.items():

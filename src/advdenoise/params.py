@@ -349,8 +349,15 @@ class RobustnessParams:
     squeeze_bits: int = 4
     smoothing_window: int = 3
     jpeg_quality: int = 50
+    max_images: int = 256  # seeded class-stratified subset of the test split; 0 = all of it
 
     def __post_init__(self) -> None:
+        _check(
+            self.max_images == 0 or self.max_images >= 20,
+            "robustness.max_images",
+            "must be 0 (the whole test split) or >= 20",
+            self.max_images,
+        )
         _check(
             len(self.defences) >= 1 and len(set(self.defences)) == len(self.defences),
             "robustness.defences",

@@ -689,7 +689,8 @@ def robustness_section(inputs: Inputs) -> Section:
     defences, cells = _defences(m), _cells(m)
     sec.blocks.append(
         Paragraph(
-            f"Accuracy at robustness.eps = {inputs.params.robustness.eps:g} per defence. Oblivious: "
+            f"Accuracy at robustness.eps = {inputs.params.robustness.eps:g} per defence, on "
+            f"{int(m.get('test_images', 0))} test images (robustness.max_images). Oblivious: "
             "adversarial examples crafted against the bare CNN, then defended (the paper's threat "
             "model). Adaptive: white-box attacks through defence + CNN end to end (BPDA for "
             "non-differentiable defences)."
