@@ -7,14 +7,17 @@ One run, same model, batch, eps, step size, steps and random start for every var
   art_generate      ART's ProjectedGradientDescent.generate as documented, default estimator
                     options (ART preprocessing on, weights requiring grad) on a contiguous copy
                     of the model: the naive ART baseline;
+  art_generate_nhwc the same on a channels-last copy (what the layout alone buys);
+  art_generate_nhwc_frozen  ... with the weights frozen for the call (what skipping the weight
+                    gradients buys); art_project then also drops generate's success-rate pass;
   plain_pytorch     a plain PyTorch PGD loop (torch.autograd.grad w.r.t. the input);
   plain_frozen      the same loop with frozen weights (the fastest loop we know how to write);
   torchattacks      torchattacks.PGD (benchmark-only dependency).
-All variants but art_generate share the same (channels-last) model object.
-Variants run round-robin for several repetitions (the machine is shared and noisy); medians
-and the ratios of medians are reported. Usage:
+All variants but the art_generate ones share the same (channels-last) model object.
+Variants run round-robin, in an order that rotates each round, for several rounds (the machine is
+shared and noisy); medians, ratios of medians and paired per-round ratios are reported. Usage:
 
-    python bench/attack_throughput.py [--batch 128] [--steps 10] [--reps 5] [--threads 2]
+    python bench/attack_throughput.py [--batch 64] [--steps 10] [--reps 15] [--threads 2]
 
 Writes bench/results/attack_throughput.json and .md.
 """
@@ -48,11 +51,11 @@ def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", type=Path, default=ROOT / "data" / "train_cnn" / MODEL_FILE)
     p.add_argument("--image-size", type=int, default=64, help="if --model does not exist")
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batch", type=int, default=64, help="images = ART batch (attack.batch_size)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--eps", type=float, default=0.03)
     p.add_argument("--step-fraction", type=float, default=0.25)
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     return p.parse_args()
@@ -88,9 +91,24 @@ def _variants(
     shape = tuple(x.shape[1:])
     project = attacks.make_art_classifier(model, shape, 2, "cpu")  # channels-last, in place
     contiguous = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
-    naive = PyTorchClassifier(
-        contiguous, nn.CrossEntropyLoss(), shape, 2, clip_values=(0.0, 1.0), device_type="cpu"
-    )
+    nhwc = copy.deepcopy(model)
+
+    def naive(net: nn.Module) -> PyTorchClassifier:
+        return PyTorchClassifier(
+            net, nn.CrossEntropyLoss(), shape, 2, clip_values=(0.0, 1.0), device_type="cpu"
+        )
+
+    def generate(classifier: PyTorchClassifier) -> np.ndarray:
+        return ProjectedGradientDescent(
+            classifier, norm=np.inf, eps=eps, eps_step=alpha, max_iter=steps,
+            num_random_init=1, batch_size=n, verbose=False,
+        ).generate(x, y)  # fmt: skip
+
+    def generate_frozen() -> np.ndarray:
+        with attacks.input_gradients_only(nhwc):
+            return generate(nhwc_clf)
+
+    naive_clf, nhwc_clf = naive(contiguous), naive(nhwc)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     ta = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
 
@@ -100,16 +118,9 @@ def _variants(
 
     return {
         "art_project": lambda: attacks.pgd(project, x, y, eps, steps, args.step_fraction, True, n),
-        "art_generate": lambda: ProjectedGradientDescent(
-            naive,
-            norm=np.inf,
-            eps=eps,
-            eps_step=alpha,
-            max_iter=steps,
-            num_random_init=1,
-            batch_size=n,
-            verbose=False,
-        ).generate(x, y),  # fmt: skip
+        "art_generate": lambda: generate(naive_clf),
+        "art_generate_nhwc": lambda: generate(nhwc_clf),
+        "art_generate_nhwc_frozen": generate_frozen,
         "plain_pytorch": lambda: plain_pgd(model, xt, yt, eps, alpha, steps).numpy(),
         "plain_frozen": frozen_plain,
         "torchattacks": lambda: ta(xt, yt).numpy(),
@@ -134,10 +145,11 @@ def main() -> None:
         with torch.inference_mode():
             accuracy[name] = float((model(torch.from_numpy(adv)).argmax(1).numpy() == y).mean())
     load = os.getloadavg()
-    for _ in range(args.reps):
-        for name, run in variants.items():
+    names = list(variants)
+    for rep in range(args.reps):  # rounds; the order rotates so that no variant always goes first
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
             start, start_cpu = time.perf_counter(), time.process_time()
-            run()
+            variants[name]()
             times[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
     work = args.batch * args.steps
@@ -167,10 +179,7 @@ def main() -> None:
         },
         "variants": rows,
         "ratios": {
-            "art_project_vs_plain_pytorch": rows["plain_pytorch"]["median_s"] / ref,
-            "art_project_vs_plain_frozen": rows["plain_frozen"]["median_s"] / ref,
-            "art_project_vs_torchattacks": rows["torchattacks"]["median_s"] / ref,
-            "art_project_vs_art_generate": rows["art_generate"]["median_s"] / ref,
+            f"art_project_vs_{k}": rows[k]["median_s"] / ref for k in rows if k != "art_project"
         },
         # the machine is shared: best-of-reps wall time and median CPU time are less noisy
         "ratios_min_wall": {
@@ -178,6 +187,14 @@ def main() -> None:
         },
         "ratios_median_cpu": {
             f"art_project_vs_{k}": rows[k]["cpu_median_s"] / ref_cpu
+            for k in rows
+            if k != "art_project"
+        },
+        # paired: the ratio within each round, then the median; cancels slow drifts in load
+        "ratios_paired": {
+            f"art_project_vs_{k}": statistics.median(
+                o / a for o, a in zip(times[k], times["art_project"], strict=True)
+            )
             for k in rows
             if k != "art_project"
         },
@@ -199,13 +216,16 @@ def main() -> None:
             f"{r['art_project_speedup']:.2f}x | {r['adv_accuracy']:.3f} |"
         )
     lines += ["", "Throughput ratios art_project / other (> 1: art_project faster):", ""]
-    lines += ["| vs | median wall | min wall | median CPU |", "|---|---:|---:|---:|"]
+    lines += [
+        "| vs | median wall | min wall | median CPU | paired (median of per-round ratios) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for k in rows:
         if k != "art_project":
             key = f"art_project_vs_{k}"
             lines.append(
                 f"| {k} | {result['ratios'][key]:.2f} | {result['ratios_min_wall'][key]:.2f} | "
-                f"{result['ratios_median_cpu'][key]:.2f} |"
+                f"{result['ratios_median_cpu'][key]:.2f} | {result['ratios_paired'][key]:.2f} |"
             )
     lines.append(f"\nLoad average before the timed runs (1, 5, 15 min): {load}")
     (args.out / "attack_throughput.md").write_text("\n".join(lines) + "\n")

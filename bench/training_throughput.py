@@ -1,9 +1,10 @@
-"""Training throughput (images per second) of the CNN and the autoencoder on the default config.
+"""Training throughput (images per second) of the CNN and the autoencoder, default config.
 
-Random images of the configured size (throughput does not depend on content), one epoch per
-repetition with the paper's batch size, medians over repetitions. Usage:
+Random images (throughput does not depend on content) at the configured size and at the paper's
+224 px, one epoch per repetition with the paper's batch size, medians over repetitions; the 224 px
+figures give the CPU time of a paper-scale run. Usage:
 
-    python bench/training_throughput.py [--images 512] [--reps 3]
+    python bench/training_throughput.py [--images 512] [--reps 3] [--sizes 64 224]
 
 Writes bench/results/training_throughput.json and .md.
 """
@@ -30,27 +31,31 @@ def main() -> None:
     p.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     p.add_argument("--images", type=int, default=512)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--sizes", type=int, nargs="+", help="image sizes (default: params, 224)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args()
     params = load_params(args.params)
     device = runtime.setup(params.seed, params.threads, params.device)
-    size, cnn, ae = params.data.image_size, params.train_cnn, params.train_ae
-    gen = torch.Generator().manual_seed(params.seed)
-    x = torch.randint(0, 256, (args.images, 1, size, size), generator=gen, dtype=torch.uint8)
-    y = torch.randint(0, 2, (args.images,), generator=gen)
-    rates: dict[str, list[float]] = {"train_cnn": [], "train_ae": []}
-    for rep in range(args.reps):
-        model = Classifier(size, cnn.channels, dropout=cnn.dropout)
-        fit = fit_classifier(model, x, y, x[:0], y[:0], epochs=1, lr=cnn.lr,
-                             batch_size=cnn.batch_size, seed=rep, device=device, progress=False)  # fmt: skip
-        rates["train_cnn"].append(fit.images_per_second)
-        model = Autoencoder(size, ae.channels, ae.latent_channels)
-        fit = fit_denoiser(model, x, x, x[:0], x[:0], epochs=1, lr=ae.lr,
-                           batch_size=ae.batch_size, seed=rep, device=device, progress=False)  # fmt: skip
-        rates["train_ae"].append(fit.images_per_second)
+    cnn, ae = params.train_cnn, params.train_ae
+    sizes = args.sizes or sorted({params.data.image_size, 224})
+    rates: dict[str, list[float]] = {}
+    for size in sizes:
+        gen = torch.Generator().manual_seed(params.seed)
+        n = args.images if size <= 64 else max(args.images // 4, 64)  # same wall time, roughly
+        x = torch.randint(0, 256, (n, 1, size, size), generator=gen, dtype=torch.uint8)
+        y = torch.randint(0, 2, (n,), generator=gen)
+        for rep in range(args.reps):
+            model = Classifier(size, cnn.channels, dropout=cnn.dropout)
+            fit = fit_classifier(model, x, y, x[:0], y[:0], epochs=1, lr=cnn.lr,
+                                 batch_size=cnn.batch_size, seed=rep, device=device, progress=False)  # fmt: skip
+            rates.setdefault(f"train_cnn {size} px", []).append(fit.images_per_second)
+            model = Autoencoder(size, ae.channels, ae.latent_channels)
+            fit = fit_denoiser(model, x, x, x[:0], x[:0], epochs=1, lr=ae.lr,
+                               batch_size=ae.batch_size, seed=rep, device=device, progress=False)  # fmt: skip
+            rates.setdefault(f"train_ae {size} px", []).append(fit.images_per_second)
     result = {
         "config": {
-            "image_size": size,
+            "image_sizes": sizes,
             "images": args.images,
             "reps": args.reps,
             "threads": params.threads,
@@ -62,7 +67,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "training_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        f"# Training throughput ({size} px, batch {cnn.batch_size}, {params.threads} threads, "
+        f"# Training throughput (batch {cnn.batch_size}, {params.threads} threads, "
         f"{device}, median of {args.reps})",
         "",
         "| network | images/s |",

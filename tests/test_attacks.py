@@ -116,6 +116,18 @@ def test_pgd_matches_art_generate() -> None:
     np.testing.assert_array_equal(ours, theirs)
 
 
+def test_pgd_checkpoints_are_the_shorter_attacks() -> None:
+    """The iterate after k of 2k steps is the k-step PGD from the same start, bit for bit."""
+    x, y = _images(20)
+    clf = _clf(_conv_model())
+    short, long = atk.pgd_checkpoints(clf, x, y, 0.05, (3, 6), 0.25, True, 8, seed=5)
+    np.testing.assert_array_equal(short, atk.pgd(clf, x, y, 0.05, 3, 0.25, True, 8, seed=5))
+    np.testing.assert_array_equal(long, atk.pgd(clf, x, y, 0.05, 6, 0.25, True, 8, seed=5))
+    assert not np.array_equal(short, long)
+    with pytest.raises(ValueError, match="checkpoints"):
+        atk.pgd_checkpoints(clf, x, y, 0.05, (0, 3), 0.25, True, 8)
+
+
 # --------------------------------------------------------------------------- bounds and eps = 0
 
 

@@ -22,9 +22,10 @@ ART behaviour this module relies on or works around (ART 1.20, checked in tests/
   zeroes) the gradients of every weight; the attacks freeze the weights for the call, so only
   input gradients are computed (measured in bench/attack_throughput.py). ART's PGD `generate`
   also evaluates the success rate for a log line (two extra forward passes over all inputs); the
-  PGD here drives ART's per-batch PGD core directly and skips that line; a test checks the
+  PGD here runs ART's own per-iteration step (`_compute_pytorch`) in the loop of its per-batch
+  core and skips that line, keeping the iterates a convergence check needs; a test checks the
   result is identical to `generate`. The model runs in the channels-last layout (see
-  `make_art_classifier`), and small batches (attack.batch_size, default 32) stay in the CPU cache.
+  `make_art_classifier`), and small batches (attack.batch_size, default 64) stay in the CPU cache.
 """
 
 from __future__ import annotations
