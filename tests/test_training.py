@@ -10,6 +10,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from advdenoise import noise
@@ -147,6 +148,28 @@ def test_augment_keeps_shape_and_range() -> None:
     x = torch.rand(6, 1, SIZE, SIZE)
     out = augment_batch(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+
+
+def test_augment_crops_each_image_at_its_own_shift() -> None:
+    x = torch.rand(12, 1, SIZE, SIZE)
+    out = augment_batch(x, torch.Generator().manual_seed(1), max_shift=2)
+    found = set()
+    for i in range(len(x)):
+        windows = {
+            (flip, dy, dx)
+            for flip in (False, True)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(
+                out[i],
+                F.pad((x[i : i + 1].flip(-1) if flip else x[i : i + 1]), (2,) * 4, mode="reflect")[
+                    0, :, dy : dy + SIZE, dx : dx + SIZE
+                ],
+            )
+        }
+        assert windows, f"image {i} is no flipped/shifted crop of its input"
+        found |= windows
+    assert len(found) > 3  # shifts and flips differ between images
 
 
 def _stage(name: str) -> ModuleType:

@@ -55,11 +55,13 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, max_shift: int = 
     x = torch.where(flip.view(n, 1, 1, 1).to(x.device), x.flip(-1), x)
     if max_shift <= 0:
         return x
-    shifts = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator).tolist()
+    shifts = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator).to(x.device)
     padded = F.pad(x, (max_shift,) * 4, mode="reflect")
-    return torch.stack(
-        [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(shifts)]
-    )
+    rows = (shifts[:, 0:1] + torch.arange(h, device=x.device))[:, None, :, None]  # n, 1, h, 1
+    cols = (shifts[:, 1:2] + torch.arange(w, device=x.device))[:, None, None, :]  # n, 1, 1, w
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]  # one gather: each image cropped at its own shift
 
 
 def _permutation(n: int, generator: torch.Generator) -> torch.Tensor:
