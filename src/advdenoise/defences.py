@@ -656,6 +656,8 @@ def evaluate_defence(
     models coincide, so the adaptive curves reuse the attack stage's sets (same params and ART code).
     Each cell's random start is seeded from (seed, defence, eps), whatever else the grid holds.
     """
+    if headline not in eps_values:
+        raise PipelineError(f"{name}: headline eps {headline:g} is not in {list(eps_values)}")
     model = defended_classifier(defence, cnn)
     bs, steps = attack.batch_size, attack.pgd_steps
 
