@@ -609,7 +609,7 @@ def evaluation_subset(y: np.ndarray, max_images: int, seed: int) -> np.ndarray:
     """Sorted indices of a seeded, class-stratified subset of at most `max_images` (0: all).
 
     Why: adaptive attacks through every defence dominate the pipeline's cost, and a robust
-    accuracy on a few hundred images (binomial s.e. <= 3 points at 256) decides the verdicts.
+    accuracy on a few hundred images (binomial s.e. <= 3.5 points at 200) decides the verdicts.
     """
     if max_images == 0 or max_images >= len(y):
         return np.arange(len(y))

@@ -349,7 +349,7 @@ class RobustnessParams:
     squeeze_bits: int = 4
     smoothing_window: int = 3
     jpeg_quality: int = 50
-    max_images: int = 256  # seeded class-stratified subset of the test split; 0 = all of it
+    max_images: int = 200  # seeded class-stratified subset of the test split; 0 = all of it
 
     def __post_init__(self) -> None:
         _check(
