@@ -42,11 +42,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = runtime.setup(params.seed, params.threads, params.device)
     start = time.perf_counter()
     splits = load_splits(args.data)
-    model = load_classifier(args.classifier, device)  # evaluated as every later stage does
+    model = load_classifier(args.classifier, device)
     x, y = to_float(splits.test.x).numpy(), splits.test.y
-    classifier = atk.make_art_classifier(  # attacked in the faster channels-last layout
-        load_classifier(args.classifier, device), x.shape[1:], len(splits.classes), device
-    )
+    classifier = atk.make_art_classifier(model, x.shape[1:], len(splits.classes), device)
     eps_values = cfg.eps_grid
     attack_start = time.perf_counter()
     images = atk.attack_grid(classifier, cfg.methods, eps_values, x, y, cfg, params.seed)

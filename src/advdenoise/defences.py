@@ -671,26 +671,26 @@ def evaluate_defence(
         result.curves[("oblivious", method)] = {
             e: acc(oblivious.get(method, e)) for e in eps_values
         }
+        if name == "none":  # the attack stage's sets: same params and ART code
+            result.curves[("adaptive", method)] = dict(result.curves[("oblivious", method)])
+            continue
         curve: dict[float, float] = {}
         for e in eps_values:
-            if name == "none":  # the attack stage's sets: same params and ART code
-                curve[e] = result.curves[("oblivious", method)][e]
-                continue
-            double = method == "pgd" and e == headline
+            with_2x = method == "pgd" and e == headline  # the 10-step run goes on to 20
             advs = run_attacks(
                 classifier, method, x, y, e, attack, seed=seed, offsets=(di, _eps_key(e)),
-                pgd_checkpoints=(steps, 2 * steps) if double else (),
+                pgd_checkpoints=(steps, 2 * steps) if with_2x else (),
             )  # fmt: skip
             curve[e] = acc(advs[0])
-            if double:
+            if with_2x:
                 result.pgd_2x_steps = acc(advs[1])
         result.curves[("adaptive", method)] = curve
     if name == "none":
-        (double,) = run_attacks(
+        (twice,) = run_attacks(
             classifier, "pgd", x, y, headline, attack, seed=seed, offsets=(di, _eps_key(headline)),
             pgd_checkpoints=(2 * steps,),
         )  # fmt: skip
-        result.pgd_2x_steps = acc(double)
+        result.pgd_2x_steps = acc(twice)
     noisy = sign_noise(x, headline, seed)
     check_perturbation(x, noisy, headline, f"{name}: random sign noise")
     result.random_noise = acc(noisy)
