@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from advdenoise import attack_metrics as am
 from advdenoise import attacks as atk
 from advdenoise import metrics, runtime
 from advdenoise.adversarial import save_adversarial
@@ -57,15 +58,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     clean_pred = predict(x)
     clean_accuracy = metrics.accuracy(y, clean_pred)
     cells = [
-        atk.evaluate_cell(m, eps, x, images[m][i], y, clean_pred, predict(images[m][i]))
+        am.evaluate_cell(m, eps, x, images[m][i], y, clean_pred, predict(images[m][i]))
         for m in cfg.methods
         for i, eps in enumerate(eps_values)
     ]
-    checks = atk.sanity_checks(cells, clean_accuracy, len(y))
+    checks = am.sanity_checks(cells, clean_accuracy, len(y))
     for name, ok in checks.items():
         if not ok:
             print(f"warning: attack sanity check {name} failed (see {args.plots})", file=sys.stderr)
-    result = atk.grid_metrics(cells, clean_accuracy, checks)
+    result = am.grid_metrics(cells, clean_accuracy, checks)
     table = pd.DataFrame([vars(c) for c in cells])
     wide = table.pivot(index="eps", columns="method", values="accuracy")[list(cfg.methods)]
 

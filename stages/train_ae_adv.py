@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from advdenoise import runtime
+from advdenoise.adversarial_training import train_adversarial_denoiser
 from advdenoise.data import load_splits
-from advdenoise.defences import train_adversarial_denoiser
 from advdenoise.errors import entrypoint
 from advdenoise.figures import training as figs
 from advdenoise.io import save_figure, write_csv, write_json

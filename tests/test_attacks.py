@@ -19,6 +19,7 @@ from art.defences.preprocessor import FeatureSqueezing
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
+from advdenoise import attack_metrics as am
 from advdenoise import attacks as atk
 from advdenoise.adversarial import check_perturbation, load_adversarial, save_adversarial
 from advdenoise.data import Split, Splits, save_splits
@@ -234,7 +235,7 @@ def test_accuracy_table_one_row_per_cell_and_monotone_on_linear_model() -> None:
     assert {m: a.shape for m, a in images.items()} == {m: (5, *x.shape) for m in atk.METHODS}
     pred = predict_logits(model, torch.from_numpy(x), 64, "cpu").argmax(1).numpy()
     cells = [
-        atk.evaluate_cell(m, e, x, images[m][i], y, pred, _predict(model, images[m][i]))
+        am.evaluate_cell(m, e, x, images[m][i], y, pred, _predict(model, images[m][i]))
         for m in atk.METHODS
         for i, e in enumerate(eps_values)
     ]
@@ -245,7 +246,7 @@ def test_accuracy_table_one_row_per_cell_and_monotone_on_linear_model() -> None:
     for _, rows in table.groupby("method"):
         assert rows.sort_values("eps").accuracy.is_monotonic_decreasing
     assert table.accuracy.min() < clean - 0.3  # the attack really bites at large eps
-    checks = atk.sanity_checks(cells, clean, len(y), tolerance=0)
+    checks = am.sanity_checks(cells, clean, len(y), tolerance=0)
     assert checks == {
         "fgsm.monotone": True, "fgsm.eps0_is_clean": True,
         "pgd.monotone": True, "pgd.eps0_is_clean": True, "pgd_le_fgsm": True,
@@ -257,18 +258,18 @@ def _predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def test_sanity_checks_flag_violations() -> None:
-    def cell(m: str, e: float, acc: float) -> atk.CellResult:
-        return atk.CellResult(m, e, acc, 0.0, 0.0, e)
+    def cell(m: str, e: float, acc: float) -> am.CellResult:
+        return am.CellResult(m, e, acc, 0.0, 0.0, e)
 
     cells = [cell("fgsm", 0.0, 0.9), cell("fgsm", 0.1, 0.5), cell("fgsm", 0.2, 0.7)]
     cells += [cell("pgd", 0.0, 0.8), cell("pgd", 0.1, 0.7), cell("pgd", 0.2, 0.1)]
-    checks = atk.sanity_checks(cells, clean_accuracy=0.9, n=10, tolerance=1)
+    checks = am.sanity_checks(cells, clean_accuracy=0.9, n=10, tolerance=1)
     assert checks == {
         "fgsm.monotone": False, "fgsm.eps0_is_clean": True,
         "pgd.monotone": True, "pgd.eps0_is_clean": False, "pgd_le_fgsm": False,
     }  # fmt: skip
     # a rise of one image in ten is within the tolerance
-    assert atk.sanity_checks([cell("fgsm", 0.0, 0.5), cell("fgsm", 0.1, 0.6)], 0.5, 10)[
+    assert am.sanity_checks([cell("fgsm", 0.0, 0.5), cell("fgsm", 0.1, 0.6)], 0.5, 10)[
         "fgsm.monotone"
     ]
 
@@ -279,7 +280,7 @@ def test_evaluate_cell_success_rate_counts_originally_correct_only() -> None:
     adv_pred = np.array([1, 1, 0, 0])  # 2 of 3 correct flipped; image 2 "fixed" by the attack
     x = np.zeros((4, 1, 2, 2), np.float32)
     adv = x + np.float32(0.1)
-    c = atk.evaluate_cell("fgsm", 0.1, x, adv, y, clean_pred, adv_pred)
+    c = am.evaluate_cell("fgsm", 0.1, x, adv, y, clean_pred, adv_pred)
     assert c.accuracy == pytest.approx(0.5)
     assert c.success_rate == pytest.approx(2 / 3)
     assert c.l2_mean == pytest.approx(0.2, rel=1e-5) and c.linf_max == pytest.approx(0.1)
@@ -333,6 +334,7 @@ def _tiny_project(tmp_path: Path, **attack: object) -> dict[str, Path]:
         "seed": 0, "device": "cpu", "threads": 1,
         "attack": {"eps": 0.03, "eps_grid": [0.0, 0.01, 0.03, 0.05], "pgd_steps": 2, "batch_size": 5,
                    **attack},
+        "robustness": {"eps": 0.03, "eps_grid": [0.03]},
     }  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
     return {

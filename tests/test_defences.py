@@ -12,12 +12,22 @@ from PIL import Image
 from scipy.ndimage import median_filter
 from torch import nn
 
+from advdenoise import attacks
 from advdenoise import defences as dfn
+from advdenoise.adversarial_training import craft_mixed, feature_guided_loss
 from advdenoise.errors import PipelineError
-from advdenoise.models import Autoencoder, Classifier
-from advdenoise.params import AttackParams, RobustnessParams
+from advdenoise.models import Autoencoder, Classifier, predict_labels
+from advdenoise.params import AUTOENCODER_DEFENCES, DEFENCES, AttackParams, RobustnessParams
 
 torch.set_num_threads(1)
+
+
+def _clf(model: nn.Module) -> object:
+    return attacks.make_art_classifier(model, (1, 32, 32), 2, "cpu")
+
+
+def _attack(clf: object, method: str, x: np.ndarray, y: np.ndarray, eps: float, params, **kw):
+    return attacks.run_attacks(clf, method, x, y, eps, params, **kw)[0]
 
 
 def _asymmetric(n: int = 4, size: int = 32) -> np.ndarray:
@@ -137,8 +147,8 @@ def test_spatial_smoothing_equals_art_and_routes_gradient_to_the_median_pixel() 
 
 def test_build_defence_maps_unit_interval_and_names_problems() -> None:
     x = torch.from_numpy(_asymmetric(n=2))
-    aes = {n: Autoencoder(32, [4, 4, 4], 2) for n in dfn.AUTOENCODER_DEFENCES}
-    for name in dfn.DEFENCES:
+    aes = {n: Autoencoder(32, [4, 4, 4], 2) for n in AUTOENCODER_DEFENCES}
+    for name in DEFENCES:
         out = dfn.build_defence(name, RobustnessParams(), aes)(x)
         out = out.detach()
         assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1, name
@@ -152,10 +162,10 @@ def test_build_defence_maps_unit_interval_and_names_problems() -> None:
 @pytest.mark.parametrize("method", ["fgsm", "pgd"])
 def test_adaptive_attack_through_identity_equals_plain_attack(method: str) -> None:
     cnn, x, y = _tiny_problem(n=16)
-    plain = dfn.art_classifier(cnn, 32, 2, "cpu")
-    wrapped = dfn.art_classifier(dfn.defended_classifier(nn.Identity(), cnn), 32, 2, "cpu")
-    a = dfn.run_attack(plain, method, x, y, 0.05, ATTACK, seed=3, offsets=(1,))
-    b = dfn.run_attack(wrapped, method, x, y, 0.05, ATTACK, seed=3, offsets=(1,))
+    plain = _clf(cnn)
+    wrapped = _clf(dfn.defended_classifier(nn.Identity(), cnn))
+    a = _attack(plain, method, x, y, 0.05, ATTACK, seed=3, offsets=(1,))
+    b = _attack(wrapped, method, x, y, 0.05, ATTACK, seed=3, offsets=(1,))
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - x).max() > 0.04  # the attack did move the inputs
 
@@ -166,11 +176,11 @@ def test_adaptive_attack_at_least_as_strong_as_oblivious() -> None:
     denoiser = nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False))
     defended = dfn.defended_classifier(denoiser, cnn)
     eps = 0.12  # the classes differ by 0.2 in mean brightness
-    oblivious = dfn.run_attack(dfn.art_classifier(cnn, 32, 2, "cpu"), "pgd", x, y, eps, ATTACK)
-    adaptive = dfn.run_attack(dfn.art_classifier(defended, 32, 2, "cpu"), "pgd", x, y, eps, ATTACK)
-    acc_clean = np.mean(dfn.predict(defended, x, 16, "cpu") == y)
-    acc_obl = np.mean(dfn.predict(defended, oblivious, 16, "cpu") == y)
-    acc_ada = np.mean(dfn.predict(defended, adaptive, 16, "cpu") == y)
+    oblivious = _attack(_clf(cnn), "pgd", x, y, eps, ATTACK)
+    adaptive = _attack(_clf(defended), "pgd", x, y, eps, ATTACK)
+    acc_clean = np.mean(predict_labels(defended, x, 16, "cpu") == y)
+    acc_obl = np.mean(predict_labels(defended, oblivious, 16, "cpu") == y)
+    acc_ada = np.mean(predict_labels(defended, adaptive, 16, "cpu") == y)
     assert acc_clean > 0.9
     assert acc_ada <= acc_obl
     assert (
@@ -180,8 +190,8 @@ def test_adaptive_attack_at_least_as_strong_as_oblivious() -> None:
 
 def test_craft_mixed_covers_every_combination_within_bounds() -> None:
     cnn, x, y = _tiny_problem(n=24)
-    clf = dfn.art_classifier(cnn, 32, 2, "cpu")
-    mixed = dfn.craft_mixed(
+    clf = _clf(cnn)
+    mixed = craft_mixed(
         clf, x, y, ("fgsm", "pgd"), (0.01, 0.05), ATTACK, copies=2, seed=0, offset=0
     )
     assert mixed.images.shape == (48, 1, 32, 32)
@@ -190,7 +200,7 @@ def test_craft_mixed_covers_every_combination_within_bounds() -> None:
         rows = mixed.combo == k
         linf = np.abs(mixed.images[rows] - x[mixed.source[rows]]).max()
         assert linf <= eps + 1e-6
-    again = dfn.craft_mixed(
+    again = craft_mixed(
         clf, x, y, ("fgsm", "pgd"), (0.01, 0.05), ATTACK, copies=2, seed=0, offset=0
     )
     np.testing.assert_array_equal(mixed.images, again.images)
@@ -200,7 +210,7 @@ def test_feature_guided_loss_is_zero_for_perfect_denoising_and_trains_the_denois
     cnn, x, _ = _tiny_problem(n=8)
     for p in cnn.parameters():
         p.requires_grad_(False)
-    loss_fn = dfn.feature_guided_loss(cnn, pixel_weight=0.5)
+    loss_fn = feature_guided_loss(cnn, pixel_weight=0.5)
     xt = torch.from_numpy(x)
     assert float(loss_fn(xt, xt)) == 0.0
     ae = Autoencoder(32, [4, 4, 4], 2)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "stages"))
 import denoise as denoise_stage  # noqa: E402
 
 SIZE = 16
-EPS = (0.0, 0.02, 0.05)
+EPS = (0.0, 0.016, 0.05)
 torch.set_num_threads(1)
 
 
@@ -35,7 +35,7 @@ def _split(n: int, seed: int) -> Split:
     return Split(x, y, np.array([f"img{i}" for i in range(n)]))
 
 
-def _project(tmp_path: Path, headline: float = 0.02) -> dict[str, Path]:
+def _project(tmp_path: Path, headline: float = 0.016) -> dict[str, Path]:
     splits = Splits(_split(6, 0), _split(0, 1), _split(10, 2), ("non-COVID", "COVID"))
     save_splits(tmp_path / "prepare", splits)
     torch.manual_seed(0)
@@ -82,7 +82,7 @@ def test_stage_end_to_end(tmp_path: Path) -> None:
         zero = acc.iloc[0]  # eps = 0: the "adversarial" set is the clean set
         assert zero.adversarial == pytest.approx(zero.clean)
         assert zero.denoised == pytest.approx(zero.denoised_clean)
-        headline = acc[acc.eps == 0.02].iloc[0]
+        headline = acc[acc.eps == 0.016].iloc[0]
         assert headline.adversarial == pytest.approx(result[f"{m}.adversarial_accuracy"], abs=1e-6)
         assert headline.denoised == pytest.approx(result[f"{m}.denoised_accuracy"], abs=1e-6)
         recon = pd.read_csv(plots / f"recon_{m}.csv")

@@ -54,6 +54,8 @@ def test_stage_deps_cover_its_imports(stage: str) -> None:
     }
     missing = sorted(needed - deps)
     assert not missing, f"stage {stage} imports {missing} but does not depend on them"
+    unused = sorted(d for d in deps - needed if d.startswith("src/"))
+    assert not unused, f"stage {stage} depends on {unused} but imports none of them"
 
 
 def test_metrics_and_plots_are_declared() -> None:

@@ -17,6 +17,7 @@ from advdenoise.adversarial import save_adversarial
 from advdenoise.data import Split, Splits, save_splits, to_float
 from advdenoise.errors import PipelineError
 from advdenoise.models import MODEL_FILE, Autoencoder, Classifier, save_model
+from advdenoise.params import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,7 +158,7 @@ def _tiny_project(tmp: Path) -> dict[str, Path]:
         noise = np.random.default_rng(i).choice([-1.0, 1.0], size=clean.shape).astype(np.float32)
         images[m] = np.stack([np.clip(clean + e * noise, 0, 1) for e in eps]).astype(np.float32)
     save_adversarial(tmp / "attack", eps, images, clean)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = read_yaml((ROOT / "params.yaml").read_text())
     params["data"]["image_size"] = SIZE
     params["train_cnn"]["channels"] = [4, 8, 8, 8]
     params["attack"].update(eps=0.03, eps_grid=[0.0, 0.03])
@@ -230,7 +231,7 @@ def test_stage_end_to_end_on_tiny_data(tmp_path, capsys):
 
 def test_stage_reports_a_missing_headline_eps(tmp_path, capsys):
     paths = _tiny_project(tmp_path)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params = read_yaml((tmp_path / "params.yaml").read_text())
     params["attack"].update(eps=0.05, eps_grid=[0.0, 0.05])
     params["robustness"].update(eps=0.05, eps_grid=[0.05])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -6,16 +6,15 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from advdenoise.errors import ParamsError
-from advdenoise.params import load_params, parse_params
+from advdenoise.params import load_params, parse_params, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _with(section: str | None, key: str, value: object) -> dict:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = read_yaml((ROOT / "params.yaml").read_text())
     if section is None:
         raw[key] = value
     else:
@@ -114,7 +113,7 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         (
             "robustness",
             "eps_grid",
-            [0.03, 0.04],
+            [0.008, 0.04],
             "robustness.eps_grid must lie within attack.eps_grid",
         ),
     ],

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from advdenoise.params import read_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = (
     "prepare",
@@ -49,7 +51,7 @@ TINY = {
 
 def tiny_params() -> dict:
     """The project's params.yaml with the TINY overrides merged in, section by section."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = read_yaml((ROOT / "params.yaml").read_text())
     for section, values in TINY.items():
         raw[section].update(values)
     return raw
@@ -221,7 +223,7 @@ def test_interrupted_stage_leaves_no_partial_outputs(repo: Path, tmp_path: Path)
     copy = tmp_path / "interrupt"
     shutil.copytree(repo, copy, symlinks=True)
     run(["git", "checkout", "-q", "--", "."], copy)
-    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params = read_yaml((copy / "params.yaml").read_text())
     params["train_cnn"]["epochs"] = 200
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")

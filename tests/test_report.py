@@ -184,32 +184,26 @@ def test_malformed_metrics_are_errors(tmp_path, capsys, content, message):
 
 def test_robustness_section_renders_any_defences_and_verdicts(tmp_path):
     _tree(tmp_path)
-    rob = {
-        "test_images": 200,
-        "none.clean_accuracy": 0.9,
-        "none.oblivious.pgd.accuracy": 0.1,
-        "none.adaptive.pgd.accuracy": 0.1,
-        "ae.clean_accuracy": 0.88,
-        "ae.oblivious.pgd.accuracy": 0.7,
-        "ae.adaptive.pgd.accuracy": 0.12,
-        "ae_adv.clean_accuracy": 0.86,
-        "ae_adv.oblivious.pgd.accuracy": 0.84,
-        "ae_adv.adaptive.pgd.accuracy": 0.8,
-        "mystery.clean_accuracy": 0.5,
-        "mystery.oblivious.pgd.accuracy": 0.5,
-        "mystery.adaptive.pgd.accuracy": 0.5,
-        "checks.all_passed": False,
-        "checks.ae.pgd_converged": False,
-    }
+    rob = {"eps": 0.008, "test_images": 200, "chance": 0.5}
+    for d, clean, obl, worst in (("none", 0.9, 0.1, 0.1), ("ae", 0.88, 0.7, 0.12),
+                                 ("ae_adv", 0.86, 0.84, 0.8), ("mystery", 0.5, 0.5, 0.5)):  # fmt: skip
+        rob |= {f"{d}.clean_accuracy": clean, f"{d}.oblivious.pgd.accuracy": obl,
+                f"{d}.adaptive.pgd.accuracy": worst, f"{d}.oblivious.worst.accuracy": obl,
+                f"{d}.adaptive.worst.accuracy": worst, f"{d}.worst.accuracy": worst}  # fmt: skip
+    rob |= {"checks.all_passed": False, "checks.ae.pgd_converged": False}
+    rob |= {f"detector.{t}.{k}": 0.5 for t in ("oblivious", "adaptive")
+            for k in ("auroc", "tpr_at_5fpr", "evasion_rate")}  # fmt: skip
+    rob |= {"detector.eps": 0.008, "detector.adaptive.auroc": 0.31}
     (tmp_path / "metrics" / "robustness.json").write_text(json.dumps(rob))
     assert _run(tmp_path) == 0
     text = _text((tmp_path / "report" / "index.html").read_text())
-    assert "none 90.0% 10.0% 10.0%" in text  # row: clean, oblivious PGD, adaptive PGD
+    assert "none 90.0% - 10.0% - 10.0%" in text  # row: clean, obl. FGSM, obl. PGD, ad. FGSM, ...
     assert "on 200 test images (robustness.max_images)" in text
     assert "mystery 50.0%" in text
     assert "ae: clean 88.0%" in text and "helps only against the oblivious attack" in text
-    assert "ae_adv: clean 86.0%" in text and "defends: robust under the adaptive attack" in text
+    assert "ae_adv: clean 86.0%" in text and "defends" in text
     assert "failed: checks.ae.pgd_converged, checks.all_passed" in text
+    assert "adaptive: AUROC 0.31" in text
     assert "Not run: metrics/robustness.json" not in text
 
 

@@ -14,11 +14,19 @@ import torch
 import yaml
 from torch import nn
 
-from advdenoise import defences as dfn
+from advdenoise import attacks
+from advdenoise import robustness as rob
 from advdenoise.adversarial import AdversarialSets, save_adversarial
-from advdenoise.data import Split, Splits, save_splits
+from advdenoise.data import Split, Splits, evaluation_subset, save_splits
 from advdenoise.models import MODEL_FILE, Autoencoder, Classifier, load_autoencoder, save_model
-from advdenoise.params import AttackParams, RobustnessParams
+from advdenoise.params import (
+    AUTOENCODER_DEFENCES,
+    DEFENCES,
+    AttackParams,
+    RobustnessParams,
+    read_yaml,
+)
+from advdenoise.verdicts import verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -50,12 +58,15 @@ ATTACK = AttackParams(eps=0.05, eps_grid=(0.0, 0.02, 0.05), pgd_steps=3, batch_s
 
 
 def _oblivious(cnn: nn.Module, x: np.ndarray, y: np.ndarray) -> AdversarialSets:
-    clf = dfn.art_classifier(cnn, SIZE, 2, "cpu")
+    clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
     images = {
-        m: np.stack([dfn.run_attack(clf, m, x, y, e, ATTACK) for e in ATTACK.eps_grid])
-        for m in dfn.METHODS
+        m: np.stack([attacks.run_attacks(clf, m, x, y, e, ATTACK)[0] for e in ATTACK.eps_grid])
+        for m in attacks.METHODS
     }
     return AdversarialSets(ATTACK.eps_grid, images)
+
+
+FAST = dict(apgd_steps=3, square_queries=10, detector_steps=3)
 
 
 def test_table_has_every_cell_and_checks_are_reported() -> None:
@@ -64,72 +75,172 @@ def test_table_has_every_cell_and_checks_are_reported() -> None:
     x = xu.astype(np.float32) / 255
     oblivious = _oblivious(cnn, x, y)
     torch.manual_seed(0)
-    aes = {n: Autoencoder(SIZE, [4, 4, 4], 2) for n in dfn.AUTOENCODER_DEFENCES}
-    params = RobustnessParams(eps=0.05, eps_grid=(0.02, 0.05))
-    eps_values = params.eps_grid
-    results = dfn.evaluate_defences(
+    aes = {n: Autoencoder(SIZE, [4, 4, 4], 2) for n in AUTOENCODER_DEFENCES}
+    params = RobustnessParams(eps=0.05, eps_grid=(0.02, 0.05), **FAST)
+    results = rob.evaluate_defences(
         params, aes, cnn, x, y, oblivious, ATTACK, seed=0, device="cpu", nb_classes=2
     )
-    table = dfn.robustness_table(results, params.eps)
-    assert list(table.defence) == list(dfn.DEFENCES)
-    for threat in dfn.THREATS:
-        for method in dfn.METHODS:
+    table = rob.robustness_table(results)
+    assert list(table.defence) == list(DEFENCES)
+    for threat in rob.THREATS:
+        for method in rob.METHODS[threat]:
             assert table[f"{threat}_{method}"].between(0, 1).all()
     assert not table.isna().any().any()
-    metrics = dfn.robustness_metrics(results, params.eps)
-    for d in dfn.DEFENCES:
-        for threat in dfn.THREATS:
-            for method in dfn.METHODS:
-                assert f"{d}.{threat}.{method}.accuracy" in metrics
-        for key in ("clean_accuracy", "random_noise.accuracy", "adaptive.pgd_2x_steps.accuracy"):
+    metrics = rob.robustness_metrics(results)
+    for d in DEFENCES:
+        for e in params.eps_grid:
+            for threat in rob.THREATS:
+                for method in rob.METHODS[threat]:
+                    assert f"{d}.{threat}.{method}.accuracy" in metrics
+                    assert f"{d}.eps_{e:g}.{threat}.{method}.accuracy" in metrics
+            worst = metrics[f"{d}.eps_{e:g}.worst.accuracy"]
+            # an image is robust only if it survives every attack
+            each = [
+                v
+                for k, v in metrics.items()
+                if k.startswith(f"{d}.eps_{e:g}.") and "worst" not in k
+            ]
+            assert worst <= min(each) + 1e-12
+        for key in ("clean_accuracy", "random_noise.accuracy", "adaptive.pgd_2x_steps.accuracy",
+                    "adaptive.apgd.accuracy", "adaptive.square.accuracy", "worst.accuracy"):  # fmt: skip
             assert f"{d}.{key}" in metrics
-        assert isinstance(metrics[f"checks.{d}.pgd_converged"], bool)
+        assert isinstance(metrics[f"checks.{d}.black_box_ge_white_box"], bool)
     # none: both threat models are the same white-box attack on the bare CNN
     assert metrics["none.adaptive.pgd.accuracy"] == metrics["none.oblivious.pgd.accuracy"]
-    assert metrics["none.clean_accuracy"] > 0.9 and metrics["none.adaptive.pgd.accuracy"] <= 0.5
-    curves = dfn.robustness_curves(results)
-    assert len(curves) == len(dfn.DEFENCES) * 4 * (len(eps_values) + 1)
-    wide = dfn.wide_curves(curves, "adaptive", "pgd")
-    assert list(wide.columns) == ["eps", *dfn.DEFENCES] and list(wide.eps) == [0.0, 0.02, 0.05]
-    verdicts = dfn.verdicts(results, params.eps)
-    assert list(verdicts.defence) == list(dfn.DEFENCES) and verdicts.verdict.str.len().min() > 20
+    assert metrics["none.clean_accuracy"] > 0.9 and metrics["none.worst.accuracy"] <= 0.5
+    curves = rob.robustness_curves(results)
+    cells = 2 + 4 + len(rob.VIEWS)  # oblivious methods, adaptive methods, worst cases
+    assert len(curves) == len(DEFENCES) * cells * (len(params.eps_grid) + 1)
+    wide = rob.wide_curves(curves, "worst")
+    assert list(wide.columns) == ["eps", *DEFENCES] and list(wide.eps) == [0.0, 0.02, 0.05]
+    assert (wide.iloc[0, 1:] >= wide.iloc[-1, 1:]).all()  # clean >= worst case at the largest eps
+    found = verdicts(metrics)
+    assert [v.defence for v in found] == list(DEFENCES) and min(len(v.text) for v in found) > 20
+
+
+def test_apgd_and_square_stay_in_the_ball_and_reproduce() -> None:
+    cnn = _trained_cnn(*_images(48, seed=0))
+    xu, y = _images(16, seed=1)
+    x = xu.astype(np.float32) / 255
+    clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
+    for run in (
+        lambda s: attacks.apgd(clf, x, y, 0.05, 5, 1, 8, seed=s),
+        lambda s: attacks.square(clf, x, y, 0.05, 20, 0.8, 8, seed=s),
+    ):
+        adv = run(1)
+        assert np.abs(adv - x).max() <= 0.05 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+        assert np.array_equal(adv, run(1))
+        assert (cnn(torch.from_numpy(adv)).argmax(1).numpy() == y).mean() < (
+            cnn(torch.from_numpy(x)).argmax(1).numpy() == y
+        ).mean()
+    assert np.array_equal(attacks.apgd(clf, x, y, 0.0, 5, 1, 8), x)
+
+
+def test_detector_aware_attack_evades_better_than_the_oblivious_one() -> None:
+    xtr, ytr = _images(64, seed=0)
+    cnn = _trained_cnn(xtr, ytr)
+    torch.manual_seed(0)
+    ae = Autoencoder(SIZE, [4, 4, 4], 2)
+    opt = torch.optim.Adam(ae.parameters(), lr=1e-2)
+    xt = torch.from_numpy(xtr).float() / 255
+    for _ in range(60):  # a denoiser that reconstructs these textures reasonably
+        loss = (ae(xt) - xt).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ae.eval()
+    xu, y = _images(24, seed=1)
+    x = xu.astype(np.float32) / 255
+    oblivious = _oblivious(cnn, x, y)
+    params = RobustnessParams(eps=0.05, eps_grid=(0.05,), detector_steps=10, detector_lambda=10.0)
+    scores = rob.evaluate_detector(ae, cnn, x, y, oblivious, ATTACK, params, seed=0, device="cpu")
+    for threat in ("oblivious", "adaptive"):
+        for key in ("auroc", "tpr_at_5fpr", "attack_success", "evasion_rate"):
+            assert 0 <= scores[f"detector.{threat}.{key}"] <= 1
+    # knowing the detector, the attack gets more adversarial images past it
+    assert scores["detector.adaptive.evasion_rate"] >= scores["detector.oblivious.evasion_rate"]
+    assert scores["detector.adaptive.tpr_at_5fpr"] <= scores["detector.oblivious.tpr_at_5fpr"]
 
 
 def test_evaluation_subset_is_stratified_seeded_and_sorted() -> None:
     y = np.array([0] * 300 + [1] * 100)
-    idx = dfn.evaluation_subset(y, 100, seed=3)
+    idx = evaluation_subset(y, 100, 3, 7)
     assert len(idx) == 100 and list(idx) == sorted(set(idx))
     assert np.bincount(y[idx]).tolist() == [75, 25]  # the split's class shares
-    assert np.array_equal(idx, dfn.evaluation_subset(y, 100, seed=3))
-    assert not np.array_equal(idx, dfn.evaluation_subset(y, 100, seed=4))
-    assert np.array_equal(dfn.evaluation_subset(y, 0, seed=3), np.arange(400))
-    assert np.array_equal(dfn.evaluation_subset(y, 1000, seed=3), np.arange(400))
+    assert np.array_equal(idx, evaluation_subset(y, 100, 3, 7))
+    assert not np.array_equal(idx, evaluation_subset(y, 100, 4, 7))
+    assert np.array_equal(evaluation_subset(y, 0, 3, 7), np.arange(400))
+    assert np.array_equal(evaluation_subset(y, 1000, 3, 7), np.arange(400))
+
+
+def _result(**accuracies: dict[float, float]) -> rob.DefenceResult:
+    """A DefenceResult of 100 images whose per-cell accuracies are the given fractions."""
+    n = 100
+
+    def mask(acc: float) -> np.ndarray:
+        return np.arange(n) < round(acc * n)
+
+    r = rob.DefenceResult("x", 0.03, mask(0.9), pgd_2x_steps=mask(0.30), random_noise=0.85)
+    for key, curve in accuracies.items():
+        threat, method = key.split("_")
+        r.correct[(threat, method)] = {e: mask(a) for e, a in curve.items()}
+    return r
+
+
+GOOD = {
+    "oblivious_fgsm": {0.01: 0.8, 0.03: 0.6},
+    "oblivious_pgd": {0.01: 0.7, 0.03: 0.4},
+    "adaptive_fgsm": {0.01: 0.6, 0.03: 0.4},
+    "adaptive_pgd": {0.01: 0.5, 0.03: 0.3},
+    "adaptive_apgd": {0.01: 0.45, 0.03: 0.3},
+    "adaptive_square": {0.01: 0.55, 0.03: 0.35},
+}
 
 
 def test_checks_flag_a_broken_evaluation() -> None:
-    good = dfn.DefenceResult("x", 0.9, 100, pgd_2x_steps=0.30, random_noise=0.85)
-    good.curves = {
-        ("oblivious", "fgsm"): {0.01: 0.8, 0.03: 0.6},
-        ("oblivious", "pgd"): {0.01: 0.7, 0.03: 0.4},
-        ("adaptive", "fgsm"): {0.01: 0.6, 0.03: 0.4},
-        ("adaptive", "pgd"): {0.01: 0.5, 0.03: 0.3},
-    }
-    assert all(dfn.checks(good, 0.03).values())
-    within_one_image = dfn.DefenceResult("x", 0.9, 100, pgd_2x_steps=0.30, random_noise=0.85)
-    within_one_image.curves = {k: dict(v) for k, v in good.curves.items()}
-    within_one_image.curves[("adaptive", "pgd")] = {0.01: 0.5, 0.03: 0.41}  # 0.41 vs FGSM 0.40
-    assert dfn.checks(within_one_image, 0.03)["adaptive.pgd_le_fgsm"]
-    bad = dfn.DefenceResult("x", 0.9, 100, pgd_2x_steps=0.10, random_noise=0.2)
-    bad.curves = {k: dict(v) for k, v in good.curves.items()}
-    bad.curves[("adaptive", "pgd")] = {0.01: 0.2, 0.03: 0.5}  # rises with eps, above FGSM
-    failed = {k for k, v in dfn.checks(bad, 0.03).items() if not v}
+    good = _result(**GOOD)
+    assert all(rob.checks(good).values())
+    assert good.worst("worst", 0.03) == 0.3  # nested masks: the worst case is the smallest
+    within_one_image = _result(**{**GOOD, "adaptive_pgd": {0.01: 0.5, 0.03: 0.41}})
+    assert rob.checks(within_one_image)["adaptive.pgd_le_fgsm"]  # 0.41 vs FGSM 0.40
+    bad = _result(
+        **{
+            **GOOD,
+            "adaptive_pgd": {0.01: 0.2, 0.03: 0.5},
+            "adaptive_square": {0.01: 0.1, 0.03: 0.1},
+        }
+    )
+    bad.pgd_2x_steps = np.arange(100) < 10
+    bad.random_noise = 0.2
+    failed = {k for k, v in rob.checks(bad).items() if not v}
     assert failed == {
         "adaptive.pgd_le_fgsm",
         "adaptive.pgd.non_increasing_in_eps",
         "pgd_converged",
         "random_noise_floor",
         "adaptive_le_oblivious",
+        "black_box_ge_white_box",
     }
+
+
+def test_verdicts_follow_one_rule_and_the_report_uses_it() -> None:
+    from advdenoise import report
+
+    metrics = {"eps": 0.03, "chance": 0.5, "none.clean_accuracy": 0.9}
+    levels = {"none": (0.9, 0.0, 0.0), "good": (0.85, 0.8, 0.8), "partial": (0.85, 0.4, 0.3),
+              "oblivious_only": (0.8, 0.7, 0.02), "useless": (0.8, 0.05, 0.05)}  # fmt: skip
+    for d, (clean, obl, worst) in levels.items():
+        metrics |= {f"{d}.clean_accuracy": clean, f"{d}.oblivious.worst.accuracy": obl,
+                    f"{d}.adaptive.worst.accuracy": worst, f"{d}.worst.accuracy": worst}  # fmt: skip
+    metrics["checks.partial.pgd_converged"] = False
+    found = {v.defence: v for v in verdicts(metrics)}
+    assert {d: v.label for d, v in found.items()} == {
+        "none": "undefended", "good": "defends", "partial": "helps partly",
+        "oblivious_only": "does not defend", "useless": "does not defend",
+    }  # fmt: skip
+    assert "only against the oblivious" in found["oblivious_only"].text
+    assert "below the 50.0%" in found["partial"].text and "pgd_converged" in found["partial"].text
+    assert report.defence_verdicts(metrics) == [v.text for v in found.values()]
 
 
 def _stage(name: str) -> ModuleType:
@@ -163,7 +274,7 @@ def _tiny_project(tmp_path: Path) -> Path:
         "attack": {"eps": 0.05, "eps_grid": [0.0, 0.02, 0.05], "pgd_steps": 2, "batch_size": 32},
         "train_ae_adv": {"epochs": 1, "eps": [0.05], "batch_size": 16},
         "train_ae_guided": {"epochs": 1, "eps": [0.02, 0.05], "methods": ["pgd"]},
-        "robustness": {"eps": 0.05, "eps_grid": [0.02, 0.05]},
+        "robustness": {"eps": 0.05, "eps_grid": [0.02, 0.05], **FAST},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
@@ -199,15 +310,19 @@ def test_stages_end_to_end(tmp_path: Path) -> None:
 
     assert _run_robustness(root, "metrics/robustness.json", "plots/robustness") == 0
     scores = json.loads((root / "metrics/robustness.json").read_text())
+    assert scores["ae_adv.worst.accuracy"] <= scores["ae_adv.adaptive.pgd.accuracy"]
     assert scores["ae_adv.adaptive.pgd.accuracy"] <= scores["ae_adv.clean_accuracy"]
+    assert 0 <= scores["detector.adaptive.auroc"] <= 1
     assert all(isinstance(v, (bool, int, float)) for v in scores.values())
     plots = root / "plots/robustness"
     table = pd.read_csv(plots / "robustness.csv")
     assert list(table.defence) == list(RobustnessParams().defences)
     assert {"clean_accuracy", "oblivious_fgsm", "oblivious_pgd", "adaptive_fgsm", "adaptive_pgd",
-            "random_noise"} <= set(table.columns)  # fmt: skip
-    for name in ("curves.csv", "curves_adaptive_pgd.csv", "verdict.csv", "robustness.png",
-                 "curves.png"):  # fmt: skip
+            "adaptive_apgd", "adaptive_square", "worst_worst", "random_noise"} <= set(table.columns)  # fmt: skip
+    verdict = pd.read_csv(plots / "verdict.csv")
+    assert list(verdict.defence) == list(table.defence)
+    assert list(verdict.text) == [v.text for v in verdicts(scores)]
+    for name in ("curves.csv", "curves_worst.csv", "robustness.png", "curves.png"):
         assert (plots / name).stat().st_size > 0
     # same params, same bytes
     assert _run_robustness(root, "metrics/again.json", "plots/again") == 0
@@ -221,7 +336,7 @@ def test_stages_end_to_end(tmp_path: Path) -> None:
 
 def test_robustness_names_missing_attack_eps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = _tiny_project(tmp_path)
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = read_yaml((root / "params.yaml").read_text())
     params["robustness"].update(eps=0.03, eps_grid=[0.03])  # not in attack.eps_grid
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("train_ae_adv", "train_ae_guided"):  # the AE files must exist; any AE will do

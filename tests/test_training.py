@@ -16,6 +16,7 @@ import yaml
 from advdenoise import noise
 from advdenoise.data import Split, Splits, save_splits
 from advdenoise.models import Autoencoder, Classifier, load_autoencoder, load_classifier
+from advdenoise.params import read_yaml
 from advdenoise.training import augment_batch, combined_images, fit_classifier, fit_denoiser
 
 SIZE = 32
@@ -45,7 +46,7 @@ def splits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    raw = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    raw = read_yaml((Path(__file__).parents[1] / "params.yaml").read_text())
     raw.update(device="cpu", threads=1)
     raw["data"]["image_size"] = SIZE
     raw["train_cnn"].update(epochs=2, channels=[4, 8, 8, 8], lr=3e-3)

@@ -31,25 +31,33 @@ ART behaviour this module relies on or works around (ART 1.20, checked in tests/
 from __future__ import annotations
 
 import contextlib
-import itertools
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+from art.attacks.evasion import (
+    AutoProjectedGradientDescent,
+    FastGradientMethod,
+    ProjectedGradientDescent,
+    SquareAttack,
+)
 from art.attacks.evasion.projected_gradient_descent.projected_gradient_descent_pytorch import (
     ProjectedGradientDescentPyTorch,
 )
+from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
+from advdenoise.adversarial import check_perturbation
 from advdenoise.errors import PipelineError
 from advdenoise.params import AttackParams
 
-METHODS = ("fgsm", "pgd")
-MONOTONE_TOLERANCE = 1  # images: accuracy may rise with eps (or PGD beat FGSM) by this much
+METHODS = ("fgsm", "pgd")  # the attack stage's methods (its oblivious sets)
+WHITE_BOX = ("fgsm", "pgd", "apgd")  # gradient-based attacks of the robustness stage
+BLACK_BOX = ("square",)  # gradient-free: the check for gradient masking
+ATTACKS = WHITE_BOX + BLACK_BOX
+_OFFSET_STREAM = 6  # seed stream of offset_seed, distinct from the other modules' streams
 
 
 # --------------------------------------------------------------------------- ART wrappers
@@ -62,6 +70,7 @@ def make_art_classifier(
     device: str | torch.device,
     *,
     channels_last: bool = True,
+    loss: nn.Module | None = None,
 ) -> PyTorchClassifier:
     """Wrap `model` (images in [0, 1] -> logits) for ART: clip (0, 1), cross-entropy, eval mode.
 
@@ -77,7 +86,7 @@ def make_art_classifier(
         model.to(memory_format=torch.channels_last)
     classifier = PyTorchClassifier(
         model=model,
-        loss=nn.CrossEntropyLoss(),
+        loss=nn.CrossEntropyLoss() if loss is None else loss,
         input_shape=tuple(int(s) for s in input_shape),
         nb_classes=int(nb_classes),
         optimizer=None,
@@ -164,11 +173,13 @@ def make_pgd(
     step_fraction: float,
     random_init: bool,
     batch_size: int,
+    norm: float = np.inf,
 ) -> ProjectedGradientDescent:
-    """ART's L-inf PGD with step = step_fraction * eps; fails unless the PyTorch-native path is used."""
+    """ART's PGD (L-inf unless `norm`) with step = step_fraction * eps; fails unless the
+    PyTorch-native path is used."""
     attack = ProjectedGradientDescent(
         classifier,
-        norm=np.inf,
+        norm=norm,
         eps=float(eps),
         eps_step=float(step_fraction * eps),
         max_iter=int(steps),
@@ -299,91 +310,290 @@ def attack_grid(
     return out
 
 
-# --------------------------------------------------------------------------- evaluation
+def offset_seed(seed: int, *offsets: int) -> int:
+    """A 32-bit seed for one attack cell named by integer offsets, independent of run order."""
+    return int(np.random.SeedSequence([seed, _OFFSET_STREAM, *offsets]).generate_state(1)[0])
 
 
-@dataclass(frozen=True)
-class CellResult:
-    """One (method, eps) cell of the accuracy-vs-eps table."""
-
-    method: str
-    eps: float
-    accuracy: float
-    success_rate: float  # of the originally correct images, the fraction now misclassified
-    l2_mean: float
-    linf_max: float
-
-
-def evaluate_cell(
+def run_attacks(
+    classifier: PyTorchClassifier,
     method: str,
-    eps: float,
-    clean: np.ndarray,
-    adv: np.ndarray,
+    x: np.ndarray,
     y: np.ndarray,
-    clean_pred: np.ndarray,
-    adv_pred: np.ndarray,
-) -> CellResult:
-    """Accuracy, success rate on originally correct images, and perturbation norms of one set."""
-    if len(y) == 0:
-        raise PipelineError(f"{method} eps={eps:g}: empty test set")
-    correct = clean_pred == y
-    delta = (adv.astype(np.float64) - clean.astype(np.float64)).reshape(len(adv), -1)
-    success = float(np.mean(adv_pred[correct] != y[correct])) if correct.any() else 0.0
-    return CellResult(
-        method=method,
-        eps=float(eps),
-        accuracy=float(np.mean(adv_pred == y)),
-        success_rate=success,
-        l2_mean=float(np.linalg.norm(delta, axis=1).mean()),
-        linf_max=float(np.abs(delta).max()),
-    )
+    eps: float,
+    attack: AttackParams,
+    *,
+    checkpoints: Sequence[int] = (),
+    seed: int = 0,
+    offsets: Sequence[int] = (),
+) -> list[np.ndarray]:
+    """FGSM, or PGD with its iterates at `checkpoints` steps (default attack.pgd_steps).
 
-
-def sanity_checks(
-    cells: Sequence[CellResult], clean_accuracy: float, n: int, tolerance: int = MONOTONE_TOLERANCE
-) -> dict[str, bool]:
-    """The checks an attack evaluation must pass, each a boolean (tolerance in images of `n`).
-
-    - `<method>.monotone`: accuracy does not increase with eps;
-    - `pgd_le_fgsm`: PGD accuracy <= FGSM accuracy at every shared eps (only with both methods);
-    - `<method>.eps0_is_clean`: at eps = 0 accuracy equals the clean accuracy (only if 0 is run).
+    The random start is seeded from (seed, *offsets); every result is bound-checked.
     """
-    tol = tolerance / n + 1e-12
-    by_method: dict[str, list[CellResult]] = {}
-    for c in sorted(cells, key=lambda c: (c.method, c.eps)):
-        by_method.setdefault(c.method, []).append(c)
-    checks: dict[str, bool] = {}
-    for method, rows in by_method.items():
-        accs = [r.accuracy for r in rows]
-        checks[f"{method}.monotone"] = all(b <= a + tol for a, b in itertools.pairwise(accs))
-        zero = [r.accuracy for r in rows if r.eps == 0]
-        if zero:
-            checks[f"{method}.eps0_is_clean"] = abs(zero[0] - clean_accuracy) <= 1e-12
-    if "fgsm" in by_method and "pgd" in by_method:
-        fgsm_acc = {r.eps: r.accuracy for r in by_method["fgsm"]}
-        checks["pgd_le_fgsm"] = all(
-            r.accuracy <= fgsm_acc[r.eps] + tol for r in by_method["pgd"] if r.eps in fgsm_acc
+    if method == "fgsm":
+        advs = [fgsm(classifier, x, y, eps, attack.batch_size)]
+    elif method == "pgd":
+        advs = pgd_checkpoints(
+            classifier,
+            x,
+            y,
+            eps,
+            tuple(checkpoints) or (attack.pgd_steps,),
+            attack.pgd_step_fraction,
+            attack.pgd_random_init,
+            attack.batch_size,
+            seed=offset_seed(seed, *offsets),
         )
-    return checks
+    else:
+        raise PipelineError(f"unknown attack method {method!r}; known: {list(METHODS)}")
+    for adv in advs:
+        check_perturbation(x, adv, eps, f"{method} eps={eps:g}")
+    return advs
 
 
-def metric_key(method: str, eps: float, name: str) -> str:
-    """Flat metrics/attack.json key of one cell, e.g. `pgd.eps_0.03.accuracy`."""
-    return f"{method}.eps_{eps:g}.{name}"
+def apgd(
+    classifier: PyTorchClassifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    steps: int,
+    restarts: int,
+    batch_size: int,
+    *,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Untargeted L-inf APGD with the cross-entropy loss (ART `AutoProjectedGradientDescent`).
 
-
-def grid_metrics(
-    cells: Sequence[CellResult], clean_accuracy: float, checks: Mapping[str, bool]
-) -> dict[str, float | bool]:
-    """metrics/attack.json: clean accuracy, accuracy and success rate of every cell, the checks.
-
-    Every eps of the grid rather than the headline alone: the stage does not depend on
-    attack.eps, so a headline-only experiment re-uses its outputs.
+    Croce & Hein 2020: step size adapted per image (first step 2 * eps, as in AutoAttack), momentum,
+    `restarts` random starts, each on the images still classified correctly. The DLR loss is not
+    offered: it needs at least three classes.
     """
-    out: dict[str, float | bool] = {"clean_accuracy": clean_accuracy}
-    for c in sorted(cells, key=lambda c: (c.method, c.eps)):
-        if c.eps > 0:
-            out[metric_key(c.method, c.eps, "accuracy")] = c.accuracy
-            out[metric_key(c.method, c.eps, "success_rate")] = c.success_rate
-    out.update({f"check.{k}": v for k, v in checks.items()})
+    _check_inputs(x, y, eps, batch_size)
+    if eps == 0 or len(x) == 0:
+        return x.copy()
+    attack = AutoProjectedGradientDescent(
+        classifier,
+        norm=np.inf,
+        eps=float(eps),
+        eps_step=float(2 * eps),
+        max_iter=int(steps),
+        targeted=False,
+        nb_random_init=int(restarts),
+        batch_size=int(batch_size),
+        loss_type="cross_entropy",
+        verbose=False,
+    )
+    with seeded(seed), input_gradients_only(classifier.model):
+        adv = attack.generate(x=x, y=y.astype(np.int64))
+    return np.asarray(adv, dtype=np.float32)
+
+
+def square(
+    classifier: PyTorchClassifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    queries: int,
+    p_init: float,
+    batch_size: int,
+    *,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Untargeted L-inf Square Attack (ART `SquareAttack`, Andriushchenko et al. 2020).
+
+    Gradient-free (scores only, `queries` iterations of random square updates): a defence that
+    masks gradients (BPDA-style or shattered) cannot hide from it, so a Square accuracy below the
+    white-box one is a red flag for the white-box evaluation.
+    """
+    _check_inputs(x, y, eps, batch_size)
+    if eps == 0 or len(x) == 0:
+        return x.copy()
+    attack = SquareAttack(
+        classifier,
+        norm=np.inf,
+        eps=float(eps),
+        max_iter=int(queries),
+        p_init=float(p_init),
+        nb_restarts=1,
+        batch_size=int(batch_size),
+        verbose=False,
+    )
+    with seeded(seed), torch.no_grad():
+        adv = attack.generate(x=x, y=np.eye(classifier.nb_classes, dtype=np.float32)[y])
+    return np.asarray(adv, dtype=np.float32)
+
+
+class _DetectorAware(nn.Module):
+    """Logits of `cnn` and, as one more column, the AE's reconstruction error / threshold."""
+
+    def __init__(self, autoencoder: nn.Module, cnn: nn.Module, threshold: float) -> None:
+        super().__init__()
+        self.autoencoder, self.cnn, self.threshold = autoencoder, cnn, float(threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        err = (self.autoencoder(x) - x).pow(2).flatten(1).mean(1, keepdim=True)
+        return torch.cat([self.cnn(x), err / self.threshold], dim=1)
+
+
+class _EvadeLoss(nn.Module):
+    """Cross-entropy on the logits minus lam * normalised reconstruction error (PGD ascends it)."""
+
+    def __init__(self, lam: float) -> None:
+        super().__init__()
+        self.lam = float(lam)
+
+    def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        labels = target.argmax(1) if target.ndim == 2 else target
+        ce = nn.functional.cross_entropy(out[:, :-1], labels.long(), reduction="none")
+        return (ce - self.lam * torch.relu(out[:, -1] - 1.0) - 1e-3 * out[:, -1]).mean()
+
+
+def detector_aware_pgd(
+    autoencoder: nn.Module,
+    cnn: nn.Module,
+    threshold: float,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    params: AttackParams,
+    steps: int,
+    lam: float,
+    *,
+    device: str | torch.device,
+    seed: int | None = None,
+) -> np.ndarray:
+    """PGD (ART) that flips the CNN while keeping the AE's reconstruction error under `threshold`.
+
+    Carlini & Wagner 2017 ("Adversarial examples are not easily detected"): the attacker knows the
+    detector and ascends CE(cnn(x'), y) - lam * max(0, err(x') / threshold - 1), so any excess of
+    the reconstruction error over the detector's threshold costs loss (plus a small pull towards
+    lower error throughout, so images under the threshold keep a margin).
+    """
+    if threshold <= 0:
+        raise PipelineError(f"detector threshold must be > 0, got {threshold}")
+    model = _DetectorAware(autoencoder, cnn, threshold)
+    nb_classes = int(cnn(torch.from_numpy(x[:1]).to(device)).shape[1])
+    # any loss other than cross-entropy gets one-hot targets from ART (read by _EvadeLoss)
+    classifier = make_art_classifier(model, x.shape[1:], nb_classes, device, loss=_EvadeLoss(lam))
+    adv = pgd(
+        classifier, x, y, eps, steps, params.pgd_step_fraction, params.pgd_random_init,
+        params.batch_size, seed=seed,
+    )  # fmt: skip
+    check_perturbation(x, adv, eps, f"detector-aware pgd eps={eps:g}")
+    return adv
+
+
+# --------------------------------------------------------------------------- randomized smoothing
+
+
+def make_smoothed_classifier(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    nb_classes: int,
+    device: str | torch.device,
+    *,
+    sigma: float,
+    n0: int,
+    alpha: float,
+) -> PyTorchRandomizedSmoothing:
+    """ART's randomized-smoothing estimator of `model` (Gaussian noise sigma, n0 selection samples)."""
+    device = torch.device(device)
+    model.eval()
+    smoothed = PyTorchRandomizedSmoothing(
+        model=model,
+        loss=nn.CrossEntropyLoss(),
+        input_shape=tuple(int(s) for s in input_shape),
+        nb_classes=int(nb_classes),
+        clip_values=(0.0, 1.0),
+        device_type="gpu" if device.type == "cuda" else "cpu",
+        sample_size=int(n0),
+        scale=float(sigma),
+        alpha=float(alpha),
+    )
+    smoothed._device = device  # noqa: SLF001 - ART has no public setter for the exact device
+    smoothed.model.to(device)
+    return smoothed
+
+
+def certify(
+    smoothed: PyTorchRandomizedSmoothing,
+    x: np.ndarray,
+    n: int,
+    batch_size: int,
+    *,
+    seed: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cohen et al.'s CERTIFY, image by image: (class or -1 to abstain, L2 radius, votes (N, K)).
+
+    The loop of ART's `certify` (n0 noisy samples select the class, n fresh ones estimate its
+    probability, Clopper-Pearson lower bound at level alpha, abstain below 1/2, radius
+    sigma * Phi^-1(p_lower)), which does not hand back the estimation votes; the tests check it
+    against `certify` itself. `votes` decide the Monte Carlo majority vote of the n samples.
+    """
+    from scipy.stats import norm
+
+    predictions, radii, votes = [], [], []
+    with seeded(seed), torch.no_grad():
+        for x_i in x:
+            select = smoothed._prediction_counts(x_i, n=smoothed.sample_size, batch_size=batch_size)  # noqa: SLF001
+            top = int(np.argmax(select))
+            counts = smoothed._prediction_counts(x_i, n=n, batch_size=batch_size)  # noqa: SLF001
+            p_lower = smoothed._lower_confidence_bound(counts[top], n)  # noqa: SLF001
+            certified = p_lower >= 0.5
+            predictions.append(top if certified else -1)
+            radii.append(smoothed.scale * norm.ppf(p_lower) if certified else 0.0)
+            votes.append(counts)
+    return np.array(predictions), np.array(radii, dtype=np.float64), np.array(votes)
+
+
+def smoothed_predict(
+    smoothed: PyTorchRandomizedSmoothing, x: np.ndarray, batch_size: int, *, seed: int | None = None
+) -> np.ndarray:
+    """Cohen et al.'s PREDICT through ART (sample_size samples, binomial test): class, or -1 to abstain."""
+    with seeded(seed), torch.no_grad():
+        scores = smoothed.predict(x, batch_size=batch_size, is_abstain=True)
+    return np.where(scores.max(1) > 0, scores.argmax(1), -1)
+
+
+class _NoisyAverage(nn.Module):
+    """log E[softmax(model(x + sigma * noise))] over `samples` Gaussian draws (EOT)."""
+
+    def __init__(self, model: nn.Module, sigma: float, samples: int) -> None:
+        super().__init__()
+        self.model, self.sigma, self.samples = model, float(sigma), int(samples)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noisy = x.repeat_interleave(self.samples, 0)
+        noisy = noisy + self.sigma * torch.randn_like(noisy)
+        probs = torch.softmax(self.model(noisy), 1).view(len(x), self.samples, -1).mean(1)
+        return probs.clamp_min(1e-12).log()
+
+
+def eot_pgd_l2(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    radius: np.ndarray,
+    sigma: float,
+    *,
+    samples: int,
+    steps: int,
+    nb_classes: int,
+    device: str | torch.device,
+    seed: int | None = None,
+) -> np.ndarray:
+    """L2 PGD (ART) on the smoothed soft classifier, image i within L2 radius[i] (Salman et al. 2019).
+
+    The gradient is an expectation over `samples` noise draws (EOT); step 2.5 * radius / steps.
+    """
+    soft = _NoisyAverage(model, sigma, samples)
+    classifier = make_art_classifier(soft, x.shape[1:], nb_classes, device)
+    out = x.copy()
+    with seeded(seed), input_gradients_only(classifier.model):
+        for i in range(len(x)):
+            if radius[i] <= 0:
+                continue
+            attack = make_pgd(classifier, float(radius[i]), steps, 2.5 / steps, False, 1, norm=2)
+            out[i : i + 1] = attack.generate(x=x[i : i + 1], y=y[i : i + 1].astype(np.int64))
     return out

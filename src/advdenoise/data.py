@@ -439,3 +439,21 @@ def mean_intensity_baseline(splits: Splits) -> float:
 def to_float(x: np.ndarray) -> torch.Tensor:
     """uint8 images -> float32 tensor in [0, 1] (the models' input scale)."""
     return torch.from_numpy(x).float().div_(255.0)
+
+
+def evaluation_subset(y: np.ndarray, max_images: int, seed: int, stream: int) -> np.ndarray:
+    """Sorted indices of a seeded, class-stratified subset of at most `max_images` (0: all).
+
+    Why: attacks through every defence and certification dominate the pipeline's cost, and a
+    robust accuracy on a hundred or so images (binomial s.e. <= 5 points) decides the verdicts.
+    `stream` gives each stage its own subset.
+    """
+    if max_images == 0 or max_images >= len(y):
+        return np.arange(len(y))
+    from sklearn.model_selection import train_test_split
+
+    state = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+    chosen, _ = train_test_split(
+        np.arange(len(y)), train_size=max_images, stratify=y, random_state=state
+    )
+    return np.sort(chosen)

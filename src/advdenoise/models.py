@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -281,3 +282,22 @@ def reconstruct(
     """Autoencoder reconstructions [N, 1, H, W] in [0, 1] (CPU float32), batched."""
     model.eval()
     return batched_apply(model, x, batch_size, device)
+
+
+def predict_labels(
+    model: nn.Module, x: np.ndarray, batch_size: int, device: str | torch.device
+) -> np.ndarray:
+    """Predicted class indices of float32 images (batched inference)."""
+    model.eval()
+    logits = batched_apply(model, torch.from_numpy(np.ascontiguousarray(x)), batch_size, device)
+    return logits.argmax(1).numpy()
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """Move conv weights to channels-last layout, in place.
+
+    Why: on CPUs, oneDNN convolutions of these small nets run about 1.3x (CNN) to 2.5x
+    (autoencoder) faster in NHWC, forward and backward; single-channel images need no conversion
+    and the results agree to float rounding (~1e-8).
+    """
+    return model.to(memory_format=torch.channels_last)

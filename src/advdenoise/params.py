@@ -7,6 +7,7 @@ range raise `ParamsError` naming the key (`attack.eps must be in [0, 1], got 1.5
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,11 +18,43 @@ import yaml
 
 from advdenoise.errors import ParamsError
 
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader that reads floats as YAML 1.2 does (and DVC with it): `1e-4` is 0.0001.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`1.0e-4`) and `1e-4` is a string; DVC
+    reads params.yaml with a YAML 1.2 parser, so both must agree on what a stage computes with.
+    """
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
 AttackName = Literal["fgsm", "pgd"]
 DefenceName = Literal[
     "none", "ae", "ae_adv", "ae_guided", "feature_squeezing", "spatial_smoothing", "jpeg"
 ]
 NoiseName = Literal["gaussian", "salt_pepper", "speckle"]
+CertifyModel = Literal["cnn", "ae", "ae_gauss"]
+
+# The name registries: params validation, evaluation and the report all read these.
+DEFENCES: tuple[str, ...] = typing.get_args(DefenceName)
+AUTOENCODER_DEFENCES: tuple[str, ...] = ("ae", "ae_adv", "ae_guided")
+CERTIFY_MODELS: tuple[str, ...] = typing.get_args(CertifyModel)
 
 
 def _check(ok: bool, key: str, message: str, value: Any) -> None:
@@ -93,14 +126,15 @@ class DataParams:
             "labels must be 0..K-1, each once",
             self.classes,
         )
-        _check(
-            set(self.synthetic_counts) == set(self.classes),
-            "data.synthetic_counts",
-            f"must have exactly the keys of data.classes {sorted(self.classes)}",
-            self.synthetic_counts,
-        )
-        for name, n in self.synthetic_counts.items():
-            _check(n >= 10, f"data.synthetic_counts.{name}", "must be >= 10", n)
+        if self.is_synthetic:  # a folder dataset ignores the generator's counts
+            _check(
+                set(self.synthetic_counts) == set(self.classes),
+                "data.synthetic_counts",
+                f"must have exactly the keys of data.classes {sorted(self.classes)}",
+                self.synthetic_counts,
+            )
+            for name, n in self.synthetic_counts.items():
+                _check(n >= 10, f"data.synthetic_counts.{name}", "must be >= 10", n)
         _check_fraction("data.test_fraction", self.test_fraction, 0.05, 0.5)
         _check_fraction("data.val_fraction", self.val_fraction, 0.0, 0.5)
         _check(self.min_side >= 1, "data.min_side", "must be >= 1", self.min_side)
@@ -196,7 +230,7 @@ class AttackParams:
     """
 
     eps: float = 0.03
-    eps_grid: tuple[float, ...] = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
+    eps_grid: tuple[float, ...] = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016, 0.03, 0.05, 0.1)
     methods: tuple[AttackName, ...] = ("fgsm", "pgd")
     pgd_steps: int = 10
     pgd_step_fraction: float = 0.25  # PGD step size as a fraction of eps
@@ -344,12 +378,18 @@ class RobustnessParams:
         "spatial_smoothing",
         "jpeg",
     )
-    eps: float = 0.03
-    eps_grid: tuple[float, ...] = (0.01, 0.03, 0.05)
+    eps: float = 0.008
+    eps_grid: tuple[float, ...] = (0.002, 0.004, 0.008, 0.016, 0.03)
     squeeze_bits: int = 4
     smoothing_window: int = 3
     jpeg_quality: int = 50
-    max_images: int = 200  # seeded class-stratified subset of the test split; 0 = all of it
+    max_images: int = 100  # seeded class-stratified subset of the test split; 0 = all of it
+    apgd_steps: int = 20  # APGD-CE iterations per restart (AutoAttack: 100)
+    apgd_restarts: int = 1  # AutoAttack: 5 for APGD-CE
+    square_queries: int = 100  # Square Attack iterations (queries per image); AutoAttack: 5000
+    square_p_init: float = 0.8  # initial fraction of pixels in a square (AutoAttack, L-inf)
+    detector_steps: int = 20  # PGD steps of the detector-aware attack on the reconstruction error
+    detector_lambda: float = 10.0  # weight of the detector term (error over threshold) in its loss
 
     def __post_init__(self) -> None:
         _check(
@@ -389,6 +429,93 @@ class RobustnessParams:
             "must be in [1, 95]",
             self.jpeg_quality,
         )
+        for key in ("apgd_steps", "apgd_restarts", "square_queries", "detector_steps"):
+            value = getattr(self, key)
+            _check(1 <= value <= 100_000, f"robustness.{key}", "must be in [1, 100000]", value)
+        _check_fraction("robustness.square_p_init", self.square_p_init, 0.01, 1.0)
+        _check(
+            self.detector_lambda >= 0,
+            "robustness.detector_lambda",
+            "must be >= 0",
+            self.detector_lambda,
+        )
+
+
+@dataclass(frozen=True)
+class TrainAeGaussParams(OptimParams):
+    """A Gaussian denoiser for denoised smoothing: train_ae's architecture, noise of certify.sigmas.
+
+    Salman et al. 2020 train one denoiser per sigma; one blind denoiser (sigma drawn per image from
+    certify.sigmas) costs a third of the training and serves every sigma.
+    """
+
+    lr: float = 1.0e-3
+    epochs: int = 8
+    stability_weight: float = 0.0  # Salman et al.'s stability loss through the frozen CNN (0 = MSE)
+
+    def __post_init__(self) -> None:
+        self._check_optim("train_ae_gauss")
+        _check(
+            self.stability_weight >= 0,
+            "train_ae_gauss.stability_weight",
+            "must be >= 0",
+            self.stability_weight,
+        )
+
+
+@dataclass(frozen=True)
+class CertifyParams:
+    """Randomized smoothing (Cohen et al. 2019) through ART: certified L2 radii per model and sigma."""
+
+    sigmas: tuple[float, ...] = (0.12, 0.25, 0.5)
+    models: tuple[CertifyModel, ...] = ("cnn", "ae", "ae_gauss")
+    radii: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
+    n0: int = 32  # noise samples that select the class (Cohen et al.: 100)
+    n: int = 256  # noise samples that estimate its probability (Cohen et al.: 100000)
+    alpha: float = 0.001  # failure probability of each certificate
+    max_images: int = 50  # seeded class-stratified subset of the test split; 0 = all of it
+    batch_size: int = 256  # noisy samples per forward pass
+    attack_images: int = 8  # certified images attacked (L2 PGD + EOT) to test the certificates
+    attack_samples: int = 16  # noise samples per gradient step of that attack (EOT)
+
+    def __post_init__(self) -> None:
+        _check(len(self.sigmas) >= 1, "certify.sigmas", "must not be empty", list(self.sigmas))
+        for sigma in self.sigmas:
+            _check(0 < sigma <= 2, "certify.sigmas entry", "must be in (0, 2]", sigma)
+        _check(
+            len(self.models) >= 1 and len(set(self.models)) == len(self.models),
+            "certify.models",
+            "must list distinct models",
+            list(self.models),
+        )
+        _check(
+            list(self.radii) == sorted(set(self.radii)) and min(self.radii, default=-1) >= 0,
+            "certify.radii",
+            "must be non-negative, sorted, without duplicates",
+            list(self.radii),
+        )
+        _check(1 <= self.n0 <= 1_000_000, "certify.n0", "must be in [1, 1000000]", self.n0)
+        _check(10 <= self.n <= 1_000_000, "certify.n", "must be in [10, 1000000]", self.n)
+        _check(0 < self.alpha < 0.5, "certify.alpha", "must be in (0, 0.5)", self.alpha)
+        _check(
+            self.max_images == 0 or self.max_images >= 2,
+            "certify.max_images",
+            "must be 0 (the whole test split) or >= 2",
+            self.max_images,
+        )
+        _check(self.batch_size >= 1, "certify.batch_size", "must be >= 1", self.batch_size)
+        _check(
+            0 <= self.attack_images <= 1000,
+            "certify.attack_images",
+            "must be in [0, 1000]",
+            self.attack_images,
+        )
+        _check(
+            1 <= self.attack_samples <= 1024,
+            "certify.attack_samples",
+            "must be in [1, 1024]",
+            self.attack_samples,
+        )
 
 
 @dataclass(frozen=True)
@@ -407,6 +534,8 @@ class Params:
     train_ae_adv: TrainAeAdvParams = field(default_factory=TrainAeAdvParams)
     train_ae_guided: TrainAeGuidedParams = field(default_factory=TrainAeGuidedParams)
     robustness: RobustnessParams = field(default_factory=RobustnessParams)
+    train_ae_gauss: TrainAeGaussParams = field(default_factory=TrainAeGaussParams)
+    certify: CertifyParams = field(default_factory=CertifyParams)
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32)", self.seed)
@@ -495,6 +624,11 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def read_yaml(text: str) -> Any:
+    """Parse params YAML as DVC does (YAML 1.2 numbers: `1e-4` is a float)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_params(raw: Any) -> Params:
     """Build validated params from an already-parsed YAML mapping."""
     return _build(Params, raw if raw is not None else {}, "")
@@ -504,7 +638,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml; every problem raises `ParamsError` naming the key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ParamsError(f"params file not found: {path}") from exc
     except yaml.YAMLError as exc:

@@ -33,6 +33,7 @@ from typing import Any
 from advdenoise.errors import PipelineError
 from advdenoise.io import read_json
 from advdenoise.params import Params
+from advdenoise.verdicts import MARGIN, defences_in, verdicts
 
 STAGES = (
     "prepare",
@@ -62,20 +63,9 @@ AUROC_SEPARABLE = 0.8
 ATTACK_DROP = 0.05
 RESTORE_FULL = 0.8
 RESTORE_PART = 0.2
-DEFENCE_MARGIN = 0.10
 
 SPACE_NAMES = {"cnn": "CNN penultimate layer", "ae": "autoencoder bottleneck"}
 EMBEDDING_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
-DEFENCE_ORDER = (
-    "none",
-    "ae",
-    "ae_adv",
-    "ae_guided",
-    "feature_squeezing",
-    "spatial_smoothing",
-    "jpeg",
-)
-THREATS = ("oblivious", "adaptive")
 
 # Captions of the known figures, in display order; any other PNG is shown after them by file name.
 CAPTIONS: dict[str, dict[str, str]] = {
@@ -602,80 +592,49 @@ def embed_section(inputs: Inputs) -> Section:
     return sec
 
 
-def _defences(metrics: Metrics) -> list[str]:
-    found = {k.split(".")[0] for k in metrics if k.endswith(".clean_accuracy")}
-    return [d for d in DEFENCE_ORDER if d in found] + sorted(found - set(DEFENCE_ORDER))
-
-
-def _cells(metrics: Metrics) -> list[tuple[str, str]]:
-    """(threat, method) pairs present as "<defence>.<threat>.<method>.accuracy", in a fixed order."""
-    pairs = set()
-    for key in metrics:
-        parts = key.split(".")
-        if len(parts) == 4 and parts[1] in THREATS and parts[3] == "accuracy":
-            pairs.add((parts[1], parts[2]))
-    return sorted(pairs, key=lambda tm: (THREATS.index(tm[0]), tm[1]))
-
-
-def _worst(metrics: Metrics, defence: str, threat: str, cells: Sequence[tuple[str, str]]) -> float:
-    values = [
-        float(metrics[f"{defence}.{t}.{m}.accuracy"])
-        for t, m in cells
-        if t == threat and f"{defence}.{t}.{m}.accuracy" in metrics
-    ]
-    return min(values) if values else math.nan
-
-
 def defence_verdicts(metrics: Metrics) -> list[str]:
-    """One sentence per defence from the robustness numbers, with the thresholds of this module."""
-    defences, cells = _defences(metrics), _cells(metrics)
-    if "none" not in defences or not cells:
+    """One sentence per defence, by the rule of `verdicts` (the same as plots/robustness/verdict.csv)."""
+    found = verdicts(metrics)
+    if not found:
         return ["The robustness metrics hold no undefended baseline ('none'); no verdicts."]
-    base = {t: _worst(metrics, "none", t, cells) for t in THREATS}
-    out = []
-    for d in defences:
-        clean = float(metrics[f"{d}.clean_accuracy"])
-        worst = {t: _worst(metrics, d, t, cells) for t in THREATS}
-        if d == "none":
-            out.append(
-                f"Undefended CNN: clean {pct(clean)}; worst-case robust accuracy "
-                + "; ".join(f"{t} {pct(worst[t])}" for t in THREATS if not math.isnan(worst[t]))
-                + "."
-            )
-            continue
-        gains = {t: worst[t] - base[t] for t in THREATS}
-        helps = {t: not math.isnan(gains[t]) and gains[t] >= DEFENCE_MARGIN for t in THREATS}
-        if helps["adaptive"] and worst["adaptive"] >= clean - DEFENCE_MARGIN:
-            verdict = "**defends**: robust under the adaptive attack"
-        elif helps["adaptive"]:
-            verdict = "**helps partly**: better than no defence under the adaptive attack, far below clean"
-        elif helps["oblivious"]:
-            verdict = (
-                "**does not defend**: it helps only against the oblivious attack and the gain "
-                "vanishes once the attack goes through the defence"
-            )
-        else:
-            verdict = "**does not defend**: no gain over the undefended CNN"
-        cost = float(metrics["none.clean_accuracy"]) - clean
-        text = (
-            f"{d}: clean {pct(clean)} (cost {100 * cost:+.1f} points vs undefended); worst-case "
-            f"oblivious {pct(worst['oblivious'])} vs {pct(base['oblivious'])} undefended, adaptive "
-            f"{pct(worst['adaptive'])} vs {pct(base['adaptive'])} - {verdict}."
+    return [v.text for v in found]
+
+
+# (threat, method) columns of the robustness table at the headline eps, then the worst cases
+ROBUSTNESS_COLUMNS = (
+    ("oblivious", "fgsm", "oblivious FGSM"),
+    ("oblivious", "pgd", "oblivious PGD"),
+    ("adaptive", "fgsm", "adaptive FGSM"),
+    ("adaptive", "pgd", "adaptive PGD"),
+    ("adaptive", "apgd", "adaptive APGD-CE"),
+    ("adaptive", "square", "Square (gradient-free)"),
+    ("oblivious", "worst", "worst oblivious"),
+    ("adaptive", "worst", "worst adaptive"),
+    ("", "worst", "worst of all"),
+)
+
+
+def _robustness_key(defence: str, threat: str, method: str) -> str:
+    return f"{defence}.{threat + '.' if threat else ''}{method}.accuracy"
+
+
+def _detector_paragraph(m: Metrics) -> Paragraph | None:
+    if "detector.adaptive.auroc" not in m:
+        return None
+    parts = []
+    for threat in ("oblivious", "adaptive"):
+        parts.append(
+            f"{threat}: AUROC {float(m[f'detector.{threat}.auroc']):.2f}, TPR at 5% FPR "
+            f"{pct(float(m[f'detector.{threat}.tpr_at_5fpr']))}, attacks that fool the CNN and pass "
+            f"the detector {pct(float(m[f'detector.{threat}.evasion_rate']))}"
         )
-        out.append(text)
-    if "ae" in defences and "ae_adv" in defences:
-        obl_ae = _worst(metrics, "ae", "oblivious", cells)
-        obl_adv = _worst(metrics, "ae_adv", "oblivious", cells)
-        ada_adv = _worst(metrics, "ae_adv", "adaptive", cells)
-        clean = float(metrics["none.clean_accuracy"])
-        _, restored = restoration(clean, base["oblivious"], obl_adv)
-        out.append(
-            f"Retraining the autoencoder on adversarial examples (the paper's proposed fix): "
-            f"worst-case oblivious accuracy {pct(obl_ae)} (ae) -> {pct(obl_adv)} (ae_adv), so "
-            f"against the paper's attack it {restored.replace('restores it', 'restores accuracy')}"
-            f"; under the adaptive attack ae_adv keeps {pct(ada_adv)}."
-        )
-    return out
+    return Paragraph(
+        f"Reconstruction-error detector (the paper's autoencoder, threshold at 5% false positives on "
+        f"clean images) at eps = {float(m['detector.eps']):g}, oblivious PGD vs a PGD that also keeps "
+        f"the reconstruction error under the threshold (Carlini & Wagner 2017): "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def robustness_section(inputs: Inputs) -> Section:
@@ -686,33 +645,41 @@ def robustness_section(inputs: Inputs) -> Section:
         sec.blocks += inputs.figures["robustness"]
         sec.blocks += _denoiser_stages(inputs)
         return sec
-    defences, cells = _defences(m), _cells(m)
+    cfg = inputs.params.robustness
+    defences = defences_in(m)
     sec.blocks.append(
         Paragraph(
-            f"Accuracy at robustness.eps = {inputs.params.robustness.eps:g} per defence, on "
-            f"{int(m.get('test_images', 0))} test images (robustness.max_images). Oblivious: "
-            "adversarial examples crafted against the bare CNN, then defended (the paper's threat "
-            "model). Adaptive: white-box attacks through defence + CNN end to end (BPDA for "
-            "non-differentiable defences)."
+            f"Accuracy at robustness.eps = {cfg.eps:g} per defence, on {int(m.get('test_images', 0))}"
+            " test images (robustness.max_images). Oblivious: adversarial examples crafted against "
+            "the bare CNN, then defended (the paper's threat model). Adaptive: white-box attacks "
+            "through defence + CNN end to end (BPDA for non-differentiable defences): FGSM, PGD "
+            f"({inputs.params.attack.pgd_steps} steps; 2x steps checked), APGD-CE "
+            f"({cfg.apgd_steps} steps, {cfg.apgd_restarts} restart(s)), and the gradient-free Square "
+            f"Attack ({cfg.square_queries} queries per image, p_init {cfg.square_p_init:g}). Worst "
+            "case: an image counts as robust only if it survives every attack of the column's threat "
+            "model; the verdicts use the worst case over all attacks."
         )
     )
-    columns = ("defence", "clean accuracy", *(f"{t} {meth.upper()}" for t, meth in cells))
+    columns = ("defence", "clean accuracy", *(label for _, _, label in ROBUSTNESS_COLUMNS))
     rows = []
     for d in defences:
         row = [d, pct(float(m[f"{d}.clean_accuracy"]))]
-        for t, meth in cells:
-            v = m.get(f"{d}.{t}.{meth}.accuracy")
+        for threat, method, _ in ROBUSTNESS_COLUMNS:
+            v = m.get(_robustness_key(d, threat, method))
             row.append(pct(float(v)) if v is not None else "-")
         rows.append(tuple(row))
     sec.blocks.append(Table(columns, tuple(rows)))
     sec.blocks.append(
         Paragraph(
-            f"Verdicts (a defence helps when its worst-case robust accuracy beats the undefended "
-            f"CNN's by >= {100 * DEFENCE_MARGIN:.0f} points; it defends when, under the adaptive "
-            f"attack, it also stays within {100 * DEFENCE_MARGIN:.0f} points of its clean accuracy):"
+            f"Verdicts (a defence helps when its worst-case accuracy beats the undefended CNN's by "
+            f">= {100 * MARGIN:.0f} points; it defends when, over all attacks, it also stays within "
+            f"{100 * MARGIN:.0f} points of its clean accuracy):"
         )
     )
     sec.blocks.append(Bullets(tuple(defence_verdicts(m))))
+    detector = _detector_paragraph(m)
+    if detector is not None:
+        sec.blocks.append(detector)
     checks = {k: v for k, v in m.items() if isinstance(v, bool)}
     if checks:
         failed = [k for k, v in checks.items() if not v]

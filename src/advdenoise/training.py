@@ -213,6 +213,7 @@ def fit_denoiser(
     target_index: torch.Tensor | None = None,
     val_target_index: torch.Tensor | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    corrupt: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     eval_batch_size: int = 256,
     progress: bool = True,
     desc: str = "train_ae",
@@ -221,7 +222,8 @@ def fit_denoiser(
 
     inputs[i] is paired with targets[target_index[i]] (default: targets[i]); the index lets many
     noisy copies share one clean target without duplicating it in memory. Tensors are uint8 or
-    float images in [0, 1].
+    float images in [0, 1]. `corrupt(batch, generator)` (float batch on the CPU) draws fresh
+    corruption of each training batch from the training generator, so it is seeded too.
     """
     model.to(device)
     loss_fn = loss_fn or F.mse_loss
@@ -231,10 +233,12 @@ def fit_denoiser(
     if len(t_index) != len(inputs) or len(v_index) != len(val_inputs):
         raise ValueError("target index length must equal the number of inputs")
 
-    def step(idx: torch.Tensor, _gen: torch.Generator) -> tuple[torch.Tensor, int, float]:
-        x = to_float(inputs[idx]).to(device)
+    def step(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int, float]:
+        x = to_float(inputs[idx])
+        if corrupt is not None:
+            x = corrupt(x, gen)
         t = to_float(targets[t_index[idx]]).to(device)
-        return loss_fn(model(x), t), len(idx), math.nan
+        return loss_fn(model(x.to(device)), t), len(idx), math.nan
 
     def validate() -> dict[str, float]:
         model.eval()

@@ -9,12 +9,18 @@ from matplotlib.figure import Figure
 
 BARS = (
     ("clean_accuracy", "clean"),
-    ("oblivious_fgsm", "oblivious FGSM"),
-    ("oblivious_pgd", "oblivious PGD"),
-    ("adaptive_fgsm", "adaptive FGSM"),
+    ("worst_oblivious", "oblivious (worst of FGSM, PGD)"),
     ("adaptive_pgd", "adaptive PGD"),
+    ("adaptive_apgd", "adaptive APGD-CE"),
+    ("adaptive_square", "Square (gradient-free)"),
+    ("worst_worst", "worst case over all attacks"),
     ("random_noise", "random sign noise"),
 )
+VIEW_TITLES = {
+    "oblivious": "oblivious (attack ignores the defence)",
+    "adaptive": "adaptive (white-box + Square)",
+    "worst": "worst case over all attacks",
+}
 
 
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
@@ -40,36 +46,27 @@ def table_figure(table: pd.DataFrame, eps: float) -> Figure:
 
 
 def curves_figure(curves: pd.DataFrame, headline: float) -> Figure:
-    """Accuracy vs eps: rows = threat model, columns = method, one line per defence."""
-    threats = list(dict.fromkeys(curves.threat))
-    methods = list(dict.fromkeys(curves.method))
-    fig, axes = plt.subplots(
-        len(threats),
-        len(methods),
-        figsize=(4.6 * len(methods), 3.4 * len(threats)),
-        squeeze=False,
-        sharey=True,
-    )
-    for i, threat in enumerate(threats):
-        for j, method in enumerate(methods):
-            ax = axes[i][j]
-            part = curves[(curves.threat == threat) & (curves.method == method)]
-            for k, (defence, rows) in enumerate(part.groupby("defence", sort=False)):
-                ax.plot(
-                    rows.eps,
-                    rows.accuracy,
-                    marker=MARKERS[k % len(MARKERS)],
-                    ls=STYLES[k % len(STYLES)],
-                    ms=4,
-                    label=defence,
-                )
-            ax.axvline(headline, color="grey", ls="--", lw=1)
-            ax.set_title(f"{threat} {method.upper()}")
-            ax.set_xlabel("eps (0 = clean)")
-            ax.set_ylim(-0.02, 1.02)
-            ax.grid(alpha=0.3)
-            if j == 0:
-                ax.set_ylabel("test accuracy")
+    """Accuracy vs eps, one panel per threat model (its per-image worst case), a line per defence."""
+    worst = curves[curves.method == "worst"]
+    views = list(dict.fromkeys(worst.threat))
+    fig, axes = plt.subplots(1, len(views), figsize=(4.6 * len(views), 3.6), squeeze=False)
+    for ax, view in zip(axes[0], views, strict=True):
+        part = worst[worst.threat == view]
+        for k, (defence, rows) in enumerate(part.groupby("defence", sort=False)):
+            ax.plot(
+                rows.eps,
+                rows.accuracy,
+                marker=MARKERS[k % len(MARKERS)],
+                ls=STYLES[k % len(STYLES)],
+                ms=4,
+                label=defence,
+            )
+        ax.axvline(headline, color="grey", ls="--", lw=1)
+        ax.set_title(VIEW_TITLES.get(view, view), fontsize=10)
+        ax.set_xlabel("eps (L-inf; 0 = clean)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     return fig

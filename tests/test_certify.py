@@ -1,0 +1,125 @@
+"""Randomized smoothing: CERTIFY against ART and a closed form, sanity of the curves, the stages."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from scipy.stats import norm
+from test_robustness import _stage, _tiny_project
+from torch import nn
+
+from advdenoise import attacks
+from advdenoise import certify as cert
+from advdenoise.params import CertifyParams, read_yaml
+
+SIZE = 8
+torch.set_num_threads(1)
+
+
+class Linear(nn.Module):
+    """Class 1 iff mean(x) > 0.5: the distance of x to the boundary is |mean(x) - 0.5| * sqrt(d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = (x.flatten(1).mean(1) - 0.5) * 50.0
+        return torch.stack([-score, score], 1)
+
+
+def _points(distances: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Uniform images at the given signed L2 distance from Linear's boundary."""
+    d = SIZE * SIZE
+    level = 0.5 + distances / math.sqrt(d)
+    x = np.repeat(level[:, None], d, 1).reshape(-1, 1, SIZE, SIZE).astype(np.float32)
+    return x, (distances > 0).astype(np.int64), np.abs(distances)
+
+
+def test_certify_matches_art_and_the_closed_form_of_a_linear_classifier() -> None:
+    sigma = 0.25
+    x, y, dist = _points(np.array([0.1, -0.12, 0.15, -0.05]))
+    smoothed = attacks.make_smoothed_classifier(
+        Linear(), x.shape[1:], 2, "cpu", sigma=sigma, n0=64, alpha=0.001
+    )
+    pred, radius, votes = attacks.certify(smoothed, x, 4000, 1000, seed=5)
+    with attacks.seeded(5):  # the same loop as ART's own certify, which hands back no votes
+        art_pred, art_radius = smoothed.certify(x, 4000, 1000)
+    np.testing.assert_array_equal(pred, art_pred)
+    np.testing.assert_allclose(radius, art_radius)
+    assert (votes.sum(1) == 4000).all()
+    # linear f: the smoothed classifier is f, p_A = Phi(dist / sigma), so radius -> dist
+    assert (pred == y).all()
+    assert (radius <= dist + 0.01).all() and (radius >= dist - 0.05).all()
+    assert np.allclose(votes[np.arange(4), y] / 4000, norm.cdf(dist / sigma), atol=0.03)
+
+
+def test_certification_sanity_and_attacks_stay_outside_the_certificates() -> None:
+    params = CertifyParams(sigmas=(0.25,), n0=32, n=400, attack_images=4, attack_samples=8)
+    x, y, dist = _points(np.array([0.3, -0.2, 0.25, -0.3, 0.01, -0.02]))
+    c = cert.certify_model("cnn", Linear(), x, y, 0.25, params, nb_classes=2, seed=0, device="cpu")
+    assert all(cert.checks(c, params.radii).values())
+    assert c.certified_accuracy(0.0) <= c.majority_accuracy
+    attacked = cert.attack_certificates(c, Linear(), x, params, nb_classes=2, seed=0, device="cpu")
+    assert attacked["attack.images"] >= 3 and attacked["attack.violations"] == 0
+    scores = cert.certify_metrics([c], {("cnn", 0.25): attacked}, params, SIZE * SIZE)
+    assert scores["checks.all_passed"] is True
+    assert scores["linf_equivalent.radius_0.5"] == 0.5 / SIZE
+    accs = [scores[f"cnn.sigma_0.25.radius_{r:g}.certified_accuracy"] for r in params.radii]
+    assert accs == sorted(accs, reverse=True) and accs[0] > accs[-1]
+    curves = cert.certify_curves([c], 1.0)
+    assert curves.certified_accuracy.is_monotonic_decreasing
+    assert list(cert.wide_curves(curves).columns) == ["radius", "cnn_sigma_0.25"]
+
+
+def test_a_broken_certificate_is_flagged() -> None:
+    y = np.array([0, 1, 1])
+    lying = cert.Certification("cnn", 0.25, y, np.array([0, 1, 1]), np.array([0.5, 0.2, 0.1]),
+                               votes=np.array([[9, 1], [9, 1], [9, 1]]))  # fmt: skip
+    assert cert.checks(lying, (0.0, 0.5))["radius0_le_smoothed_clean"] is False
+
+
+def test_train_ae_gauss_and_certify_stages(tmp_path: Path) -> None:
+    root = _tiny_project(tmp_path)
+    params = read_yaml((root / "params.yaml").read_text())
+    params["train_ae_gauss"] = {"epochs": 1}
+    params["certify"] = {"sigmas": [0.12, 0.25], "n0": 8, "n": 40, "max_images": 8,
+                         "attack_images": 2, "attack_samples": 4}  # fmt: skip
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    common = ["--params", str(root / "params.yaml"), "--data", str(root / "data/prepare"),
+              "--classifier", str(root / "data/train_cnn")]  # fmt: skip
+    assert _stage("train_ae_gauss").main(
+        [*common, "--out", str(root / "data/train_ae_gauss"),
+         "--metrics", str(root / "metrics/train_ae_gauss.json"), "--plots", str(root / "plots/train_ae_gauss")]
+    ) == 0  # fmt: skip
+    gauss = json.loads((root / "metrics/train_ae_gauss.json").read_text())
+    for s in ("0.12", "0.25"):
+        assert gauss[f"test.sigma_{s}.psnr_denoised"] > 0
+        assert 0 <= gauss[f"test.sigma_{s}.cnn_accuracy_denoised"] <= 1
+    args = [*common, "--autoencoder", str(root / "data/train_ae"),
+            "--ae-gauss", str(root / "data/train_ae_gauss"),
+            "--metrics", str(root / "metrics/certify.json"), "--plots", str(root / "plots/certify")]  # fmt: skip
+    assert _stage("certify").main(args) == 0
+    scores = json.loads((root / "metrics/certify.json").read_text())
+    for model in ("cnn", "ae", "ae_gauss"):
+        for sigma in ("0.12", "0.25"):
+            key = f"{model}.sigma_{sigma}"
+            assert (
+                0
+                <= scores[f"{key}.radius_0.certified_accuracy"]
+                <= scores[f"{key}.smoothed_clean_accuracy"]
+            )
+            assert scores[f"checks.{key}.non_increasing_in_radius"] is True
+    assert scores["images"] == 8
+    curves = pd.read_csv(root / "plots/certify/curves.csv")
+    assert curves.columns[0] == "radius" and len(curves.columns) == 1 + 3 * 2
+    assert (root / "plots/certify/certified_accuracy.png").stat().st_size > 0
+    # same params, same bytes
+    args[-3] = str(root / "metrics/again.json")
+    args[-1] = str(root / "plots/again")
+    assert _stage("certify").main(args) == 0
+    assert (root / "metrics/again.json").read_bytes() == (
+        root / "metrics/certify.json"
+    ).read_bytes()
