@@ -21,18 +21,7 @@ import yaml
 from advdenoise.params import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = (
-    "prepare",
-    "train_cnn",
-    "train_ae",
-    "attack",
-    "denoise",
-    "embed",
-    "train_ae_adv",
-    "train_ae_guided",
-    "robustness",
-    "report",
-)
+STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])  # the one stage list
 HEADLINE_STAGES = {"denoise", "embed", "report"}  # what a new attack.eps on the grid re-runs
 
 pytestmark = pytest.mark.slow
@@ -45,7 +34,23 @@ TINY = {
     "embed": {"max_points": 20, "tsne_perplexity": 5.0, "umap_neighbors": 5, "probe_folds": 2},
     "train_ae_adv": {"epochs": 1, "eps": [0.03]},
     "train_ae_guided": {"epochs": 1, "eps": [0.03]},
-    "robustness": {"eps_grid": [0.03]},
+    "robustness": {
+        "eps": 0.03,
+        "eps_grid": [0.03],
+        "max_images": 20,
+        "apgd_steps": 3,
+        "square_queries": 10,
+        "detector_steps": 3,
+    },
+    "train_ae_gauss": {"epochs": 1},
+    "certify": {
+        "sigmas": [0.25],
+        "n0": 8,
+        "n": 40,
+        "max_images": 8,
+        "attack_images": 2,
+        "attack_samples": 4,
+    },
 }
 
 

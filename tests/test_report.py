@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image as PILImage
 
 from advdenoise import report
@@ -223,3 +224,8 @@ def test_verdict_thresholds():
     assert report.restoration(0.9, 0.1, 0.3)[1] == "partly restores it"
     assert report.restoration(0.9, 0.1, 0.15)[1] == "does not restore it"
     assert report.restoration(0.9, 0.88, 0.2)[0] is None
+
+
+def test_report_reads_every_stage_of_dvc_yaml():
+    stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    assert list(report.STAGES) == [s for s in stages if s != "report"]

@@ -172,10 +172,18 @@ def psnr(reference: Any, estimate: Any, data_range: float = 1.0) -> float:
     return float(np.mean(10 * np.log10(data_range**2 / np.maximum(per_image, floor))))
 
 
-def ssim(reference: Any, estimate: Any, data_range: float = 1.0, batch_size: int = 256) -> float:
+def ssim(
+    reference: Any,
+    estimate: Any,
+    data_range: float = 1.0,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> float:
     """Mean structural similarity of N x 1 x H x W stacks (Gaussian window 11, sigma 1.5, 'valid').
 
-    The standard Wang et al. (2004) definition with K1 = 0.01, K2 = 0.03; computed with conv2d.
+    The standard Wang et al. (2004) definition with K1 = 0.01, K2 = 0.03, in float64. The Gaussian
+    window is separable, so each local mean is a column pass then a row pass (2 x 11 taps instead
+    of 121: 5x less arithmetic for the same sums up to float64 rounding).
     """
     a = torch.as_tensor(as_numpy(reference, np.float32))
     b = torch.as_tensor(as_numpy(estimate, np.float32))
@@ -183,20 +191,24 @@ def ssim(reference: Any, estimate: Any, data_range: float = 1.0, batch_size: int
         raise PipelineError(f"ssim needs equal N x 1 x H x W stacks, got {a.shape} vs {b.shape}")
     _nonempty(len(a), "ssim")
     size = min(11, a.shape[-1], a.shape[-2])
-    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * 1.5**2))
-    g = g / g.sum()
-    window = (g[:, None] * g[None, :])[None, None]
+    g = (g / g.sum()).to(device)
+    column, row = g.view(1, 1, size, 1), g.view(1, 1, 1, size)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return torch.conv2d(torch.conv2d(t, column), row)
+
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     total = 0.0
     with torch.inference_mode():
         for s in range(0, len(a), batch_size):
-            x, y = a[s : s + batch_size].double(), b[s : s + batch_size].double()
-            w = window.double()
-            mx, my = torch.conv2d(x, w), torch.conv2d(y, w)
-            sxx = torch.conv2d(x * x, w) - mx**2
-            syy = torch.conv2d(y * y, w) - my**2
-            sxy = torch.conv2d(x * y, w) - mx * my
+            x = a[s : s + batch_size].to(device, torch.float64)
+            y = b[s : s + batch_size].to(device, torch.float64)
+            mx, my = blur(x), blur(y)
+            sxx = blur(x * x) - mx**2
+            syy = blur(y * y) - my**2
+            sxy = blur(x * y) - mx * my
             num = (2 * mx * my + c1) * (2 * sxy + c2)
             den = (mx**2 + my**2 + c1) * (sxx + syy + c2)
             total += float((num / den).mean(dim=(1, 2, 3)).sum())

@@ -45,7 +45,9 @@ STAGES = (
     "train_ae_adv",
     "train_ae_guided",
     "robustness",
-)
+    "train_ae_gauss",
+    "certify",
+)  # every stage of dvc.yaml before this one, in its order (tests/test_report.py checks)
 
 PAPER = {
     "title": "Findings on Adversarial Robustness through Autoencoder-Based Denoising for Image "
@@ -107,8 +109,17 @@ CAPTIONS: dict[str, dict[str, str]] = {
         "training_curves.png": "Feature-guided denoiser: training loss per epoch.",
     },
     "robustness": {
-        "robustness.png": "Robust accuracy per defence and threat model at the headline eps.",
-        "curves.png": "Accuracy vs eps per defence, threat model and attack method.",
+        "robustness.png": "Accuracy per defence at the headline eps: clean, oblivious, each "
+        "adaptive attack and the worst case over all attacks.",
+        "curves.png": "Accuracy vs eps per defence: worst case over the oblivious attacks, over "
+        "the adaptive ones (white-box and Square), and over all of them.",
+    },
+    "train_ae_gauss": {
+        "training_curves.png": "Gaussian denoiser (denoised smoothing): loss per epoch.",
+    },
+    "certify": {
+        "certified_accuracy.png": "Certified accuracy vs L2 radius by randomized smoothing, per "
+        "model and noise level sigma (top axis: the L-inf radius the L2 ball contains).",
     },
 }
 
@@ -707,6 +718,104 @@ def _denoiser_stages(inputs: Inputs) -> list[Block]:
     return blocks
 
 
+def _best_certified(
+    m: Metrics, model: str, radius: float, sigmas: Sequence[float]
+) -> tuple[float, float]:
+    """(certified accuracy, sigma) of `model` at `radius`, best over sigma."""
+    found = [
+        (float(m.get(f"{model}.sigma_{s:g}.radius_{radius:g}.certified_accuracy", math.nan)), s)
+        for s in sigmas
+    ]
+    found = [f for f in found if not math.isnan(f[0])]
+    return max(found) if found else (math.nan, math.nan)
+
+
+CERTIFY_MODELS = {
+    "cnn": "CNN alone",
+    "ae": "paper's AE + CNN",
+    "ae_gauss": "Gaussian denoiser + CNN (denoised smoothing)",
+}
+
+
+def certify_section(inputs: Inputs) -> Section:
+    sec = Section("Certified robustness: randomized and denoised smoothing")
+    m, cfg = inputs.metrics["certify"], inputs.params.certify
+    if m is None:
+        sec.blocks.append(not_run("certify"))
+    else:
+        pixels = inputs.params.data.image_size**2
+        sec.blocks.append(
+            Paragraph(
+                f"Cohen et al. (2019) CERTIFY through ART on {int(m.get('images', 0))} test images "
+                f"(certify.max_images): n0 = {cfg.n0} selection and n = {cfg.n} estimation samples, "
+                f"alpha = {cfg.alpha:g}; with n = {cfg.n} no radius can exceed sigma x "
+                f"{_max_z(cfg.n, cfg.alpha):.2f}. Certified accuracy at L2 radius r counts images "
+                f"certified for their true class with radius >= r; an L2 ball of radius r holds the "
+                f"L-inf ball of radius r / {math.sqrt(pixels):g}."
+            )
+        )
+        radii = tuple(cfg.radii)
+        columns = ("model", "sigma", *(f"r={r:g} (L-inf {r / math.sqrt(pixels):.4f})" for r in radii),
+                   "smoothed clean", "abstain", "mean radius", "attack violations")  # fmt: skip
+        rows = []
+        for model in cfg.models:
+            for sigma in cfg.sigmas:
+                key = f"{model}.sigma_{sigma:g}"
+                if f"{key}.abstain_rate" not in m:
+                    continue
+                rows.append((
+                    model, f"{sigma:g}",
+                    *(pct(float(m[f"{key}.radius_{r:g}.certified_accuracy"])) for r in radii),
+                    pct(float(m[f"{key}.smoothed_clean_accuracy"])),
+                    pct(float(m[f"{key}.abstain_rate"])),
+                    f"{float(m[f'{key}.mean_radius']):.3f}",
+                    f"{int(m.get(f'{key}.attack.violations', 0))} of {int(m.get(f'{key}.attack.images', 0))}",
+                ))  # fmt: skip
+        sec.blocks.append(Table(columns, tuple(rows)))
+        checks = {k: v for k, v in m.items() if k.startswith("checks.") and isinstance(v, bool)}
+        failed = [k for k, v in checks.items() if not v]
+        sec.blocks.append(
+            Paragraph(
+                f"Sanity checks (certified accuracy at radius 0 <= the smoothed classifier's clean "
+                f"accuracy; non-increasing in the radius; L2 PGD with EOT inside "
+                f"{cfg.attack_images} certificates per row never changes the smoothed prediction): "
+                f"{len(checks) - len(failed)} of {len(checks)} passed"
+                + (f"; failed: {', '.join(failed)}." if failed else ".")
+            )
+        )
+    sec.blocks += inputs.figures["certify"]
+    sm = inputs.metrics["train_ae_gauss"]
+    sec.blocks.append(Paragraph("**Gaussian denoiser** (metrics/train_ae_gauss.json)"))
+    sec.blocks.append(not_run("train_ae_gauss") if sm is None else metrics_table(sm))
+    sec.blocks += inputs.figures["train_ae_gauss"]
+    return sec
+
+
+def _max_z(n: int, alpha: float) -> float:
+    """Phi^-1 of the Clopper-Pearson lower bound when all n samples agree: alpha ** (1 / n)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(alpha ** (1.0 / n))
+
+
+def certify_conclusions(inputs: Inputs) -> list[str]:
+    m, cfg = inputs.metrics["certify"], inputs.params.certify
+    if m is None:
+        return []
+    out = []
+    for r in (x for x in cfg.radii if x > 0):
+        parts = []
+        for model in cfg.models:
+            acc, sigma = _best_certified(m, model, r, cfg.sigmas)
+            if not math.isnan(acc):
+                parts.append(f"{CERTIFY_MODELS.get(model, model)} {pct(acc)} (sigma={sigma:g})")
+        if parts:
+            out.append(
+                f"Certified accuracy at L2 radius {r:g}, best over sigma: " + "; ".join(parts) + "."
+            )
+    return out[:2]
+
+
 def conclusions(inputs: Inputs) -> Section:
     """Sentences that follow from the numbers, each with the threshold it used."""
     p, eps = inputs.params, inputs.params.attack.eps
@@ -776,6 +885,10 @@ def conclusions(inputs: Inputs) -> Section:
     rob = inputs.metrics["robustness"]
     if rob is not None:
         out += defence_verdicts(rob)
+        detector = _detector_paragraph(rob)
+        if detector is not None:
+            out.append(detector.text)
+    out += certify_conclusions(inputs)
     sec = Section("Conclusions")
     if out:
         sec.blocks.append(
@@ -808,6 +921,7 @@ def build_report(inputs: Inputs) -> list[Section]:
         denoise_section(inputs),
         embed_section(inputs),
         robustness_section(inputs),
+        certify_section(inputs),
     ]
     shown = [b.path for s in sections for b in s.blocks if isinstance(b, Image)]
     extra = other_figures(inputs, shown)

@@ -389,7 +389,7 @@ def denoiser_metrics(
         return {
             "mse": metrics.mse(clean, estimate),
             "psnr": metrics.psnr(clean, estimate),
-            "ssim": metrics.ssim(clean, estimate),
+            "ssim": metrics.ssim(clean, estimate, device=device),
         }
 
     recon = batched_apply(model, test.targets, batch_size, device)
