@@ -7,11 +7,9 @@ attack.eps is not read here: it is one of the grid, and the later stages pick it
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,31 +17,22 @@ import torch
 
 from advdenoise import attack_metrics as am
 from advdenoise import attacks as atk
-from advdenoise import metrics, runtime
+from advdenoise import cli, metrics
 from advdenoise.adversarial import save_adversarial
 from advdenoise.data import load_splits, to_float
 from advdenoise.errors import entrypoint
 from advdenoise.io import write_csv, write_json
 from advdenoise.models import load_classifier, predict_logits
-from advdenoise.params import load_params
-
-
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    for name in ("--params", "--data", "--classifier", "--out", "--metrics", "--plots"):
-        p.add_argument(name, required=True, type=Path)
-    return p.parse_args(argv)
 
 
 @entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parse(argv)
-    params = load_params(args.params)
+    args = cli.parse_paths(__doc__, argv, "--data", "--classifier", "--out", "--metrics", "--plots")
+    params, device = cli.start(args)
     cfg = params.attack
-    device = runtime.setup(params.seed, params.threads, params.device)
     start = time.perf_counter()
     splits = load_splits(args.data)
-    model = load_classifier(args.classifier, device)
+    model = load_classifier(args.classifier, device, splits.image_size)
     x, y = to_float(splits.test.x).numpy(), splits.test.y
     classifier = atk.make_art_classifier(model, x.shape[1:], len(splits.classes), device)
     eps_values = cfg.eps_grid

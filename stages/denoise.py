@@ -6,42 +6,38 @@ plots/denoise/, the data and PNGs of the paper's Figs. 3, 4, 5 and 7.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from advdenoise import metrics, runtime
+from advdenoise import cli, metrics
 from advdenoise.adversarial import load_adversarial
 from advdenoise.data import load_splits, to_float
 from advdenoise.errors import entrypoint
 from advdenoise.figures import denoise as figs
 from advdenoise.io import save_figure, write_csv, write_json
 from advdenoise.models import load_autoencoder, load_classifier, predict_logits, reconstruct
-from advdenoise.params import load_params
-
-
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    for name in ("--params", "--data", "--classifier", "--autoencoder", "--adversarial"):
-        p.add_argument(name, required=True, type=Path)
-    p.add_argument("--metrics", required=True, type=Path)
-    p.add_argument("--plots", required=True, type=Path)
-    return p.parse_args(argv)
 
 
 @entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parse(argv)
-    params = load_params(args.params)
+    args = cli.parse_paths(
+        __doc__,
+        argv,
+        "--data",
+        "--classifier",
+        "--autoencoder",
+        "--adversarial",
+        "--metrics",
+        "--plots",
+    )
+    params, device = cli.start(args)
     bs, eps = params.denoise.batch_size, params.attack.eps
-    device = runtime.setup(params.seed, params.threads, params.device)
     splits = load_splits(args.data)
-    cnn = load_classifier(args.classifier, device)
-    ae = load_autoencoder(args.autoencoder, device)
+    cnn = load_classifier(args.classifier, device, splits.image_size)
+    ae = load_autoencoder(args.autoencoder, device, splits.image_size)
     x, y = to_float(splits.test.x).numpy(), splits.test.y
     sets = load_adversarial(args.adversarial, x)
     for m in sets.methods:

@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
-from advdenoise import embed, runtime
+from advdenoise import cli, embed, runtime
 from advdenoise.adversarial import load_adversarial
 from advdenoise.data import load_splits, to_float
 from advdenoise.errors import entrypoint
 from advdenoise.figures import embed as figs
 from advdenoise.io import save_figure, write_csv, write_json
 from advdenoise.models import MODEL_FILE, load_autoencoder, load_classifier
-from advdenoise.params import load_params
-
-
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    for name in ("--params", "--data", "--classifier", "--autoencoder", "--adversarial"):
-        p.add_argument(name, required=True, type=Path)
-    p.add_argument("--metrics", required=True, type=Path)
-    p.add_argument("--plots", required=True, type=Path)
-    return p.parse_args(argv)
 
 
 @entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parse(argv)
-    params = load_params(args.params)
-    device = runtime.setup(params.seed, params.threads, params.device)
+    args = cli.parse_paths(
+        __doc__,
+        argv,
+        "--data",
+        "--classifier",
+        "--autoencoder",
+        "--adversarial",
+        "--metrics",
+        "--plots",
+    )
+    params, device = cli.start(args)
     splits = load_splits(args.data)
     clean = to_float(splits.test.x).numpy()
     sets = load_adversarial(args.adversarial, clean)

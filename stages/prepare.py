@@ -71,6 +71,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(
             f"note: ignored folders not in data.classes: {images.ignored_folders}", file=sys.stderr
         )
+    nested = 0 if d.is_synthetic else data.count_nested_images(d.source, d.classes)
+    if nested:
+        print(
+            f"note: {nested} image(s) in sub-folders of the class folders of {d.source} are "
+            "ignored (only <root>/<class>/<image> is read)",
+            file=sys.stderr,
+        )
     data.save_splits(args.out, splits)
     write_csv(Path(args.plots) / "counts.csv", table)
     save_figure(Path(args.plots) / "samples.png", fig)

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
-from advdenoise import report
+from advdenoise import cli, report
 from advdenoise.errors import entrypoint
 from advdenoise.io import atomic_path
 from advdenoise.params import load_params
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    for name in ("--params", "--metrics", "--plots", "--out"):
-        p.add_argument(name, required=True, type=Path)
-    return p.parse_args(argv)
-
-
 @entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parse(argv)
+    args = cli.parse_paths(__doc__, argv, "--metrics", "--plots", "--out")
     params = load_params(args.params)
     inputs = report.load_inputs(params, args.metrics, args.plots)
     sections = report.build_report(inputs)

@@ -2,39 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
-from advdenoise import runtime
+from advdenoise import cli
 from advdenoise.data import load_splits
 from advdenoise.errors import entrypoint
 from advdenoise.figures import training as figs
 from advdenoise.io import save_figure, write_json
 from advdenoise.models import MODEL_FILE, Autoencoder, load_classifier, save_model
-from advdenoise.params import load_params
 from advdenoise.training import combined_images, denoiser_metrics, fit_denoiser, write_live
 
-EVAL_BATCH = 256
+cli.EVAL_BATCH = 256
 EXAMPLES_PER_NOISE = 3
 STREAMS = {"train": 0, "val": 1, "test": 2}  # independent noise draws per split
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    for name in ("--params", "--data", "--classifier", "--out", "--metrics", "--plots"):
-        p.add_argument(name, required=True, type=Path)
-    return p.parse_args(argv)
-
-
 @entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parse(argv)
-    params = load_params(args.params)
+    args = cli.parse_paths(__doc__, argv, "--data", "--classifier", "--out", "--metrics", "--plots")
+    params, device = cli.start(args)
     cfg = params.train_ae
-    device = runtime.setup(params.seed, params.threads, params.device)
     splits = load_splits(args.data)
     classifier = load_classifier(args.classifier / MODEL_FILE, device, splits.image_size)
     model = Autoencoder(splits.image_size, cfg.channels, cfg.latent_channels)
@@ -44,11 +33,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         model, train.inputs, train.targets, val.inputs, val.targets,
         target_index=train.target_index, val_target_index=val.target_index,
         epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=params.seed,
-        device=device, eval_batch_size=EVAL_BATCH,
+        device=device, eval_batch_size=cli.EVAL_BATCH,
     )  # fmt: skip
     test = combined_images(splits.test.x, cfg.noise, params.seed, STREAMS["test"])
     result, examples = denoiser_metrics(
-        model, classifier, test, torch.from_numpy(splits.test.y), EVAL_BATCH, device,
+        model, classifier, test, torch.from_numpy(splits.test.y), cli.EVAL_BATCH, device,
         EXAMPLES_PER_NOISE,
     )  # fmt: skip
     if fit.history and "val.loss" in fit.history[fit.best_epoch - 1]:

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pandas as pd
-
 from advdenoise import cli
 from advdenoise.data import load_splits
 from advdenoise.errors import entrypoint
-from advdenoise.figures import training as figs
 from advdenoise.gaussian_denoiser import train_gaussian_denoiser
-from advdenoise.io import save_figure, write_csv, write_json
-from advdenoise.models import MODEL_FILE, load_classifier, save_model
-from advdenoise.training import write_live
+from advdenoise.models import MODEL_FILE, load_classifier
+from advdenoise.training import write_denoiser_outputs
 
 
 @entrypoint
@@ -34,14 +30,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         device=device, eval_batch_size=cli.EVAL_BATCH,
     )  # fmt: skip
 
-    save_model(run.model, args.out / MODEL_FILE)
-    write_csv(args.plots / "history.csv", pd.DataFrame(run.fit.history))
-    write_live(run.fit.history, args.plots / "live")
-    save_figure(
-        args.plots / "training_curves.png",
-        figs.training_curves(run.fit.history, run.fit.best_epoch, "Gaussian denoiser"),
-    )
-    write_json(args.metrics, run.metrics)
+    write_denoiser_outputs(
+        run.model, run.fit, run.metrics, model_path=args.out / MODEL_FILE, plots=args.plots,
+        metrics_path=args.metrics, title="Gaussian denoiser",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

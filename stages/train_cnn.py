@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
-from advdenoise import metrics, runtime
+from advdenoise import cli, metrics
 from advdenoise.data import load_splits
 from advdenoise.errors import entrypoint
 from advdenoise.figures import training as figs
 from advdenoise.io import save_figure, write_csv, write_json
 from advdenoise.models import MODEL_FILE, Classifier, predict_logits, save_model
-from advdenoise.params import load_params
 from advdenoise.training import classifier_tables, fit_classifier, write_live
-
-EVAL_BATCH = 256
-
-
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    for name in ("--params", "--data", "--out", "--metrics", "--plots"):
-        p.add_argument(name, required=True, type=Path)
-    return p.parse_args(argv)
 
 
 @entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parse(argv)
-    params = load_params(args.params)
+    args = cli.parse_paths(__doc__, argv, "--data", "--out", "--metrics", "--plots")
+    params, device = cli.start(args)
     cfg = params.train_cnn
-    device = runtime.setup(params.seed, params.threads, params.device)
     splits = load_splits(args.data)
     model = Classifier(splits.image_size, cfg.channels, len(splits.classes), cfg.dropout)
     xs = {s: torch.from_numpy(getattr(splits, s).x) for s in ("train", "val", "test")}
@@ -40,9 +27,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     fit = fit_classifier(
         model, xs["train"], ys["train"], xs["val"], ys["val"],
         epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=params.seed,
-        device=device, augment=cfg.augment, eval_batch_size=EVAL_BATCH,
+        device=device, augment=cfg.augment, eval_batch_size=cli.EVAL_BATCH,
     )  # fmt: skip
-    logits = {s: predict_logits(model, xs[s], EVAL_BATCH, device) for s in xs if len(ys[s])}
+    logits = {s: predict_logits(model, xs[s], cli.EVAL_BATCH, device) for s in xs if len(ys[s])}
     test = metrics.classification_metrics(logits["test"], ys["test"])
     result = {f"test.{k}": v for k, v in test.items()}
     for s in ("train", "val"):

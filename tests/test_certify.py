@@ -123,3 +123,23 @@ def test_train_ae_gauss_and_certify_stages(tmp_path: Path) -> None:
     assert (root / "metrics/again.json").read_bytes() == (
         root / "metrics/certify.json"
     ).read_bytes()
+
+
+def test_gaussian_corruption_draws_each_sigma_from_the_generator() -> None:
+    from advdenoise.gaussian_denoiser import gaussian_corruption, noisy_copies, stability_loss
+
+    corrupt = gaussian_corruption((0.1, 0.5))
+    x = torch.full((400, 1, 32, 32), 0.5)
+    a = corrupt(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a, corrupt(x, torch.Generator().manual_seed(0)))
+    stds = (a - x).flatten(1).std(1)
+    assert ((stds < 0.2) | (stds > 0.3)).all()  # each image got one of the two levels
+    assert 0.4 < float((stds > 0.3).float().mean()) < 0.6
+    assert float(a.min()) < 0  # not clipped: the certificate is for the unclipped Gaussian
+    fixed = noisy_copies(np.zeros((2, 1, 4, 4), np.float32), 0.25, seed=0, offset=1)
+    assert np.array_equal(fixed, noisy_copies(np.zeros((2, 1, 4, 4), np.float32), 0.25, 0, 1))
+    clean = torch.rand(8, 1, SIZE, SIZE)
+    assert float(stability_loss(Linear(), 0.0)(clean, clean)) == 0.0
+    assert float(stability_loss(Linear(), 1.0)(1 - clean, clean)) > float(
+        stability_loss(Linear(), 0.0)(1 - clean, clean)
+    )

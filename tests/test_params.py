@@ -124,3 +124,16 @@ def test_headlines_must_lie_on_their_grids(
     """A headline off its grid would need an attack no stage depends on: refuse it, naming the key."""
     with pytest.raises(ParamsError, match=re.escape(message)):
         parse_params(_with(section, key, value))
+
+
+def test_numbers_read_as_dvc_reads_them(tmp_path: Path) -> None:
+    """YAML 1.2, as DVC: `1e-4` is a number (PyYAML's YAML 1.1 would make it a string)."""
+    path = tmp_path / "params.yaml"
+    path.write_text("train_cnn:\n  lr: 1e-4\nattack:\n  eps: 3E-2\nrobustness:\n  eps: 8e-3\n")
+    params = load_params(path)
+    assert (
+        params.train_cnn.lr == 1e-4 and params.attack.eps == 0.03 and params.robustness.eps == 0.008
+    )
+    path.write_text("train_cnn:\n  lr: 1e-x\n")
+    with pytest.raises(ParamsError, match="train_cnn.lr must be a number"):
+        load_params(path)

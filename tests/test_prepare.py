@@ -173,3 +173,39 @@ def test_real_dataset(tmp_path: Path) -> None:
             digest = hashlib.sha256((REAL_DATA / f).read_bytes()).hexdigest()
             assert split_of_digest.setdefault(digest, s) == s, f"{f} crosses splits"
     assert len(split_of_digest) == 1252 + 1229 - 2
+
+
+def test_another_dataset_by_params_alone_with_nested_images_noted(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Other class-folder names: data.source and data.classes suffice (synthetic_counts unused)."""
+    root = tmp_path / "other"
+    rng = np.random.default_rng(1)
+    for cls in ("normal", "pneumonia"):
+        (root / cls / "extra").mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 256, (36, 36), dtype=np.uint8)).save(
+                root / cls / f"{i}.png"
+            )
+        Image.fromarray(rng.integers(0, 256, (36, 36), dtype=np.uint8)).save(
+            root / cls / "extra" / "x.png"
+        )
+    lines = f"  source: '{root}'\n  image_size: 32\n  classes: {{normal: 0, pneumonia: 1}}\n"
+    code, paths = _run(tmp_path, _params(tmp_path, lines))
+    assert code == 0
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["all.normal"] == 10 and metrics["all.pneumonia"] == 10
+    assert "2 image(s) in sub-folders" in capsys.readouterr().err
+
+
+def test_max_pixels_governs_above_pillows_own_limit(tmp_path: Path) -> None:
+    from advdenoise.data import BadImageError, decode_image
+
+    with Image.open(_folder(tmp_path / "d") / "COVID" / "COVID (0).png") as im:
+        data = (tmp_path / "d" / "COVID" / "COVID (0).png").read_bytes()
+        pixels = im.size[0] * im.size[1]
+    assert decode_image(data, 16, max_pixels=pixels).shape == (16, 16)
+    with pytest.raises(BadImageError, match="data.max_pixels"):
+        decode_image(data, 16, max_pixels=pixels - 1)
+    Image.MAX_IMAGE_PIXELS = 10  # a lower Pillow limit left by anyone must not refuse the image
+    assert decode_image(data, 16, max_pixels=400_000_000).shape == (16, 16)

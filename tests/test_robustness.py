@@ -18,6 +18,7 @@ from advdenoise import attacks
 from advdenoise import robustness as rob
 from advdenoise.adversarial import AdversarialSets, save_adversarial
 from advdenoise.data import Split, Splits, evaluation_subset, save_splits
+from advdenoise.defences import defended_classifier
 from advdenoise.models import MODEL_FILE, Autoencoder, Classifier, load_autoencoder, save_model
 from advdenoise.params import (
     AUTOENCODER_DEFENCES,
@@ -345,3 +346,36 @@ def test_robustness_names_missing_attack_eps(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert "robustness.eps_grid" in err and "0.03" in err
     assert not (root / "metrics/robustness.json").exists()
+
+
+@pytest.mark.slow
+def test_independent_pgd_finds_no_notably_lower_accuracy_than_the_worst_case() -> None:
+    """torchattacks PGD (50 steps x 3 restarts) vs the project's worst case, through an AE."""
+    pytest.importorskip("torchattacks")
+    spec = importlib.util.spec_from_file_location(
+        "_indep", ROOT / "bench" / "independent_attack.py"
+    )
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    xtr, ytr = _images(64, seed=0)
+    cnn = _trained_cnn(xtr, ytr)
+    torch.manual_seed(0)
+    ae = Autoencoder(SIZE, [4, 4, 4], 2)
+    opt = torch.optim.Adam(ae.parameters(), lr=1e-2)
+    xt = torch.from_numpy(xtr).float() / 255
+    for _ in range(60):
+        loss = (ae(xt) - xt).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    xu, y = _images(48, seed=1)
+    x = xu.astype(np.float32) / 255
+    oblivious = _oblivious(cnn, x, y)
+    params = RobustnessParams(eps=0.02, eps_grid=(0.02,), apgd_steps=20, square_queries=50)
+    result = rob.evaluate_defence(
+        "ae", ae.eval(), cnn, x, y, oblivious, ATTACK, params, seed=0, device="cpu", nb_classes=2
+    )
+    model = defended_classifier(ae, cnn)
+    alive = bench.torchattacks_worst(model, x, y, 0.02, 50, 3, 16, "cpu", seed=0)
+    assert alive.mean() >= result.worst("worst", 0.02) - 2 / len(y)  # two images of slack

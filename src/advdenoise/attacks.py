@@ -1,6 +1,16 @@
-"""FGSM and L-inf PGD through the Adversarial Robustness Toolbox (ART), and their evaluation.
+"""Attacks and certification through the Adversarial Robustness Toolbox (ART).
 
-This is the only module that imports ART attacks and estimators. Every attack takes any
+FGSM, PGD (L-inf, and L2 with EOT), APGD-CE, the Square Attack, a detector-aware PGD, and
+randomized smoothing (CERTIFY, PREDICT). This is the only module that imports ART attacks and
+estimators (`defences` imports ART's preprocessors), and the only one that touches ART's private
+members, each pinned by a test (pyproject pins ART to 1.20.x):
+- `PyTorchClassifier._device` (exact device): tests/test_attacks.py::test_classifier_wrapper_settings;
+- `ProjectedGradientDescent._attack` (PyTorch-native path): test_pgd_uses_pytorch_native_path_and_
+  step_fraction, test_numpy_fallback_is_refused;
+- `ProjectedGradientDescentPyTorch._set_targets`, `._i_max_iter`, `._compute_pytorch` (PGD with
+  checkpoints): test_pgd_matches_art_generate, test_pgd_checkpoints_are_the_shorter_attacks;
+- `RandomizedSmoothingMixin._prediction_counts`, `._lower_confidence_bound` (CERTIFY with its
+  votes): tests/test_certify.py::test_certify_matches_art_and_the_closed_form_of_a_linear_classifier. Every attack takes any
 `nn.Module` mapping N x C x H x W images in [0, 1] to logits (the CNN, or `Sequential(denoiser,
 cnn)` for adaptive attacks), wrapped once by `make_art_classifier`.
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from advdenoise import runtime
 from advdenoise.params import Params, load_params
+
+if TYPE_CHECKING:
+    import torch
 
 EVAL_BATCH = 256  # inference batch of the training stages' evaluations
 
@@ -24,5 +25,7 @@ def parse_paths(doc: str | None, argv: Sequence[str] | None, *names: str) -> arg
 
 def start(args: argparse.Namespace) -> tuple[Params, torch.device]:
     """Validated params and the device, after seeding every generator and fixing threads."""
+    from advdenoise import runtime  # torch: not imported by stages that only parse paths
+
     params = load_params(args.params)
     return params, runtime.setup(params.seed, params.threads, params.device)

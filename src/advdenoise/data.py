@@ -205,6 +205,21 @@ def list_image_files(
     return items, extra, ignored
 
 
+def count_nested_images(root: str | Path, classes: Mapping[str, int]) -> int:
+    """Image files inside sub-folders of the class folders: the loader reads one level only."""
+    count = 0
+    for name in class_names(classes):
+        folder = Path(root) / name
+        if folder.is_dir():
+            count += sum(
+                1
+                for path in folder.rglob("*")
+                if path.parent != folder and path.is_file()
+                and path.suffix.lower() in IMAGE_EXTENSIONS
+            )  # fmt: skip
+    return count
+
+
 def _to_grey(im: Image.Image) -> Image.Image:
     """Reduce any supported mode to one 8-bit channel (rules at the top of this section)."""
     if im.mode == "L":
@@ -229,6 +244,8 @@ def decode_image(
     """
     if not data:
         raise BadImageError("empty file (0 bytes)")
+    # data.max_pixels governs, not Pillow's default (~89 M; it refuses beyond twice that itself)
+    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # own limit below

@@ -43,7 +43,8 @@ def entrypoint(
             return 2
         except KeyboardInterrupt as exc:
             print(
-                f"interrupted: {exc or 'SIGINT'}; outputs of this run were discarded",
+                f"interrupted: {exc or 'SIGINT'}; files being written were discarded, outputs "
+                "finished before the signal may remain (DVC re-runs the stage)",
                 file=sys.stderr,
             )
             return 130

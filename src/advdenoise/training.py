@@ -283,6 +283,29 @@ def write_live(history: list[dict[str, float]], directory: str | Path) -> None:
     live.end()
 
 
+def write_denoiser_outputs(
+    model: nn.Module,
+    fit: FitResult,
+    metrics_out: dict[str, float],
+    *,
+    model_path: Path,
+    plots: Path,
+    metrics_path: Path,
+    title: str,
+) -> None:
+    """What a denoiser-training stage writes: the model, history (CSV and dvclive), training
+    curves and metrics (the shared tail of train_ae_adv, train_ae_guided and train_ae_gauss)."""
+    from advdenoise.figures.training import training_curves
+    from advdenoise.io import save_figure, write_csv, write_json
+    from advdenoise.models import save_model
+
+    save_model(model, model_path)  # type: ignore[arg-type]
+    write_csv(plots / "history.csv", pd.DataFrame(fit.history))
+    write_live(fit.history, plots / "live")
+    save_figure(plots / "training_curves.png", training_curves(fit.history, fit.best_epoch, title))
+    write_json(metrics_path, metrics_out)
+
+
 def classifier_tables(
     logits: torch.Tensor, y: torch.Tensor, classes: tuple[str, ...], positive: int = 1
 ) -> dict[str, pd.DataFrame]:
