@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cnn = load_classifier(args.classifier / MODEL_FILE, device, splits.image_size)
     x, y = to_float(splits.test.x).numpy(), splits.test.y
     oblivious = load_adversarial(args.adversarial, x)
-    rob.check_oblivious_sets(oblivious, cfg.eps_grid, str(args.adversarial))
+    rob.check_oblivious_sets(oblivious, cfg, str(args.adversarial))
     subset = evaluation_subset(y, cfg.max_images, params.seed, rob.SUBSET_STREAM)
     x, y, oblivious = x[subset], y[subset], oblivious.take(subset)
     autoencoders = {

@@ -244,8 +244,9 @@ def decode_image(
     """
     if not data:
         raise BadImageError("empty file (0 bytes)")
-    # data.max_pixels governs, not Pillow's default (~89 M; it refuses beyond twice that itself)
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    # data.max_pixels governs (checked below from the header, before decoding), not Pillow's own
+    # limit (~89 M pixels, refusing at twice that), which would cap the key silently
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # own limit below

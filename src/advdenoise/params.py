@@ -388,6 +388,7 @@ class RobustnessParams:
     apgd_restarts: int = 1  # AutoAttack: 5 for APGD-CE
     square_queries: int = 100  # Square Attack iterations (queries per image); AutoAttack: 5000
     square_p_init: float = 0.8  # initial fraction of pixels in a square (AutoAttack, L-inf)
+    detector_eps: float = 0.03  # eps of the detector evaluation; one of attack.eps_grid
     detector_steps: int = 20  # PGD steps of the detector-aware attack on the reconstruction error
     detector_lambda: float = 10.0  # weight of the detector term (error over threshold) in its loss
 

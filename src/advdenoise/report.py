@@ -618,7 +618,7 @@ ROBUSTNESS_COLUMNS = (
     ("adaptive", "fgsm", "adaptive FGSM"),
     ("adaptive", "pgd", "adaptive PGD"),
     ("adaptive", "apgd", "adaptive APGD-CE"),
-    ("adaptive", "square", "Square (gradient-free)"),
+    ("adaptive", "square", "+ Square on survivors"),
     ("oblivious", "worst", "worst oblivious"),
     ("adaptive", "worst", "worst adaptive"),
     ("", "worst", "worst of all"),
@@ -665,8 +665,10 @@ def robustness_section(inputs: Inputs) -> Section:
             "the bare CNN, then defended (the paper's threat model). Adaptive: white-box attacks "
             "through defence + CNN end to end (BPDA for non-differentiable defences): FGSM, PGD "
             f"({inputs.params.attack.pgd_steps} steps; 2x steps checked), APGD-CE "
-            f"({cfg.apgd_steps} steps, {cfg.apgd_restarts} restart(s)), and the gradient-free Square "
-            f"Attack ({cfg.square_queries} queries per image, p_init {cfg.square_p_init:g}). Worst "
+            f"({cfg.apgd_steps} steps, {cfg.apgd_restarts} restart(s)), then, as in AutoAttack, the "
+            f"gradient-free Square Attack ({cfg.square_queries} queries per image, p_init "
+            f"{cfg.square_p_init:g}) on the images every gradient-based attack left correct (if it "
+            "breaks any, the gradients were masked: check black_box_finds_nothing_new). Worst "
             "case: an image counts as robust only if it survives every attack of the column's threat "
             "model; the verdicts use the worst case over all attacks."
         )
