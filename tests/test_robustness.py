@@ -382,3 +382,28 @@ def test_independent_pgd_finds_no_notably_lower_accuracy_than_the_worst_case() -
     model = defended_classifier(ae, cnn)
     alive = bench.torchattacks_worst(model, x, y, 0.02, 50, 3, 16, "cpu", seed=0)
     assert alive.mean() >= result.worst("worst", 0.02) - 2 / len(y)  # two images of slack
+
+
+def test_nothing_left_to_attack_is_no_error() -> None:
+    """Square runs on the survivors only; none left (or none correct to begin with) is fine."""
+    cnn = _trained_cnn(*_images(48, seed=0))
+    xu, y = _images(16, seed=1)
+    x = xu.astype(np.float32) / 255
+    grid = AttackParams(eps=0.3, eps_grid=(0.0, 0.3), pgd_steps=5, batch_size=32)
+    clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
+    images = {
+        m: np.stack([attacks.run_attacks(clf, m, x, y, e, grid)[0] for e in grid.eps_grid])
+        for m in attacks.METHODS
+    }
+    oblivious = AdversarialSets(grid.eps_grid, images)
+    params = RobustnessParams(eps=0.3, eps_grid=(0.3,), **{**FAST, "detector_eps": 0.3})
+    r = rob.evaluate_defence(
+        "none", torch.nn.Identity(), cnn, x, y, oblivious, grid, params, seed=0, device="cpu",
+        nb_classes=2,
+    )  # fmt: skip
+    assert r.worst("worst", 0.3) == 0.0 and rob.square_breaks(r, 0.3) == 0.0
+    wrong = rob.evaluate_defence(
+        "none", torch.nn.Identity(), cnn, x, 1 - y, oblivious, grid, params, seed=0,
+        device="cpu", nb_classes=2,
+    )  # fmt: skip
+    assert wrong.clean_accuracy < 0.2 and wrong.worst("worst", 0.3) <= wrong.clean_accuracy

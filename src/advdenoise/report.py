@@ -13,9 +13,9 @@ Thresholds used in the conclusions:
 - an attack "lowers accuracy" when it costs >= 5 percentage points;
 - denoising "restores" accuracy when it recovers >= 80% of the accuracy the attack took, "partly" for
   20-80%, "does not" below 20%;
-- a defence "helps" under a threat model when its worst-case robust accuracy (over methods) beats the
-  undefended CNN's by >= 10 points; it "defends" when, under the adaptive attack, it also stays within
-  10 points of its own clean accuracy. Only the adaptive threat model decides (Carlini et al. 2019).
+- the defence verdicts follow the one rule of `verdicts` (the same as plots/robustness/verdict.csv):
+  worst case over every attack at robustness.eps, a 10-point margin over the undefended CNN, and
+  within 10 points of the defence's own clean accuracy to "defend".
 """
 
 from __future__ import annotations

@@ -155,6 +155,10 @@ def evaluate_defence(
     for e in params.eps_grid:
         offsets = (di, _eps_key(e))
         cells = result.correct
+        if len(rows) == 0:  # nothing classified correctly: nothing to attack
+            for method in attacks.ATTACKS:
+                cells[("adaptive", method)][e] = np.zeros(len(y), dtype=bool)
+            continue
         if name == "none":  # the attack stage's sets: same params and ART code
             for method in attacks.METHODS:
                 cells[("adaptive", method)][e] = cells[("oblivious", method)][e]
@@ -185,12 +189,14 @@ def evaluate_defence(
         if e == headline and result.pgd_2x_steps is not None:
             alive &= result.pgd_2x_steps
         left = np.flatnonzero(alive)
-        square = attacks.square(
-            classifier, x[left], y[left], e, params.square_queries, params.square_p_init, bs,
-            seed=attacks.offset_seed(seed, *offsets, 2),
-        )  # fmt: skip
-        check_perturbation(x[left], square, e, f"{name}: square eps={e:g}")
-        cells[("adaptive", "square")][e] = correct(square, left)
+        cells[("adaptive", "square")][e] = np.zeros(len(y), dtype=bool)
+        if len(left):
+            square = attacks.square(
+                classifier, x[left], y[left], e, params.square_queries, params.square_p_init, bs,
+                seed=attacks.offset_seed(seed, *offsets, 2),
+            )  # fmt: skip
+            check_perturbation(x[left], square, e, f"{name}: square eps={e:g}")
+            cells[("adaptive", "square")][e] = correct(square, left)
     noisy = sign_noise(x, headline, seed)
     check_perturbation(x, noisy, headline, f"{name}: random sign noise")
     result.random_noise = float(correct(noisy, everyone).mean())
