@@ -147,7 +147,9 @@ def certify_metrics(
     the smoothed clean accuracy, the attack check and `linf_equivalent.radius_<r>` = r / sqrt(d)."""
     out: dict[str, float | bool] = {}
     if results:
-        out["images"] = float(len(results[0].y))
+        y = results[0].y
+        out["images"] = float(len(y))
+        out["chance"] = float(np.bincount(y).max() / len(y))  # a constant classifier's accuracy
     out.update({f"linf_equivalent.radius_{r:g}": r / math.sqrt(pixels) for r in params.radii})
     for c in results:
         key = f"{c.model}.sigma_{c.sigma:g}"

@@ -805,7 +805,9 @@ def certify_conclusions(inputs: Inputs) -> list[str]:
     if m is None:
         return []
     out = []
-    for r in (x for x in cfg.radii if x > 0):
+    positive = [x for x in cfg.radii if x > 0]
+    shown = [x for x in positive if x in (0.25, 0.5)] or positive[:2]
+    for r in shown:
         parts = []
         for model in cfg.models:
             acc, sigma = _best_certified(m, model, r, cfg.sigmas)
@@ -813,9 +815,18 @@ def certify_conclusions(inputs: Inputs) -> list[str]:
                 parts.append(f"{CERTIFY_MODELS.get(model, model)} {pct(acc)} (sigma={sigma:g})")
         if parts:
             out.append(
-                f"Certified accuracy at L2 radius {r:g}, best over sigma: " + "; ".join(parts) + "."
+                f"Certified accuracy at L2 radius {r:g} (contains the L-inf ball of "
+                f"{r / inputs.params.data.image_size:.4f}), best over sigma: "
+                + "; ".join(parts)
+                + "."
             )
-    return out[:2]
+    if out and "chance" in m:
+        out.append(
+            f"A certified accuracy at or below the {pct(float(m['chance']))} of always answering "
+            "the majority class is no evidence of robustness: a smoothed classifier that collapses "
+            "to one class under noise is certified for that class at every radius."
+        )
+    return out
 
 
 def conclusions(inputs: Inputs) -> Section:
