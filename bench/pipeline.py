@@ -2,7 +2,7 @@
 
 In a fresh clone of the current commit (what a new user gets): a cold `dvc repro`, timed per stage
 from DVC's "Running stage" lines, with the peak RSS of the largest process it waited for; then
-`dvc exp run -S attack.eps=0.02`, timed, with the stages it ran (it must run no training stage).
+`dvc exp run -S attack.eps=0.016`, timed, with the stages it ran (it must run no training stage).
 Usage:
 
     python bench/pipeline.py [--reps 1] [--keep DIR]
@@ -66,7 +66,7 @@ def timed_dvc(args: list[str], cwd: Path) -> dict:
 def bench_once(workdir: Path) -> dict:
     subprocess.run(["git", "clone", "-q", str(ROOT), str(workdir)], check=True)
     cold = timed_dvc(["repro"], workdir)
-    exp = timed_dvc(["exp", "run", "-S", "attack.eps=0.02"], workdir)
+    exp = timed_dvc(["exp", "run", "-S", "attack.eps=0.016"], workdir)
     return {"cold_repro": cold, "exp_run": exp}
 
 
@@ -107,7 +107,7 @@ def main() -> None:
         "",
         f"- cold `dvc repro`: {result['cold_repro_s']:.0f} s, peak RSS "
         f"{result['cold_repro_peak_rss_mb']:.0f} MB",
-        f"- `dvc exp run -S attack.eps=0.02`: {result['exp_run_s']:.0f} s, ran "
+        f"- `dvc exp run -S attack.eps=0.016`: {result['exp_run_s']:.0f} s, ran "
         f"{', '.join(result['exp_run_stages'])} (training re-run: {result['exp_run_ran_training']})",
         "",
         "| stage | seconds | share |",

@@ -44,7 +44,6 @@ TINY = {
     },
     "train_ae_gauss": {"epochs": 1},
     "certify": {
-        "sigmas": [0.25],
         "n0": 8,
         "n": 40,
         "max_images": 8,
