@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
 
     write_denoiser_outputs(
-        run.model, run.fit, run.metrics, model_path=args.out / MODEL_FILE, plots=args.plots,
+        run, model_path=args.out / MODEL_FILE, plots=args.plots,
         metrics_path=args.metrics, title="feature-guided denoiser",
     )  # fmt: skip
 

@@ -21,7 +21,7 @@ from advdenoise.data import Split, Splits, to_float
 from advdenoise.errors import PipelineError
 from advdenoise.models import Autoencoder, batched_apply, channels_last, predict_labels
 from advdenoise.params import AttackParams, OptimParams
-from advdenoise.training import FitResult, fit_denoiser
+from advdenoise.training import DenoiserTraining, fit_denoiser, selection_metrics
 
 _CRAFT_STREAM = 6  # seed stream of the (method, eps) assignment (attacks.offset_seed's stream)
 
@@ -93,13 +93,6 @@ def feature_guided_loss(
         return value
 
     return loss
-
-
-@dataclass(frozen=True)
-class DenoiserTraining:
-    model: Autoencoder
-    fit: FitResult
-    metrics: dict[str, float]
 
 
 def _split_sets(
@@ -202,10 +195,7 @@ def train_adversarial_denoiser(
                     with_accuracy=name == "test",
                 )
             )
-    best = fit.history[fit.best_epoch - 1]
-    if "val.loss" in best:
-        result["val.loss"] = best["val.loss"]
-    result.update(best_epoch=float(fit.best_epoch), epochs=float(optim.epochs))
+    result.update(selection_metrics(fit, optim.epochs))
     result["train.images"] = float(len(train_inputs))
     return DenoiserTraining(model, fit, result)
 

@@ -41,6 +41,7 @@ ART behaviour this module relies on or works around (ART 1.20, checked in tests/
 from __future__ import annotations
 
 import contextlib
+import typing
 import zlib
 from collections.abc import Iterator, Sequence
 
@@ -71,6 +72,16 @@ _OFFSET_STREAM = 6  # seed stream of offset_seed, distinct from the other module
 
 
 # --------------------------------------------------------------------------- ART wrappers
+
+
+_Estimator = typing.TypeVar("_Estimator", bound=PyTorchClassifier)
+
+
+def _place(estimator: _Estimator, device: torch.device) -> _Estimator:
+    """Put an ART PyTorch estimator and its model on exactly `device`."""
+    estimator._device = device  # noqa: SLF001 - ART has no public setter for the exact device
+    estimator.model.to(device)
+    return estimator
 
 
 def make_art_classifier(
@@ -104,9 +115,7 @@ def make_art_classifier(
         preprocessing=None,
         device_type="gpu" if device.type == "cuda" else "cpu",
     )
-    classifier._device = device  # noqa: SLF001 - ART has no public setter for the exact device
-    classifier.model.to(device)
-    return classifier
+    return _place(classifier, device)
 
 
 @contextlib.contextmanager
@@ -521,9 +530,7 @@ def make_smoothed_classifier(
         scale=float(sigma),
         alpha=float(alpha),
     )
-    smoothed._device = device  # noqa: SLF001 - ART has no public setter for the exact device
-    smoothed.model.to(device)
-    return smoothed
+    return _place(smoothed, device)
 
 
 def certify(

@@ -10,7 +10,6 @@ batch. Noise is not clipped to [0, 1]: the certificate is for the unclipped Gaus
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from torch import nn
 from advdenoise import metrics
 from advdenoise.data import Splits, to_float
 from advdenoise.models import Autoencoder, batched_apply, predict_labels
-from advdenoise.training import FitResult, fit_denoiser
+from advdenoise.training import DenoiserTraining, fit_denoiser, selection_metrics
 
 _VAL_STREAM = 12  # seed stream of the fixed validation and test noise
 
@@ -63,13 +62,6 @@ def noisy_copies(x: np.ndarray, sigma: float, seed: int, offset: int) -> np.ndar
     )
 
 
-@dataclass(frozen=True)
-class GaussianDenoiser:
-    model: Autoencoder
-    fit: FitResult
-    metrics: dict[str, float]
-
-
 def train_gaussian_denoiser(
     cnn: nn.Module,
     splits: Splits,
@@ -84,7 +76,7 @@ def train_gaussian_denoiser(
     seed: int,
     device: torch.device | str,
     eval_batch_size: int = 256,
-) -> GaussianDenoiser:
+) -> DenoiserTraining:
     """Train the blind Gaussian denoiser; metrics per sigma on the test split (fixed noise).
 
     Keys: test.sigma_<s>.{psnr_noisy, psnr_denoised, cnn_accuracy_noisy, cnn_accuracy_denoised}
@@ -125,8 +117,5 @@ def train_gaussian_denoiser(
         out[f"{key}.cnn_accuracy_denoised"] = float(
             np.mean(predict_labels(denoised_cnn, noisy, eval_batch_size, device) == y)
         )
-    best = fit.history[fit.best_epoch - 1]
-    if "val.loss" in best:
-        out["val.loss"] = best["val.loss"]
-    out.update(best_epoch=float(fit.best_epoch), epochs=float(epochs))
-    return GaussianDenoiser(model, fit, out)
+    out.update(selection_metrics(fit, epochs))
+    return DenoiserTraining(model, fit, out)

@@ -21,7 +21,7 @@ white-box evaluation is masked). The reconstruction-error detector is attacked t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,15 +93,28 @@ class DefenceResult:
     def accuracy(self, threat: str, method: str, eps: float) -> float:
         return float(self.correct[(threat, method)][eps].mean())
 
-    def survivors(self, view: str, eps: float) -> np.ndarray:
-        """Images correct under every attack of `view` (a threat, or "worst": all of them)."""
+    def _alive(self, eps: float, cells: Iterable[tuple[str, str]], with_2x: bool) -> np.ndarray:
+        """Images correct clean and under every attack cell in `cells` (and PGD-2x if asked)."""
         alive = self.clean.copy()
-        for (threat, _), by_eps in self.correct.items():
-            if view in (threat, "worst"):
-                alive &= by_eps[eps]
-        if eps == self.headline and view != "oblivious" and self.pgd_2x_steps is not None:
+        for cell in cells:
+            alive &= self.correct[cell][eps]
+        if with_2x and eps == self.headline and self.pgd_2x_steps is not None:
             alive &= self.pgd_2x_steps
         return alive
+
+    def survivors(self, view: str, eps: float) -> np.ndarray:
+        """Images correct under every attack of `view` (a threat, or "worst": all of them)."""
+        cells = [c for c in self.correct if view in (c[0], "worst")]
+        return self._alive(eps, cells, with_2x=view != "oblivious")
+
+    def gradient_survivors(self, eps: float) -> np.ndarray:
+        """Images correct under every gradient-based attack at `eps` (what Square then attacks)."""
+        cells = [
+            c
+            for c, by_eps in self.correct.items()
+            if c[1] not in attacks.BLACK_BOX and eps in by_eps
+        ]
+        return self._alive(eps, cells, with_2x=True)
 
     def worst(self, view: str, eps: float) -> float:
         return float(self.survivors(view, eps).mean())
@@ -182,13 +195,7 @@ def evaluate_defence(
         check_perturbation(xa, apgd, e, f"{name}: apgd eps={e:g}")
         cells[("adaptive", "apgd")][e] = correct(apgd, rows)
         # Square, as in AutoAttack, on the images every gradient-based attack left correct
-        alive = clean.copy()
-        for (_, method), by_eps in cells.items():
-            if method != "square" and e in by_eps:
-                alive &= by_eps[e]
-        if e == headline and result.pgd_2x_steps is not None:
-            alive &= result.pgd_2x_steps
-        left = np.flatnonzero(alive)
+        left = np.flatnonzero(result.gradient_survivors(e))
         cells[("adaptive", "square")][e] = np.zeros(len(y), dtype=bool)
         if len(left):
             square = attacks.square(
@@ -273,13 +280,8 @@ def checks(result: DefenceResult) -> dict[str, bool]:
 
 def square_breaks(result: DefenceResult, eps: float) -> float:
     """Fraction of images every gradient-based attack left correct that Square then broke."""
-    gradient = result.clean.copy()
-    for (_, method), by_eps in result.correct.items():
-        if method not in attacks.BLACK_BOX:
-            gradient &= by_eps[eps]
-    if eps == result.headline and result.pgd_2x_steps is not None:
-        gradient &= result.pgd_2x_steps
-    return float((gradient & ~result.correct[("adaptive", "square")][eps]).mean())
+    square = result.correct[("adaptive", "square")][eps]
+    return float((result.gradient_survivors(eps) & ~square).mean())
 
 
 def eps_label(eps: float) -> str:

@@ -40,6 +40,23 @@ class FitResult:
     )
 
 
+@dataclass(frozen=True)
+class DenoiserTraining:
+    """A trained denoiser, its fit and its stage metrics (train_ae_adv, _guided, _gauss)."""
+
+    model: nn.Module
+    fit: FitResult
+    metrics: dict[str, float]
+
+
+def selection_metrics(fit: FitResult, epochs: int) -> dict[str, float]:
+    """The kept epoch, the epochs run, and the validation loss of the kept epoch (if validated)."""
+    best = fit.history[fit.best_epoch - 1]
+    out = {"val.loss": best["val.loss"]} if "val.loss" in best else {}
+    out.update(best_epoch=float(fit.best_epoch), epochs=float(epochs))
+    return out
+
+
 def to_float(batch: torch.Tensor) -> torch.Tensor:
     """uint8 -> float in [0, 1]; float tensors pass through as float32."""
     return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
@@ -284,9 +301,7 @@ def write_live(history: list[dict[str, float]], directory: str | Path) -> None:
 
 
 def write_denoiser_outputs(
-    model: nn.Module,
-    fit: FitResult,
-    metrics_out: dict[str, float],
+    run: DenoiserTraining,
     *,
     model_path: Path,
     plots: Path,
@@ -299,11 +314,12 @@ def write_denoiser_outputs(
     from advdenoise.io import save_figure, write_csv, write_json
     from advdenoise.models import save_model
 
-    save_model(model, model_path)  # type: ignore[arg-type]
-    write_csv(plots / "history.csv", pd.DataFrame(fit.history))
-    write_live(fit.history, plots / "live")
-    save_figure(plots / "training_curves.png", training_curves(fit.history, fit.best_epoch, title))
-    write_json(metrics_path, metrics_out)
+    history = run.fit.history
+    save_model(run.model, model_path)  # type: ignore[arg-type]
+    write_csv(plots / "history.csv", pd.DataFrame(history))
+    write_live(history, plots / "live")
+    save_figure(plots / "training_curves.png", training_curves(history, run.fit.best_epoch, title))
+    write_json(metrics_path, run.metrics)
 
 
 def classifier_tables(
