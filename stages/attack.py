@@ -7,6 +7,8 @@ attack.eps is not read here: it is one of the grid, and the later stages pick it
 
 from __future__ import annotations
 
+import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+
 import sys
 import time
 from collections.abc import Sequence
@@ -21,7 +23,7 @@ from advdenoise import cli, metrics
 from advdenoise.adversarial import save_adversarial
 from advdenoise.data import load_splits, to_float
 from advdenoise.errors import entrypoint
-from advdenoise.io import write_csv, write_json
+from advdenoise.io import write_csv
 from advdenoise.models import load_classifier, predict_logits
 
 
@@ -62,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     save_adversarial(args.out, eps_values, images, x)
     write_csv(args.plots / "accuracy.csv", table)
     write_csv(args.plots / "accuracy_vs_eps.csv", wide.reset_index())
-    write_json(args.metrics, result)
+    cli.write_metrics(args.metrics, result, device)
     n_eps = sum(e > 0 for e in eps_values)  # eps = 0 is the clean set, not attacked
     n_steps = sum(cfg.pgd_steps if m == "pgd" else 1 for m in cfg.methods) * n_eps
     print(

@@ -7,6 +7,8 @@ class-stratified subset of the test split; a few certificates are then attacked 
 
 from __future__ import annotations
 
+import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+
 import sys
 import time
 from collections.abc import Sequence
@@ -18,7 +20,7 @@ from advdenoise import cli
 from advdenoise.data import evaluation_subset, load_splits, to_float
 from advdenoise.errors import entrypoint
 from advdenoise.figures import certify as figs
-from advdenoise.io import save_figure, write_csv, write_json
+from advdenoise.io import save_figure, write_csv
 from advdenoise.models import MODEL_FILE, load_autoencoder, load_classifier
 
 
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     save_figure(
         args.plots / "certified_accuracy.png", figs.certified_accuracy_figure(curves, pixels)
     )
-    write_json(args.metrics, scores)
+    cli.write_metrics(args.metrics, scores, device)
 
 
 if __name__ == "__main__":

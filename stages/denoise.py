@@ -6,6 +6,8 @@ plots/denoise/, the data and PNGs of the paper's Figs. 3, 4, 5 and 7.
 
 from __future__ import annotations
 
+import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,7 +19,7 @@ from advdenoise.adversarial import load_adversarial
 from advdenoise.data import load_splits, to_float
 from advdenoise.errors import entrypoint
 from advdenoise.figures import denoise as figs
-from advdenoise.io import save_figure, write_csv, write_json
+from advdenoise.io import save_figure, write_csv
 from advdenoise.models import load_autoencoder, load_classifier, predict_logits, reconstruct
 
 
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.plots / "fig5_intensity.png", figs.intensity_figure(intensity, sets.methods, eps)
     )
     save_figure(args.plots / "fig7_recon_loss.png", figs.recon_figure(recon_tables, eps))
-    write_json(args.metrics, result)
+    cli.write_metrics(args.metrics, result, device)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+
 from collections.abc import Sequence
 
 from threadpoolctl import threadpool_limits
@@ -11,7 +13,7 @@ from advdenoise.adversarial import load_adversarial
 from advdenoise.data import load_splits, to_float
 from advdenoise.errors import entrypoint
 from advdenoise.figures import embed as figs
-from advdenoise.io import save_figure, write_csv, write_json
+from advdenoise.io import save_figure, write_csv
 from advdenoise.models import MODEL_FILE, load_autoencoder, load_classifier
 
 
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_csv(args.plots / f"detector_roc_{m}.csv", roc.frame())
     for name, fig in figures.items():
         save_figure(args.plots / name, fig)
-    write_json(args.metrics, result.metrics)
+    cli.write_metrics(args.metrics, result.metrics, device)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ squeezing); the reconstruction-error detector under oblivious and detector-aware
 
 from __future__ import annotations
 
+import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -19,7 +21,7 @@ from advdenoise.adversarial import load_adversarial
 from advdenoise.data import evaluation_subset, load_splits, to_float
 from advdenoise.errors import entrypoint
 from advdenoise.figures import robustness as figs
-from advdenoise.io import save_figure, write_csv, write_json
+from advdenoise.io import save_figure, write_csv
 from advdenoise.models import MODEL_FILE, load_autoencoder, load_classifier
 from advdenoise.verdicts import verdicts
 
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     write_csv(args.plots / "verdict.csv", pd.DataFrame([asdict(v) for v in verdicts(scores)]))
     save_figure(args.plots / "robustness.png", figs.table_figure(table, cfg.eps))
     save_figure(args.plots / "curves.png", figs.curves_figure(curves, cfg.eps))
-    write_json(args.metrics, scores)
+    cli.write_metrics(args.metrics, scores, device)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+
 from collections.abc import Sequence
 
 import torch
@@ -10,9 +12,9 @@ from advdenoise import cli
 from advdenoise.data import load_splits
 from advdenoise.errors import entrypoint
 from advdenoise.figures import training as figs
-from advdenoise.io import save_figure, write_json
+from advdenoise.io import save_figure
 from advdenoise.models import MODEL_FILE, Autoencoder, load_classifier, save_model
-from advdenoise.training import combined_images, denoiser_metrics, fit_denoiser, write_live
+from advdenoise.training import combined_images, denoiser_metrics, fit_denoiser, live_curves
 
 cli.EVAL_BATCH = 256
 EXAMPLES_PER_NOISE = 3
@@ -29,12 +31,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = Autoencoder(splits.image_size, cfg.channels, cfg.latent_channels)
     train = combined_images(splits.train.x, cfg.noise, params.seed, STREAMS["train"])
     val = combined_images(splits.val.x, cfg.noise, params.seed, STREAMS["val"])
-    fit = fit_denoiser(
-        model, train.inputs, train.targets, val.inputs, val.targets,
-        target_index=train.target_index, val_target_index=val.target_index,
-        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=params.seed,
-        device=device, eval_batch_size=cli.EVAL_BATCH,
-    )  # fmt: skip
+    with live_curves(args.plots / "live") as log:
+        fit = fit_denoiser(
+            model, train.inputs, train.targets, val.inputs, val.targets,
+            target_index=train.target_index, val_target_index=val.target_index,
+            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=params.seed,
+            device=device, eval_batch_size=cli.EVAL_BATCH,
+            on_epoch=log,
+        )  # fmt: skip
     test = combined_images(splits.test.x, cfg.noise, params.seed, STREAMS["test"])
     result, examples = denoiser_metrics(
         model, classifier, test, torch.from_numpy(splits.test.y), cli.EVAL_BATCH, device,
@@ -45,13 +49,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     result.update(best_epoch=fit.best_epoch, epochs=cfg.epochs)
 
     save_model(model, args.out / MODEL_FILE)
-    write_live(fit.history, args.plots / "live")
     save_figure(
         args.plots / "training_curves.png",
         figs.training_curves(fit.history, fit.best_epoch, "denoising autoencoder training"),
     )
     save_figure(args.plots / "examples.png", figs.denoising_examples(*examples))
-    write_json(args.metrics, result)
+    cli.write_metrics(args.metrics, result, device)
 
 
 if __name__ == "__main__":

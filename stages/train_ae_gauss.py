@@ -6,6 +6,8 @@ blind denoiser, fresh noise per batch); the certify stage puts it in front of th
 
 from __future__ import annotations
 
+import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+
 from collections.abc import Sequence
 
 from advdenoise import cli
@@ -13,7 +15,7 @@ from advdenoise.data import load_splits
 from advdenoise.errors import entrypoint
 from advdenoise.gaussian_denoiser import train_gaussian_denoiser
 from advdenoise.models import MODEL_FILE, load_classifier
-from advdenoise.training import write_denoiser_outputs
+from advdenoise.training import live_curves, write_denoiser_outputs
 
 
 @entrypoint
@@ -23,17 +25,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = params.train_ae_gauss
     splits = load_splits(args.data)
     cnn = load_classifier(args.classifier / MODEL_FILE, device, splits.image_size)
-    run = train_gaussian_denoiser(
-        cnn, splits, params.certify.sigmas, channels=params.train_ae.channels,
-        latent_channels=params.train_ae.latent_channels, epochs=cfg.epochs, lr=cfg.lr,
-        batch_size=cfg.batch_size, stability_weight=cfg.stability_weight, seed=params.seed,
-        device=device, eval_batch_size=cli.EVAL_BATCH,
-    )  # fmt: skip
+    with live_curves(args.plots / "live") as log:
+        run = train_gaussian_denoiser(
+            cnn, splits, params.certify.sigmas, channels=params.train_ae.channels,
+            latent_channels=params.train_ae.latent_channels, epochs=cfg.epochs, lr=cfg.lr,
+            batch_size=cfg.batch_size, stability_weight=cfg.stability_weight, seed=params.seed,
+            device=device, eval_batch_size=cli.EVAL_BATCH,
+            on_epoch=log,
+        )  # fmt: skip
 
     write_denoiser_outputs(
         run, model_path=args.out / MODEL_FILE, plots=args.plots,
-        metrics_path=args.metrics, title="Gaussian denoiser",
+        title="Gaussian denoiser",
     )  # fmt: skip
+    cli.write_metrics(args.metrics, run.metrics, device)
 
 
 if __name__ == "__main__":

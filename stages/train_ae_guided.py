@@ -6,6 +6,8 @@ penultimate features of the denoised input and of the clean image, plus pixel_we
 
 from __future__ import annotations
 
+import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+
 from collections.abc import Sequence
 
 from advdenoise import cli
@@ -13,7 +15,7 @@ from advdenoise.adversarial_training import feature_guided_loss, train_adversari
 from advdenoise.data import load_splits
 from advdenoise.errors import entrypoint
 from advdenoise.models import MODEL_FILE, load_classifier
-from advdenoise.training import write_denoiser_outputs
+from advdenoise.training import live_curves, write_denoiser_outputs
 
 
 @entrypoint
@@ -23,18 +25,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = params.train_ae_guided
     splits = load_splits(args.data)
     cnn = load_classifier(args.classifier / MODEL_FILE, device, splits.image_size)
-    run = train_adversarial_denoiser(
-        cnn, splits, channels=params.train_ae.channels,
-        latent_channels=params.train_ae.latent_channels, methods=cfg.methods, eps_values=cfg.eps,
-        copies=cfg.copies, optim=cfg, attack=params.attack, seed=params.seed, device=device,
-        loss_fn=feature_guided_loss(cnn, cfg.pixel_weight), eval_batch_size=cli.EVAL_BATCH,
-        desc="train_ae_guided",
-    )  # fmt: skip
+    with live_curves(args.plots / "live") as log:
+        run = train_adversarial_denoiser(
+            cnn, splits, channels=params.train_ae.channels,
+            latent_channels=params.train_ae.latent_channels, methods=cfg.methods, eps_values=cfg.eps,
+            copies=cfg.copies, optim=cfg, attack=params.attack, seed=params.seed, device=device,
+            loss_fn=feature_guided_loss(cnn, cfg.pixel_weight), eval_batch_size=cli.EVAL_BATCH,
+            desc="train_ae_guided",
+            on_epoch=log,
+        )  # fmt: skip
 
     write_denoiser_outputs(
         run, model_path=args.out / MODEL_FILE, plots=args.plots,
-        metrics_path=args.metrics, title="feature-guided denoiser",
+        title="feature-guided denoiser",
     )  # fmt: skip
+    cli.write_metrics(args.metrics, run.metrics, device)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+
 from collections.abc import Sequence
 
 import torch
@@ -10,9 +12,9 @@ from advdenoise import cli, metrics
 from advdenoise.data import load_splits
 from advdenoise.errors import entrypoint
 from advdenoise.figures import training as figs
-from advdenoise.io import save_figure, write_csv, write_json
+from advdenoise.io import save_figure, write_csv
 from advdenoise.models import MODEL_FILE, Classifier, predict_logits, save_model
-from advdenoise.training import classifier_tables, fit_classifier, write_live
+from advdenoise.training import classifier_tables, fit_classifier, live_curves
 
 
 @entrypoint
@@ -24,11 +26,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = Classifier(splits.image_size, cfg.channels, len(splits.classes), cfg.dropout)
     xs = {s: torch.from_numpy(getattr(splits, s).x) for s in ("train", "val", "test")}
     ys = {s: torch.from_numpy(getattr(splits, s).y) for s in ("train", "val", "test")}
-    fit = fit_classifier(
-        model, xs["train"], ys["train"], xs["val"], ys["val"],
-        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=params.seed,
-        device=device, augment=cfg.augment, eval_batch_size=cli.EVAL_BATCH,
-    )  # fmt: skip
+    with live_curves(args.plots / "live") as log:
+        fit = fit_classifier(
+            model, xs["train"], ys["train"], xs["val"], ys["val"],
+            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=params.seed,
+            device=device, augment=cfg.augment, eval_batch_size=cli.EVAL_BATCH,
+            on_epoch=log,
+        )  # fmt: skip
     logits = {s: predict_logits(model, xs[s], cli.EVAL_BATCH, device) for s in xs if len(ys[s])}
     test = metrics.classification_metrics(logits["test"], ys["test"])
     result = {f"test.{k}": v for k, v in test.items()}
@@ -43,7 +47,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     save_model(model, args.out / MODEL_FILE)
     for name, frame in tables.items():
         write_csv(args.plots / f"{name}.csv", frame)
-    write_live(fit.history, args.plots / "live")
     save_figure(
         args.plots / "training_curves.png",
         figs.training_curves(fit.history, fit.best_epoch, "classifier training"),
@@ -59,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             rel.confidence, rel.accuracy, rel["count"], test["ece"], "test reliability"
         ),
     )
-    write_json(args.metrics, result)
+    cli.write_metrics(args.metrics, result, device)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,13 @@ from advdenoise import noise
 from advdenoise.data import Split, Splits, save_splits
 from advdenoise.models import Autoencoder, Classifier, load_autoencoder, load_classifier
 from advdenoise.params import read_yaml
-from advdenoise.training import augment_batch, combined_images, fit_classifier, fit_denoiser
+from advdenoise.training import (
+    augment_batch,
+    combined_images,
+    fit_classifier,
+    fit_denoiser,
+    live_curves,
+)
 
 SIZE = 32
 
@@ -88,6 +94,28 @@ def test_best_epoch_weights_are_kept(splits_dir: Path) -> None:
     assert best["val.accuracy"] == max(r["val.accuracy"] for r in fit.history)
     logits = model(xv.float() / 255)
     assert (logits.argmax(1) == yv).float().mean().item() == pytest.approx(best["val.accuracy"])
+
+
+def test_curves_are_written_while_training_runs(splits_dir: Path, tmp_path: Path) -> None:
+    """Each epoch's row is on disk when the epoch ends, so a long run can be followed live."""
+    x, y, xv, yv = _tensors(splits_dir)
+    live_dir = tmp_path / "live"
+    seen: list[list[str]] = []
+    with live_curves(live_dir) as log:
+
+        def on_epoch(record: dict[str, float]) -> None:
+            log(record)
+            seen.append((live_dir / "plots/metrics/val/loss.tsv").read_text().splitlines())
+            summary = json.loads((live_dir / "metrics.json").read_text())
+            assert summary["step"] == record["epoch"]
+            assert summary["val"]["loss"] == pytest.approx(record["val.loss"])
+
+        fit = fit_classifier(Classifier(SIZE, [4]), x, y, xv, yv, epochs=2, lr=1e-3,
+                             batch_size=16, seed=0, device="cpu", progress=False,
+                             on_epoch=on_epoch)  # fmt: skip
+    assert [len(rows) for rows in seen] == [2, 3]  # header + one row per finished epoch
+    assert seen[1][0].split() == ["step", "loss"]
+    assert [float(r.split()[1]) for r in seen[1][1:]] == [h["val.loss"] for h in fit.history]
 
 
 def test_fit_is_reproducible(splits_dir: Path) -> None:

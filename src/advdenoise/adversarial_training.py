@@ -140,6 +140,7 @@ def train_adversarial_denoiser(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     eval_batch_size: int = 256,
     desc: str = "train_ae_adv",
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> DenoiserTraining:
     """Train the paper's autoencoder on clean + adversarial images of the training split.
 
@@ -175,7 +176,7 @@ def train_adversarial_denoiser(
         model, train_inputs, torch.from_numpy(sets["train"][0]), val_inputs,
         torch.from_numpy(sets["val"][0]), target_index=train_index, val_target_index=val_index,
         epochs=optim.epochs, lr=optim.lr, batch_size=optim.batch_size, seed=seed, device=device,
-        loss_fn=loss_fn, eval_batch_size=eval_batch_size, desc=desc,
+        loss_fn=loss_fn, eval_batch_size=eval_batch_size, desc=desc, on_epoch=on_epoch,
     )  # fmt: skip
     result: dict[str, float] = {}
     for name in ("val", "test"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,3 +29,11 @@ def start(args: argparse.Namespace) -> tuple[Params, torch.device]:
 
     params = load_params(args.params)
     return params, runtime.setup(params.seed, params.threads, params.device)
+
+
+def write_metrics(path: Path, metrics: Mapping[str, object], device: torch.device) -> None:
+    """A stage's flat metrics plus the environment that produced them (runtime.environment)."""
+    from advdenoise import runtime
+    from advdenoise.io import write_json
+
+    write_json(path, {**metrics, **runtime.environment(device)})

@@ -76,6 +76,7 @@ def train_gaussian_denoiser(
     seed: int,
     device: torch.device | str,
     eval_batch_size: int = 256,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> DenoiserTraining:
     """Train the blind Gaussian denoiser; metrics per sigma on the test split (fixed noise).
 
@@ -96,7 +97,7 @@ def train_gaussian_denoiser(
         val_target_index=torch.from_numpy(val_index), epochs=epochs, lr=lr,
         batch_size=batch_size, seed=seed, device=device,
         loss_fn=stability_loss(cnn, stability_weight), corrupt=gaussian_corruption(sigmas),
-        eval_batch_size=eval_batch_size, desc="train_ae_gauss",
+        eval_batch_size=eval_batch_size, desc="train_ae_gauss", on_epoch=on_epoch,
     )  # fmt: skip
     clean, y = to_float(splits.test.x).numpy(), splits.test.y
     out: dict[str, float] = {

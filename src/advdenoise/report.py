@@ -185,6 +185,9 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+ENV_PREFIX = "env."  # runtime.environment's keys: strings for `dvc metrics diff`, not figures
+
+
 def load_metrics(path: Path) -> Metrics | None:
     """Flat numeric metrics of one stage; None when the file is absent (stage not run)."""
     if not path.exists():
@@ -192,7 +195,7 @@ def load_metrics(path: Path) -> Metrics | None:
     data = read_json(path)  # invalid JSON -> PipelineError naming the file
     if not isinstance(data, dict):
         raise PipelineError(f"{path}: expected a JSON object of metrics, got {type(data).__name__}")
-    flat = flatten(data)
+    flat = {k: v for k, v in flatten(data).items() if not k.startswith(ENV_PREFIX)}
     for key, value in flat.items():
         if isinstance(value, bool):
             continue

@@ -13,7 +13,8 @@ import copy
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,7 @@ def _fit(
     seed: int,
     progress: bool,
     desc: str,
+    on_epoch: Callable[[dict[str, float]], None] | None,
 ) -> FitResult:
     """Shared loop: `step(idx, gen)` returns (loss, batch size, n_correct or NaN); keep the best.
 
@@ -148,6 +150,8 @@ def _fit(
                 best, best_epoch = current, epoch
                 best_state = copy.deepcopy(model.state_dict())
         history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
         if progress:
             summary = " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch")
             tqdm.write(f"{desc} epoch {epoch}/{epochs}: {summary}", file=sys.stderr)
@@ -172,6 +176,7 @@ def fit_classifier(
     augment: bool = False,
     eval_batch_size: int = 256,
     progress: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Adam + cross-entropy; select the epoch with the best val accuracy (ties: lower val loss).
 
@@ -212,6 +217,7 @@ def fit_classifier(
         seed=seed,
         progress=progress,
         desc="train_cnn",
+        on_epoch=on_epoch,
     )
 
 
@@ -234,6 +240,7 @@ def fit_denoiser(
     eval_batch_size: int = 256,
     progress: bool = True,
     desc: str = "train_ae",
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Adam on `loss_fn(model(input), target)` (default MSE); select the lowest val loss.
 
@@ -279,25 +286,33 @@ def fit_denoiser(
         seed=seed,
         progress=progress,
         desc=desc,
+        on_epoch=on_epoch,
     )
 
 
-def write_live(history: list[dict[str, float]], directory: str | Path) -> None:
-    """Replay the per-epoch history into dvclive (TSVs under <directory>/plots/metrics/<split>/).
+@contextmanager
+def live_curves(directory: str | Path) -> Iterator[Callable[[dict[str, float]], None]]:
+    """A per-epoch logger for `fit_*(on_epoch=...)`: dvclive TSVs under <directory>/plots/metrics/
+    and a summary, written as each epoch ends, so `dvc plots show` follows a long run.
 
-    Called once after training, so a failed run leaves no partial curves. dvclive writes no
-    dvc.yaml, report or experiment here, and no timestamps: DVC's pipeline owns the files.
+    dvclive writes no dvc.yaml, report or experiment here, and no timestamps: DVC's pipeline owns
+    the files (and removes them before the stage re-runs).
     """
     from dvclive import Live
 
     live = Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False, report=None)
-    for record in history:
+
+    def log(record: dict[str, float]) -> None:
         live.step = int(record["epoch"])
         for key, value in record.items():
             if key != "epoch":
                 live.log_metric(key.replace(".", "/"), float(value))
         live.make_summary()
-    live.end()
+
+    try:
+        yield log
+    finally:
+        live.end()
 
 
 def write_denoiser_outputs(
@@ -305,21 +320,18 @@ def write_denoiser_outputs(
     *,
     model_path: Path,
     plots: Path,
-    metrics_path: Path,
     title: str,
 ) -> None:
-    """What a denoiser-training stage writes: the model, history (CSV and dvclive), training
-    curves and metrics (the shared tail of train_ae_adv, train_ae_guided and train_ae_gauss)."""
+    """What a denoiser-training stage writes besides its live curves and metrics: the model, the
+    history CSV and the training curves (the shared tail of train_ae_adv, _guided and _gauss)."""
     from advdenoise.figures.training import training_curves
-    from advdenoise.io import save_figure, write_csv, write_json
+    from advdenoise.io import save_figure, write_csv
     from advdenoise.models import save_model
 
     history = run.fit.history
     save_model(run.model, model_path)  # type: ignore[arg-type]
     write_csv(plots / "history.csv", pd.DataFrame(history))
-    write_live(history, plots / "live")
     save_figure(plots / "training_curves.png", training_curves(history, run.fit.best_epoch, title))
-    write_json(metrics_path, run.metrics)
 
 
 def classifier_tables(
