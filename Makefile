@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup repro test lint bench clean
+.PHONY: setup repro test verify seeds bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,17 @@ test: setup
 	ruff check src stages tests bench
 	ruff format --check src stages tests bench
 	pytest
+
+# Compare this run's metrics with the committed ones: bit for bit, else within 2 seed sd.
+verify: setup
+	python -m advdenoise.verify --metrics metrics --seeds bench/results/seeds/summary.csv
+
+# The default config for seeds 0, 1, 2 as DVC experiments, then mean ± sd (about 35 min on 2 cores).
+seeds: setup
+	dvc exp run --queue -S 'seed=0,1,2'
+	dvc exp run --run-all
+	mkdir -p bench/results/seeds
+	python -m advdenoise.seeds --out bench/results/seeds/summary.md --csv bench/results/seeds/summary.csv
 
 bench: setup
 	python bench/run.py

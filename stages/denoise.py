@@ -11,12 +11,12 @@ import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (se
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
-from advdenoise import cli, metrics
+from advdenoise import cli
 from advdenoise.adversarial import load_adversarial
 from advdenoise.data import load_splits, to_float
+from advdenoise.denoise import analyse
 from advdenoise.errors import entrypoint
 from advdenoise.figures import denoise as figs
 from advdenoise.io import save_figure, write_csv
@@ -51,55 +51,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     def predict(a: np.ndarray) -> np.ndarray:
         return predict_logits(cnn, torch.from_numpy(a), bs, device).argmax(1).numpy()
 
-    ae_x = denoise(x)
-    pred_x, pred_ae_x = predict(x), predict(ae_x)
-    clean_acc, den_clean_acc = metrics.accuracy(y, pred_x), metrics.accuracy(y, pred_ae_x)
-    result: dict[str, float] = {
-        "eps": eps, "clean_accuracy": clean_acc, "denoised_clean_accuracy": den_clean_acc,
-        "recon.clean.mse": metrics.mse(x, ae_x), "recon.clean.psnr": metrics.psnr(x, ae_x),
-    }  # fmt: skip
-    acc_tables, recon_tables, heat_rows, adv_at, den_at = {}, {}, [], {}, {}
     examples = figs.example_indices(y, params.denoise.examples_per_class, len(splits.classes))
-    for m in sets.methods:
-        acc_rows, recon_rows = [], []
-        for e, adv in zip(sets.eps, sets.images[m], strict=True):
-            den = denoise(adv)
-            pred_adv, pred_den = predict(adv), predict(den)
-            acc_rows.append((e, clean_acc, metrics.accuracy(y, pred_adv),
-                             metrics.accuracy(y, pred_den), den_clean_acc))  # fmt: skip
-            recon_rows.append((e, result["recon.clean.mse"], metrics.mse(x, den)))
-            if abs(e - eps) < 1e-12:
-                adv_at[m], den_at[m] = adv, den
-                flipped = (pred_x == y) & (pred_adv != y)
-                result.update({
-                    f"{m}.adversarial_accuracy": acc_rows[-1][2],
-                    f"{m}.denoised_accuracy": acc_rows[-1][3],
-                    f"{m}.recovered_rate": float(np.mean(pred_den[flipped] == y[flipped]))
-                    if flipped.any() else 0.0,
-                    f"{m}.recon.mse": recon_rows[-1][2],
-                    f"{m}.recon.psnr": metrics.psnr(x, den),
-                })  # fmt: skip
-                heat_rows += figs.heatmap_rows(
-                    m, examples, x, adv, den, y, (pred_x, pred_adv, pred_den), splits.classes
-                )
-        acc_tables[m] = pd.DataFrame(
-            acc_rows, columns=["eps", "clean", "adversarial", "denoised", "denoised_clean"]
-        )
-        recon_tables[m] = pd.DataFrame(recon_rows, columns=["eps", "clean_mse", "adversarial_mse"])
-    intensity = figs.intensity_table(x, adv_at, den_at)
-    heat_rows.sort(key=lambda r: examples.index(r.index))  # images together, methods beside
+    out = analyse(x, y, sets, eps, denoise, predict, examples, splits.classes)
 
     for m in sets.methods:
-        write_csv(args.plots / f"accuracy_{m}.csv", acc_tables[m])
-        write_csv(args.plots / f"recon_{m}.csv", recon_tables[m])
-    write_csv(args.plots / "intensity.csv", intensity)
-    save_figure(args.plots / "fig3_accuracy_vs_eps.png", figs.accuracy_figure(acc_tables, eps))
-    save_figure(args.plots / "fig4_heatmaps.png", figs.heatmap_figure(heat_rows, eps))
+        write_csv(args.plots / f"accuracy_{m}.csv", out.accuracy[m])
+        write_csv(args.plots / f"recon_{m}.csv", out.recon[m])
+    write_csv(args.plots / "intensity.csv", out.intensity)
+    save_figure(args.plots / "fig3_accuracy_vs_eps.png", figs.accuracy_figure(out.accuracy, eps))
+    save_figure(args.plots / "fig4_heatmaps.png", figs.heatmap_figure(out.heat_rows, eps))
     save_figure(
-        args.plots / "fig5_intensity.png", figs.intensity_figure(intensity, sets.methods, eps)
+        args.plots / "fig5_intensity.png", figs.intensity_figure(out.intensity, sets.methods, eps)
     )
-    save_figure(args.plots / "fig7_recon_loss.png", figs.recon_figure(recon_tables, eps))
-    cli.write_metrics(args.metrics, result, device)
+    save_figure(args.plots / "fig7_recon_loss.png", figs.recon_figure(out.recon, eps))
+    cli.write_metrics(args.metrics, out.metrics, device)
 
 
 if __name__ == "__main__":

@@ -9,28 +9,17 @@ from __future__ import annotations
 
 import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from advdenoise import data, synthetic
+from advdenoise import cli, data, synthetic
 from advdenoise.errors import entrypoint
 from advdenoise.figures.prepare import samples_figure
 from advdenoise.io import save_figure, write_csv, write_json
 from advdenoise.params import DataParams, load_params
-
-
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--data-root", default="data/raw", help="DVC-tracked folder for real datasets")
-    p.add_argument("--out", default="data/prepare")
-    p.add_argument("--metrics", default="metrics/prepare.json")
-    p.add_argument("--plots", default="plots/prepare")
-    return p.parse_args(argv)
 
 
 def _load(d: DataParams, seed: int, data_root: Path) -> data.LabelledImages:
@@ -55,10 +44,10 @@ def _load(d: DataParams, seed: int, data_root: Path) -> data.LabelledImages:
 
 @entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parse(argv)
+    args = cli.parse_paths(__doc__, argv, "--data-root", "--out", "--metrics", "--plots")
     params = load_params(args.params)
     d = params.data
-    images = _load(d, params.seed, Path(args.data_root))
+    images = _load(d, params.seed, args.data_root)
     splits = data.split_images(images, params.seed, d.test_fraction, d.val_fraction)
     metrics = data.prepare_metrics(images, splits)
     table = pd.DataFrame(
@@ -81,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
     data.save_splits(args.out, splits)
-    write_csv(Path(args.plots) / "counts.csv", table)
-    save_figure(Path(args.plots) / "samples.png", fig)
+    write_csv(args.plots / "counts.csv", table)
+    save_figure(args.plots / "samples.png", fig)
     write_json(args.metrics, metrics)
     print(f"prepare: {', '.join(f'{k}={v}' for k, v in metrics.items() if 'total' in k)}")
 

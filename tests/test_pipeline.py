@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -113,6 +114,8 @@ def test_every_metric_file_has_numeric_keys(repo: Path) -> None:
         data = json.loads((repo / rel).read_text())
         flat = flatten(data)
         assert flat, f"{rel} is empty"
+        env = {k: flat.pop(k) for k in list(flat) if k.startswith("env.")}
+        assert env["env.device"] == "cpu" and all(isinstance(v, str) for v in env.values()), rel
         bad = {k: v for k, v in flat.items() if not isinstance(v, (int, float, bool))}
         assert not bad, f"{rel} has non-numeric values {bad}"
     attack = json.loads((repo / "metrics/attack.json").read_text())
@@ -169,6 +172,43 @@ def test_exp_run_with_another_headline_reruns_no_attack(repo: Path) -> None:
     assert (eps["old"], eps["new"]) == (0.03, 0.01)
     assert any(k.startswith("pgd.") for k in diff["metrics/denoise.json"]), diff
     assert "metrics/attack.json" not in diff and "metrics/robustness.json" not in diff
+
+
+def test_seed_sweep_and_its_aggregation(repo: Path, tmp_path: Path) -> None:
+    """The README's sweep: `dvc exp run --queue -S seed=...`, `--run-all`, then advdenoise.seeds."""
+    copy = tmp_path / "seeds"
+    shutil.copytree(repo, copy, symlinks=True)
+    run(["git", "checkout", "-q", "--", "."], copy)
+    run(["dvc", "exp", "run", "--queue", "-S", "seed=1"], copy)
+    proc = run(["dvc", "exp", "run", "--run-all"], copy)
+    show = copy / "show.json"
+    show.write_text(run(["dvc", "exp", "show", "--json"], copy).stdout)
+    out = run([sys.executable, "-m", "advdenoise.seeds", "--show", str(show)], copy).stdout
+    assert out.startswith("Seeds: 0 (") and ", 1 (" in out.splitlines()[0], out + proc.stdout
+    row = next(line for line in out.splitlines() if line.startswith("| train_cnn:test.accuracy"))
+    assert row.endswith("| 2 |")  # both seeds report it
+    assert "| ae_adv |" in out  # a verdict row (agreeing or not) per defence
+
+
+def test_another_dataset_by_set_params_alone(repo: Path, tmp_path: Path) -> None:
+    """Other class-folder names: `-S` overrides of data.source and data.classes are enough."""
+    from PIL import Image
+
+    source = tmp_path / "other"
+    rng = np.random.default_rng(0)
+    for cls in ("normal", "pneumonia"):
+        (source / cls).mkdir(parents=True)
+        for i in range(12):
+            pixels = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+            Image.fromarray(pixels).save(source / cls / f"{i}.png")
+    copy = tmp_path / "switch"
+    shutil.copytree(repo, copy, symlinks=True)
+    run(["git", "checkout", "-q", "--", "."], copy)
+    proc = run(["dvc", "exp", "run", "prepare", "-S", f"data.source={source}",
+                "-S", "~data.classes", "-S", "+data.classes={normal: 0, pneumonia: 1}"], copy)  # fmt: skip
+    assert ran_stages(proc.stdout) == {"prepare"}
+    counts = json.loads((copy / "metrics/prepare.json").read_text())
+    assert counts["all.normal"] == 12 and counts["all.pneumonia"] == 12
 
 
 def test_queued_sweep_runs_every_value(repo: Path, tmp_path: Path) -> None:

@@ -454,9 +454,13 @@ def mean_intensity_baseline(splits: Splits) -> float:
     return float(model.score(feature(splits.test), splits.test.y))
 
 
-def to_float(x: np.ndarray) -> torch.Tensor:
-    """uint8 images -> float32 tensor in [0, 1] (the models' input scale)."""
-    return torch.from_numpy(x).float().div_(255.0)
+def to_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 tensor in [0, 1] (the models' input scale); floats pass as float32.
+
+    The one uint8 -> float conversion of the project (training batches, batched inference, stages).
+    """
+    t = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+    return t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
 
 
 def evaluation_subset(y: np.ndarray, max_images: int, seed: int, stream: int) -> np.ndarray:

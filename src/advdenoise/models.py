@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from advdenoise.data import to_float
 from advdenoise.errors import PipelineError
 from advdenoise.io import atomic_path
 
@@ -253,7 +254,7 @@ def batched_apply(
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(device)
-            batch = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
+            batch = to_float(batch)
             outputs.append(fn(batch).float().cpu())
     if not outputs:
         raise ValueError("batched_apply on an empty input")

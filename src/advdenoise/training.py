@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from advdenoise import metrics
+from advdenoise.data import to_float
 from advdenoise.models import batched_apply
 
 
@@ -56,11 +57,6 @@ def selection_metrics(fit: FitResult, epochs: int) -> dict[str, float]:
     out = {"val.loss": best["val.loss"]} if "val.loss" in best else {}
     out.update(best_epoch=float(fit.best_epoch), epochs=float(epochs))
     return out
-
-
-def to_float(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float in [0, 1]; float tensors pass through as float32."""
-    return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, max_shift: int = 4) -> torch.Tensor:
