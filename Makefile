@@ -18,6 +18,7 @@ repro: setup
 test: setup
 	ruff check src stages tests bench
 	ruff format --check src stages tests bench
+	mypy
 	pytest
 
 # Compare this run's metrics with the committed ones: bit for bit, else within 2 seed sd.

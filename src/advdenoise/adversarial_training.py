@@ -19,7 +19,13 @@ from torch import nn
 from advdenoise import attacks, metrics
 from advdenoise.data import Split, Splits, to_float
 from advdenoise.errors import PipelineError
-from advdenoise.models import Autoencoder, batched_apply, channels_last, predict_labels
+from advdenoise.models import (
+    Autoencoder,
+    Classifier,
+    batched_apply,
+    channels_last,
+    predict_labels,
+)
 from advdenoise.params import AttackParams, OptimParams
 from advdenoise.training import DenoiserTraining, fit_denoiser, selection_metrics
 
@@ -75,7 +81,7 @@ def craft_mixed(
 
 
 def feature_guided_loss(
-    cnn: nn.Module, pixel_weight: float
+    cnn: Classifier, pixel_weight: float
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """HGD-style loss: mean |f(AE(x')) - f(x)| on the CNN's penultimate features + pixel MSE.
 

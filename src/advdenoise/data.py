@@ -393,9 +393,9 @@ def split_indices(
                 f"{test_fraction} and data.val_fraction={val_fraction}"
             )
     out = {}
-    for i, s in enumerate(SPLITS):
+    for stream, s in enumerate(SPLITS, start=len(classes)):
         a = np.sort(np.concatenate(parts[s])) if parts[s] else np.zeros(0, dtype=np.int64)
-        out[s] = a[generator(seed, SPLIT_STREAM, len(classes) + i).permutation(len(a))]
+        out[s] = a[generator(seed, SPLIT_STREAM, stream).permutation(len(a))]
     return out
 
 

@@ -231,7 +231,8 @@ def build_defence(
 
 def defended_classifier(defence: nn.Module, cnn: nn.Module) -> nn.Sequential:
     """`Sequential(defence, cnn)` in eval mode, frozen (attacks need input gradients only), NHWC."""
-    model = channels_last(nn.Sequential(defence, cnn)).eval()
+    model = nn.Sequential(defence, cnn)
+    channels_last(model).eval()  # in place
     for p in model.parameters():
         p.requires_grad_(False)
     return model

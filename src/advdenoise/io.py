@@ -66,7 +66,7 @@ def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
         if arr.dtype == object:
             raise TypeError(f"{key}: object arrays would need pickle")
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub takes ** as allow_pickle
 
 
 def read_npz(path: str | Path, keys: tuple[str, ...] = ()) -> dict[str, np.ndarray]:

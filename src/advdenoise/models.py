@@ -215,7 +215,7 @@ def _load(
         )
     # channels-last: on a CPU these convolutions and poolings run 1.4-2.5x faster in NHWC, and
     # on a GPU cuDNN takes either; outputs differ from NCHW by float rounding only
-    return model.to(device, memory_format=torch.channels_last).eval()
+    return model.to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
 
 
 def load_classifier(

@@ -605,7 +605,7 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
         }
     if origin in (typing.Union, types.UnionType):  # pragma: no cover - not used by the schema today
         raise TypeError(f"unsupported params hint for {key}: {hint}")
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
     raise TypeError(f"unsupported params hint for {key}: {hint}")  # pragma: no cover
 

@@ -49,7 +49,7 @@ STAGES = (
     "certify",
 )  # every stage of dvc.yaml before this one, in its order (tests/test_report.py checks)
 
-PAPER = {
+PAPER: dict[str, Any] = {
     "title": "Findings on Adversarial Robustness through Autoencoder-Based Denoising for Image "
     "Security (Ghosh & Chatterjee, 2024)",
     "test_accuracy": 0.9323,
@@ -356,7 +356,7 @@ def configuration(inputs: Inputs) -> Section:
             f"{p.attack.eps:g} (L-inf). The full configuration is params.yaml."
         )
     )
-    rows = tuple((k, _value(_param(p, k))) for k in CONFIG_KEYS)
+    rows: tuple[tuple[str, ...], ...] = tuple((k, _value(_param(p, k))) for k in CONFIG_KEYS)
     sec.blocks.append(Table(("parameter", "value"), rows))
     prep = inputs.metrics["prepare"]
     if prep is None:

@@ -421,8 +421,8 @@ def _render(p: dict[str, np.ndarray], noise: np.ndarray, size: int, style: Style
     ggo = _gaussians(x, y, lcx, lcy, p["les_sx"], p["les_sy"], p["les_ang"], p["les_amp"])
     patchy = 1.0 + 0.6 * _unit(_blur(noise[:, 3], 1.2 * size / 64))
     lesion = lungs * ggo * np.clip(patchy, 0.2, None)
-    k = p["cons_k"].astype(np.int64)[:, None]
-    kc = lambda key: np.take_along_axis(key, k, axis=1)  # noqa: E731
+    cons = p["cons_k"].astype(np.int64)[:, None]
+    kc = lambda key: np.take_along_axis(key, cons, axis=1)  # noqa: E731
     g = _gaussians(
         x,
         y,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 
 STYLES = ("-", "--", ":", "-.")
 
@@ -31,9 +33,15 @@ def certified_accuracy_figure(curves: pd.DataFrame, pixels: int) -> Figure:
     ax.set_ylabel("certified accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    top = ax.secondary_xaxis(
-        "top", functions=(lambda r: r / math.sqrt(pixels), lambda e: e * math.sqrt(pixels))
-    )
+    scale = math.sqrt(pixels)
+
+    def to_linf(r: ArrayLike) -> ArrayLike:
+        return np.asarray(r) / scale
+
+    def to_l2(e: ArrayLike) -> ArrayLike:
+        return np.asarray(e) * scale
+
+    top = ax.secondary_xaxis("top", functions=(to_linf, to_l2))
     top.set_xlabel(f"L-inf radius contained in the L2 ball (r / sqrt({pixels}))")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

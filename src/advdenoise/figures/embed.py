@@ -15,7 +15,9 @@ CLASS_PALETTE = "Dark2"  # different from the groups' colours, so blue never mea
 SPACE_TITLES = {"cnn": "CNN penultimate layer", "ae": "autoencoder bottleneck"}
 
 
-def _colours(names: Sequence[str], palette: str = "tab10") -> dict[str, tuple[float, ...]]:
+def _colours(
+    names: Sequence[str], palette: str = "tab10"
+) -> dict[str, tuple[float, float, float, float]]:
     cmap = plt.get_cmap(palette)
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
