@@ -38,9 +38,13 @@ def _entry(name: str, seed: int, stamp: str, metrics: dict, eps: float = 0.03) -
     }
 
 
-def _show(*experiments: dict) -> list[dict]:
+def _show(*experiments: dict, running: dict | None = None) -> list[dict]:
     base = _entry("main", 0, "2026-01-01T00:00:00", _robustness(0.10, 0.60))
-    base["experiments"] = [{"revs": [e], "name": e["name"]} for e in experiments]
+    base["experiments"] = [
+        {"revs": [e], "name": e["name"], "executor": {"state": "success"}} for e in experiments
+    ]
+    if running is not None:  # a running experiment shows the baseline's files until it ends
+        base["experiments"].append({"revs": [running], "executor": {"state": "running"}})
     return [{"rev": "workspace", "data": base["data"], "experiments": None}, base]
 
 
@@ -50,6 +54,7 @@ def test_baseline_and_seed_experiments_only_latest_per_seed() -> None:
         _entry("s2", 2, "2026-01-02T00:00:00", _robustness(0.08, 0.50)),
         _entry("s2-again", 2, "2026-01-03T00:00:00", _robustness(0.08, 0.55)),
         _entry("eps", 3, "2026-01-04T00:00:00", _robustness(0.0, 0.0), eps=0.01),  # not a seed run
+        running=_entry("s4", 4, "", _robustness(0.10, 0.60)),
     )
     runs = seeds.seed_runs(show)
     assert [(r.seed, r.name) for r in runs] == [(0, "main"), (1, "s1"), (2, "s2-again")]

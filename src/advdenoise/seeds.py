@@ -97,6 +97,8 @@ def seed_runs(show: Sequence[Mapping[str, Any]]) -> list[SeedRun]:
         base = {k: v for k, v in _params(commit["data"]).items() if k != SEED_KEY}
         consider(commit, base)
         for exp in commit.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state") not in (None, "success"):
+                continue  # queued, running or failed: its metrics are not (yet) its own
             for rev in exp.get("revs") or []:
                 consider(rev, base)
     return [latest[s] for s in sorted(latest)]
