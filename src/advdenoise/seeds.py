@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from advdenoise.params import DEFENCES
+from advdenoise.report import flatten
 from advdenoise.verdicts import verdict
 
 # (metrics file stem, key) of the figures the README quotes; `{d}` expands to every defence
@@ -53,24 +54,14 @@ class SeedRun:
     metrics: dict[str, dict[str, float | bool]]  # metrics file stem -> flat numeric metrics
 
 
-def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _params(data: Mapping[str, Any]) -> dict[str, Any]:
-    return _flat({f: (v or {}).get("data", {}) for f, v in (data.get("params") or {}).items()})
+    return flatten({f: (v or {}).get("data", {}) for f, v in (data.get("params") or {}).items()})
 
 
 def _metrics(data: Mapping[str, Any]) -> dict[str, dict[str, float | bool]]:
     out = {}
     for path, value in (data.get("metrics") or {}).items():
-        flat = _flat((value or {}).get("data") or {})
+        flat = flatten((value or {}).get("data") or {})
         out[Path(path).stem] = {k: v for k, v in flat.items() if isinstance(v, (int, float))}
     return out
 
