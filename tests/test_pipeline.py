@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
+from advdenoise.io import flatten
 from advdenoise.params import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,17 +122,6 @@ def test_every_metric_file_has_numeric_keys(repo: Path) -> None:
         assert not bad, f"{rel} has non-numeric values {bad}"
     attack = json.loads((repo / "metrics/attack.json").read_text())
     assert 0.0 <= attack["clean_accuracy"] <= 1.0
-
-
-def flatten(data: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def test_every_plot_file_is_parseable(repo: Path) -> None:

@@ -15,6 +15,7 @@ import yaml
 from PIL import Image as PILImage
 
 from advdenoise import report
+from advdenoise.report import rules
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,15 +218,35 @@ def test_everything_missing_still_renders(tmp_path):
 
 
 def test_verdict_thresholds():
-    assert report.separability(0.59) == "indistinguishable"
-    assert report.separability(0.6) == "partly separable"
-    assert report.separability(0.8) == "separable"
-    assert report.restoration(0.9, 0.1, 0.8)[1] == "restores it"
-    assert report.restoration(0.9, 0.1, 0.3)[1] == "partly restores it"
-    assert report.restoration(0.9, 0.1, 0.15)[1] == "does not restore it"
-    assert report.restoration(0.9, 0.88, 0.2)[0] is None
+    assert rules.separability(0.59) == "indistinguishable"
+    assert rules.separability(0.6) == "partly separable"
+    assert rules.separability(0.8) == "separable"
+    assert rules.restoration(0.9, 0.1, 0.8)[1] == "restores it"
+    assert rules.restoration(0.9, 0.1, 0.3)[1] == "partly restores it"
+    assert rules.restoration(0.9, 0.1, 0.15)[1] == "does not restore it"
+    assert rules.restoration(0.9, 0.88, 0.2)[0] is None
 
 
 def test_report_reads_every_stage_of_dvc_yaml():
     stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
     assert list(report.STAGES) == [s for s in stages if s != "report"]
+
+
+def test_html_escapes_text_and_both_renderings_carry_the_same_blocks(tmp_path):
+    from advdenoise.report.document import Bullets, Paragraph, Section, Table
+    from advdenoise.report.render import render_html, render_markdown
+
+    sections = [
+        Section("A <b> & 'c'", [Paragraph("x < y and **bold** and `code`")]),
+        Section("Two", [Bullets(("one | two",)), Table(("k", "v"), (("a|b", "<1>"),))]),
+    ]
+    page = render_html(sections)
+    assert "<b>" not in page and "&lt;b&gt;" in page
+    assert "x &lt; y and <strong>bold</strong> and <code>code</code>" in page
+    assert "<td>a|b</td><td>&lt;1&gt;</td>" in page
+    md = render_markdown(sections, tmp_path)
+    assert md.startswith("# ") and md.endswith("|\n") and "\n\n\n" not in md
+    assert "1. [A <b> & 'c'](#a-b--c)" in md
+    assert "x < y and **bold** and `code`" in md
+    assert "| a\\|b | <1> |" in md
+    assert _text(page).count("one | two") == 1 and "- one | two" in md

@@ -233,7 +233,7 @@ def test_checks_flag_a_broken_evaluation() -> None:
 
 
 def test_verdicts_follow_one_rule_and_the_report_uses_it() -> None:
-    from advdenoise import report
+    from advdenoise.report import rules
 
     metrics = {"eps": 0.03, "chance": 0.5, "none.clean_accuracy": 0.9}
     levels = {"none": (0.9, 0.0, 0.0), "good": (0.85, 0.8, 0.8), "partial": (0.85, 0.4, 0.3),
@@ -249,7 +249,7 @@ def test_verdicts_follow_one_rule_and_the_report_uses_it() -> None:
     }  # fmt: skip
     assert "only against the oblivious" in found["oblivious_only"].text
     assert "below the 50.0%" in found["partial"].text and "pgd_converged" in found["partial"].text
-    assert report.defence_verdicts(metrics) == [v.text for v in found.values()]
+    assert rules.defence_verdicts(metrics) == [v.text for v in found.values()]
 
 
 def _stage(name: str) -> ModuleType:

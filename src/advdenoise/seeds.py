@@ -27,8 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from advdenoise.io import flatten
 from advdenoise.params import DEFENCES
-from advdenoise.report import flatten
 from advdenoise.verdicts import verdict
 
 # (metrics file stem, key) of the figures the README quotes; `{d}` expands to every defence

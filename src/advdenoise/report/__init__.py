@@ -1,0 +1,53 @@
+"""The run report: one self-contained HTML page and a Markdown twin, built from stage outputs only.
+
+The report computes nothing new. It reads params.yaml, metrics/<stage>.json and plots/<stage>/*.png
+(`inputs`), phrases conclusions from those numbers with the explicit thresholds of `rules`, builds one
+document model (`document`: the sections of `paper`, `robustness` and `conclusions`) and renders it
+twice through jinja2 templates (`render`). Output is deterministic: fixed section order, sorted keys,
+no timestamps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from advdenoise.report.conclusions import conclusions
+from advdenoise.report.document import Image, Section
+from advdenoise.report.inputs import STAGES, Inputs, load_inputs
+from advdenoise.report.paper import (
+    attacks_section,
+    clean_models,
+    configuration,
+    denoise_section,
+    embed_section,
+    paper_vs_run,
+)
+from advdenoise.report.render import render_html, render_markdown
+from advdenoise.report.robustness import certify_section, robustness_section
+
+__all__ = ["STAGES", "Inputs", "build_report", "load_inputs", "render_html", "render_markdown"]
+
+
+def other_figures(inputs: Inputs, shown: Iterable[Path]) -> Section | None:
+    """PNGs of stages this report has no section for (none today; kept so nothing is hidden)."""
+    seen = set(shown)
+    rest = [img for s in STAGES for img in inputs.figures[s] if img.path not in seen]
+    return Section("Other figures", list(rest)) if rest else None
+
+
+def build_report(inputs: Inputs) -> list[Section]:
+    sections = [
+        conclusions(inputs),
+        paper_vs_run(inputs),
+        configuration(inputs),
+        clean_models(inputs),
+        attacks_section(inputs),
+        denoise_section(inputs),
+        embed_section(inputs),
+        robustness_section(inputs),
+        certify_section(inputs),
+    ]
+    shown = [b.path for s in sections for b in s.blocks if isinstance(b, Image)]
+    extra = other_figures(inputs, shown)
+    return sections + ([extra] if extra else [])

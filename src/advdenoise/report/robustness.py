@@ -1,0 +1,198 @@
+"""Sections beyond the paper: robustness under oblivious and adaptive attacks, and certificates."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from statistics import NormalDist
+
+from advdenoise.report.document import Block, Bullets, Paragraph, Section, Table, metrics_table, pct
+from advdenoise.report.inputs import Inputs, Metrics, not_run
+from advdenoise.report.rules import defence_verdicts
+from advdenoise.verdicts import MARGIN, defences_in
+
+# (threat, method) columns of the robustness table at the headline eps, then the worst cases
+ROBUSTNESS_COLUMNS = (
+    ("oblivious", "fgsm", "oblivious FGSM"),
+    ("oblivious", "pgd", "oblivious PGD"),
+    ("adaptive", "fgsm", "adaptive FGSM"),
+    ("adaptive", "pgd", "adaptive PGD"),
+    ("adaptive", "apgd", "adaptive APGD-CE"),
+    ("adaptive", "square", "+ Square on survivors"),
+    ("oblivious", "worst", "worst oblivious"),
+    ("adaptive", "worst", "worst adaptive"),
+    ("", "worst", "worst of all"),
+)
+
+
+def _robustness_key(defence: str, threat: str, method: str) -> str:
+    return f"{defence}.{threat + '.' if threat else ''}{method}.accuracy"
+
+
+def detector_paragraph(m: Metrics) -> Paragraph | None:
+    if "detector.adaptive.auroc" not in m:
+        return None
+    parts = []
+    for threat in ("oblivious", "adaptive"):
+        parts.append(
+            f"{threat}: AUROC {float(m[f'detector.{threat}.auroc']):.2f}, TPR at 5% FPR "
+            f"{pct(float(m[f'detector.{threat}.tpr_at_5fpr']))}, attacks that fool the CNN and pass "
+            f"the detector {pct(float(m[f'detector.{threat}.evasion_rate']))}"
+        )
+    return Paragraph(
+        f"Reconstruction-error detector (the paper's autoencoder, threshold at 5% false positives on "
+        f"clean images) at eps = {float(m['detector.eps']):g}, oblivious PGD vs a PGD that also keeps "
+        f"the reconstruction error under the threshold (Carlini & Wagner 2017): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def robustness_section(inputs: Inputs) -> Section:
+    sec = Section("Does denoising defend?")
+    m = inputs.metrics["robustness"]
+    if m is None:
+        sec.blocks.append(not_run("robustness"))
+        sec.blocks += inputs.figures["robustness"]
+        sec.blocks += _denoiser_stages(inputs)
+        return sec
+    cfg = inputs.params.robustness
+    defences = defences_in(m)
+    sec.blocks.append(
+        Paragraph(
+            f"Accuracy at robustness.eps = {cfg.eps:g} per defence, on {int(m.get('test_images', 0))}"
+            " test images (robustness.max_images). Oblivious: adversarial examples crafted against "
+            "the bare CNN, then defended (the paper's threat model). Adaptive: white-box attacks "
+            "through defence + CNN end to end (BPDA for non-differentiable defences): FGSM, PGD "
+            f"({inputs.params.attack.pgd_steps} steps; 2x steps checked), APGD-CE "
+            f"({cfg.apgd_steps} steps, {cfg.apgd_restarts} restart(s)), then, as in AutoAttack, the "
+            f"gradient-free Square Attack ({cfg.square_queries} queries per image, p_init "
+            f"{cfg.square_p_init:g}) on the images every gradient-based attack left correct (if it "
+            "breaks any, the gradients were masked: check black_box_finds_nothing_new). Worst "
+            "case: an image counts as robust only if it survives every attack of the column's threat "
+            "model; the verdicts use the worst case over all attacks."
+        )
+    )
+    columns = ("defence", "clean accuracy", *(label for _, _, label in ROBUSTNESS_COLUMNS))
+    rows = []
+    for d in defences:
+        row = [d, pct(float(m[f"{d}.clean_accuracy"]))]
+        for threat, method, _ in ROBUSTNESS_COLUMNS:
+            v = m.get(_robustness_key(d, threat, method))
+            row.append(pct(float(v)) if v is not None else "-")
+        rows.append(tuple(row))
+    sec.blocks.append(Table(columns, tuple(rows)))
+    sec.blocks.append(
+        Paragraph(
+            f"Verdicts (a defence helps when its worst-case accuracy beats the undefended CNN's by "
+            f">= {100 * MARGIN:.0f} points; it defends when, over all attacks, it also stays within "
+            f"{100 * MARGIN:.0f} points of its clean accuracy):"
+        )
+    )
+    sec.blocks.append(Bullets(tuple(defence_verdicts(m))))
+    detector = detector_paragraph(m)
+    if detector is not None:
+        sec.blocks.append(detector)
+    checks = {k: v for k, v in m.items() if isinstance(v, bool)}
+    if checks:
+        failed = [k for k, v in checks.items() if not v]
+        sec.blocks.append(
+            Paragraph(
+                f"Evaluation checks (Carlini et al. 2019): {len(checks) - len(failed)} of "
+                f"{len(checks)} passed" + (f"; failed: {', '.join(failed)}." if failed else ".")
+            )
+        )
+    sec.blocks += inputs.figures["robustness"]
+    sec.blocks += _denoiser_stages(inputs)
+    return sec
+
+
+def _denoiser_stages(inputs: Inputs) -> list[Block]:
+    blocks: list[Block] = []
+    for stage, title in (
+        ("train_ae_adv", "Autoencoder retrained on adversarial examples"),
+        ("train_ae_guided", "Feature-guided denoiser"),
+    ):
+        sm = inputs.metrics[stage]
+        blocks.append(Paragraph(f"**{title}** (metrics/{stage}.json)"))
+        blocks.append(not_run(stage) if sm is None else metrics_table(sm))
+        blocks += inputs.figures[stage]
+    return blocks
+
+
+def best_certified(
+    m: Metrics, model: str, radius: float, sigmas: Sequence[float]
+) -> tuple[float, float]:
+    """(certified accuracy, sigma) of `model` at `radius`, best over sigma."""
+    found = [
+        (float(m.get(f"{model}.sigma_{s:g}.radius_{radius:g}.certified_accuracy", math.nan)), s)
+        for s in sigmas
+    ]
+    found = [f for f in found if not math.isnan(f[0])]
+    return max(found) if found else (math.nan, math.nan)
+
+
+CERTIFY_MODELS = {
+    "cnn": "CNN alone",
+    "ae": "paper's AE + CNN",
+    "ae_gauss": "Gaussian denoiser + CNN (denoised smoothing)",
+}
+
+
+def certify_section(inputs: Inputs) -> Section:
+    sec = Section("Certified robustness: randomized and denoised smoothing")
+    m, cfg = inputs.metrics["certify"], inputs.params.certify
+    if m is None:
+        sec.blocks.append(not_run("certify"))
+    else:
+        pixels = inputs.params.data.image_size**2
+        sec.blocks.append(
+            Paragraph(
+                f"Cohen et al. (2019) CERTIFY through ART on {int(m.get('images', 0))} test images "
+                f"(certify.max_images): n0 = {cfg.n0} selection and n = {cfg.n} estimation samples, "
+                f"alpha = {cfg.alpha:g}; with n = {cfg.n} no radius can exceed sigma x "
+                f"{max_z(cfg.n, cfg.alpha):.2f}. Certified accuracy at L2 radius r counts images "
+                f"certified for their true class with radius >= r; an L2 ball of radius r holds the "
+                f"L-inf ball of radius r / {math.sqrt(pixels):g}."
+            )
+        )
+        radii = tuple(cfg.radii)
+        columns = ("model", "sigma", *(f"r={r:g} (L-inf {r / math.sqrt(pixels):.4f})" for r in radii),
+                   "smoothed clean", "abstain", "mean radius", "attack violations")  # fmt: skip
+        rows = []
+        for model in cfg.models:
+            for sigma in cfg.sigmas:
+                key = f"{model}.sigma_{sigma:g}"
+                if f"{key}.abstain_rate" not in m:
+                    continue
+                rows.append((
+                    model, f"{sigma:g}",
+                    *(pct(float(m[f"{key}.radius_{r:g}.certified_accuracy"])) for r in radii),
+                    pct(float(m[f"{key}.smoothed_clean_accuracy"])),
+                    pct(float(m[f"{key}.abstain_rate"])),
+                    f"{float(m[f'{key}.mean_radius']):.3f}",
+                    f"{int(m.get(f'{key}.attack.violations', 0))} of {int(m.get(f'{key}.attack.images', 0))}",
+                ))  # fmt: skip
+        sec.blocks.append(Table(columns, tuple(rows)))
+        checks = {k: v for k, v in m.items() if k.startswith("checks.") and isinstance(v, bool)}
+        failed = [k for k, v in checks.items() if not v]
+        sec.blocks.append(
+            Paragraph(
+                f"Sanity checks (certified accuracy at radius 0 <= the smoothed classifier's clean "
+                f"accuracy; non-increasing in the radius; L2 PGD with EOT inside "
+                f"{cfg.attack_images} certificates per row never changes the smoothed prediction): "
+                f"{len(checks) - len(failed)} of {len(checks)} passed"
+                + (f"; failed: {', '.join(failed)}." if failed else ".")
+            )
+        )
+    sec.blocks += inputs.figures["certify"]
+    sm = inputs.metrics["train_ae_gauss"]
+    sec.blocks.append(Paragraph("**Gaussian denoiser** (metrics/train_ae_gauss.json)"))
+    sec.blocks.append(not_run("train_ae_gauss") if sm is None else metrics_table(sm))
+    sec.blocks += inputs.figures["train_ae_gauss"]
+    return sec
+
+
+def max_z(n: int, alpha: float) -> float:
+    """Phi^-1 of the Clopper-Pearson lower bound when all n samples agree: alpha ** (1 / n)."""
+    return NormalDist().inv_cdf(alpha ** (1.0 / n))
