@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 
 from advdenoise import attack_metrics as am
+from advdenoise import attack_runs, cli, metrics
 from advdenoise import attacks as atk
-from advdenoise import cli, metrics
 from advdenoise.adversarial import save_adversarial
 from advdenoise.data import load_splits, to_float
 from advdenoise.errors import entrypoint
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     classifier = atk.make_art_classifier(model, x.shape[1:], len(splits.classes), device)
     eps_values = cfg.eps_grid
     attack_start = time.perf_counter()
-    images = atk.attack_grid(classifier, cfg.methods, eps_values, x, y, cfg, params.seed)
+    images = attack_runs.attack_grid(classifier, cfg.methods, eps_values, x, y, cfg, params.seed)
     attack_seconds = time.perf_counter() - attack_start
 
     def predict(a: np.ndarray) -> np.ndarray:

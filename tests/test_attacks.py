@@ -10,22 +10,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 from art.attacks.evasion.projected_gradient_descent.projected_gradient_descent_pytorch import (
     ProjectedGradientDescentPyTorch,
 )
 from art.defences.preprocessor import FeatureSqueezing
 from art.estimators.classification import PyTorchClassifier
+from conftest import section, write_params
 from torch import nn
 
 from advdenoise import attack_metrics as am
+from advdenoise import attack_runs
 from advdenoise import attacks as atk
 from advdenoise.adversarial import check_perturbation, load_adversarial, save_adversarial
 from advdenoise.data import Split, Splits, save_splits
 from advdenoise.errors import PipelineError
 from advdenoise.models import Classifier, predict_logits, save_model
-from advdenoise.params import AttackParams
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stages"))
@@ -132,11 +132,13 @@ def test_pgd_checkpoints_are_the_shorter_attacks() -> None:
 # --------------------------------------------------------------------------- bounds and eps = 0
 
 
-@pytest.mark.parametrize("method", atk.METHODS)
+@pytest.mark.parametrize("method", attack_runs.METHODS)
 @pytest.mark.parametrize("eps", [0.001, 0.03, 0.2])
 def test_eps_bound_and_range(method: str, eps: float) -> None:
     x, y = _images(12)
-    adv = atk.attack(_clf(_conv_model()), method, x, y, eps, AttackParams(pgd_steps=3), seed=0)
+    adv = attack_runs.attack(
+        _clf(_conv_model()), method, x, y, eps, section("attack", pgd_steps=3), seed=0
+    )
     assert adv.dtype == np.float32 and adv.shape == x.shape
     assert np.abs(adv - x).max() <= eps + 1e-6
     assert adv.min() >= 0.0 and adv.max() <= 1.0
@@ -144,10 +146,10 @@ def test_eps_bound_and_range(method: str, eps: float) -> None:
     check_perturbation(x, adv, eps, method)
 
 
-@pytest.mark.parametrize("method", atk.METHODS)
+@pytest.mark.parametrize("method", attack_runs.METHODS)
 def test_eps_zero_returns_unchanged_copy(method: str) -> None:
     x, y = _images(6)
-    adv = atk.attack(_clf(_conv_model()), method, x, y, 0.0, AttackParams(), seed=0)
+    adv = attack_runs.attack(_clf(_conv_model()), method, x, y, 0.0, section("attack"), seed=0)
     np.testing.assert_array_equal(adv, x)
     assert adv is not x and not np.shares_memory(adv, x)
 
@@ -167,7 +169,7 @@ def test_attack_leaves_model_trainable_flags_and_global_rng() -> None:
     np.random.seed(5)  # noqa: NPY002
     expected = np.random.random()  # noqa: NPY002
     np.random.seed(5)  # noqa: NPY002
-    atk.attack(_clf(model), "pgd", x, y, 0.03, AttackParams(pgd_steps=2), seed=1)
+    attack_runs.attack(_clf(model), "pgd", x, y, 0.03, section("attack", pgd_steps=2), seed=1)
     assert np.random.random() == expected  # noqa: NPY002 - the seeded call restored the state
     assert all(p.requires_grad for p in model.parameters())
 
@@ -176,7 +178,7 @@ def test_unknown_method_and_bad_inputs() -> None:
     clf = _clf(_conv_model())
     x, y = _images(4)
     with pytest.raises(PipelineError, match="unknown attack method 'cw'"):
-        atk.attack(clf, "cw", x, y, 0.03, AttackParams())
+        attack_runs.attack(clf, "cw", x, y, 0.03, section("attack"))
     with pytest.raises(ValueError, match="float32"):
         atk.fgsm(clf, x.astype(np.float64), y, 0.03, 8)
     with pytest.raises(ValueError, match="class indices"):
@@ -188,18 +190,22 @@ def test_unknown_method_and_bad_inputs() -> None:
 
 def test_pgd_is_deterministic_for_a_seed() -> None:
     x, y = _images(10)
-    params = AttackParams(pgd_steps=2)
-    runs = [atk.attack(_clf(_conv_model()), "pgd", x, y, 0.05, params, seed=3) for _ in range(2)]
+    params = section("attack", pgd_steps=2)
+    runs = [
+        attack_runs.attack(_clf(_conv_model()), "pgd", x, y, 0.05, params, seed=3) for _ in range(2)
+    ]
     np.testing.assert_array_equal(runs[0], runs[1])
-    other = atk.attack(_clf(_conv_model()), "pgd", x, y, 0.05, params, seed=4)
+    other = attack_runs.attack(_clf(_conv_model()), "pgd", x, y, 0.05, params, seed=4)
     assert not np.array_equal(runs[0], other)  # the random start depends on the seed
 
 
 def test_cell_seed_depends_on_method_and_eps_only() -> None:
-    seeds = {atk.cell_seed(0, m, e) for m in atk.METHODS for e in (0.01, 0.02, 0.03)}
+    seeds = {
+        attack_runs.cell_seed(0, m, e) for m in attack_runs.METHODS for e in (0.01, 0.02, 0.03)
+    }
     assert len(seeds) == 6
-    assert atk.cell_seed(0, "pgd", 0.03) == atk.cell_seed(0, "pgd", 0.03)
-    assert atk.cell_seed(1, "pgd", 0.03) != atk.cell_seed(0, "pgd", 0.03)
+    assert attack_runs.cell_seed(0, "pgd", 0.03) == attack_runs.cell_seed(0, "pgd", 0.03)
+    assert attack_runs.cell_seed(1, "pgd", 0.03) != attack_runs.cell_seed(0, "pgd", 0.03)
 
 
 # --------------------------------------------------------------------------- strength
@@ -231,16 +237,20 @@ def test_accuracy_table_one_row_per_cell_and_monotone_on_linear_model() -> None:
     x, y = _images(64)
     clf = _clf(model)
     eps_values = (0.0, 0.01, 0.02, 0.05, 0.1)
-    images = atk.attack_grid(clf, atk.METHODS, eps_values, x, y, AttackParams(pgd_steps=8), 0)
-    assert {m: a.shape for m, a in images.items()} == {m: (5, *x.shape) for m in atk.METHODS}
+    images = attack_runs.attack_grid(
+        clf, attack_runs.METHODS, eps_values, x, y, section("attack", pgd_steps=8), 0
+    )
+    assert {m: a.shape for m, a in images.items()} == {
+        m: (5, *x.shape) for m in attack_runs.METHODS
+    }
     pred = predict_logits(model, torch.from_numpy(x), 64, "cpu").argmax(1).numpy()
     cells = [
         am.evaluate_cell(m, e, x, images[m][i], y, pred, _predict(model, images[m][i]))
-        for m in atk.METHODS
+        for m in attack_runs.METHODS
         for i, e in enumerate(eps_values)
     ]
     table = pd.DataFrame([vars(c) for c in cells])
-    assert len(table) == len(atk.METHODS) * len(eps_values)
+    assert len(table) == len(attack_runs.METHODS) * len(eps_values)
     assert not table.duplicated(["method", "eps"]).any()
     clean = float((pred == y).mean())
     for _, rows in table.groupby("method"):
@@ -293,10 +303,12 @@ def test_reload_gives_same_predictions(tmp_path: Path) -> None:
     model = _conv_model()
     x, y = _images(16)
     eps_values = (0.0, 0.03)
-    images = atk.attack_grid(_clf(model), atk.METHODS, eps_values, x, y, AttackParams(), 0)
+    images = attack_runs.attack_grid(
+        _clf(model), attack_runs.METHODS, eps_values, x, y, section("attack"), 0
+    )
     save_adversarial(tmp_path, eps_values, images, x)
     sets = load_adversarial(tmp_path, x)
-    for m in atk.METHODS:
+    for m in attack_runs.METHODS:
         for i, e in enumerate(eps_values):
             np.testing.assert_array_equal(sets.get(m, e), images[m][i])
             np.testing.assert_array_equal(
@@ -336,7 +348,7 @@ def _tiny_project(tmp_path: Path, **attack: object) -> dict[str, Path]:
                    **attack},
         "robustness": {"eps": 0.03, "eps_grid": [0.03]},
     }  # fmt: skip
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+    write_params(tmp_path / "params.yaml", cfg)
     return {
         "params": tmp_path / "params.yaml", "data": tmp_path / "prepare",
         "classifier": tmp_path / "train_cnn", "out": tmp_path / "attack",

@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from conftest import section
 from scipy.stats import norm
 from test_robustness import _stage, _tiny_project
 from torch import nn
 
 from advdenoise import attacks
 from advdenoise import certify as cert
-from advdenoise.params import CertifyParams, read_yaml
+from advdenoise.params import read_yaml
 
 SIZE = 8
 torch.set_num_threads(1)
@@ -57,7 +58,7 @@ def test_certify_matches_art_and_the_closed_form_of_a_linear_classifier() -> Non
 
 
 def test_certification_sanity_and_attacks_stay_outside_the_certificates() -> None:
-    params = CertifyParams(sigmas=(0.25,), n0=32, n=400, attack_images=4, attack_samples=8)
+    params = section("certify", sigmas=(0.25,), n0=32, n=400, attack_images=4, attack_samples=8)
     x, y, dist = _points(np.array([0.3, -0.2, 0.25, -0.3, 0.01, -0.02]))
     c = cert.certify_model("cnn", Linear(), x, y, 0.25, params, nb_classes=2, seed=0, device="cpu")
     assert all(cert.checks(c, params.radii).values())
@@ -84,9 +85,9 @@ def test_a_broken_certificate_is_flagged() -> None:
 def test_train_ae_gauss_and_certify_stages(tmp_path: Path) -> None:
     root = _tiny_project(tmp_path)
     params = read_yaml((root / "params.yaml").read_text())
-    params["train_ae_gauss"] = {"epochs": 1}
-    params["certify"] = {"sigmas": [0.12, 0.25], "n0": 8, "n": 40, "max_images": 8,
-                         "attack_images": 2, "attack_samples": 4}  # fmt: skip
+    params["train_ae_gauss"].update(epochs=1)
+    params["certify"].update(sigmas=[0.12, 0.25], n0=8, n=40, max_images=8, attack_images=2,
+                             attack_samples=4)  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     common = ["--params", str(root / "params.yaml"), "--data", str(root / "data/prepare"),
               "--classifier", str(root / "data/train_cnn")]  # fmt: skip

@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 import torch
 from art.defences.preprocessor import JpegCompression, SpatialSmoothing
+from conftest import section
 from PIL import Image
 from scipy.ndimage import median_filter
 from torch import nn
 
-from advdenoise import attacks
+from advdenoise import attack_runs, attacks
 from advdenoise import defences as dfn
 from advdenoise.adversarial_training import craft_mixed, feature_guided_loss
 from advdenoise.errors import PipelineError
 from advdenoise.models import Autoencoder, Classifier, predict_labels
-from advdenoise.params import AUTOENCODER_DEFENCES, DEFENCES, AttackParams, RobustnessParams
+from advdenoise.params import AUTOENCODER_DEFENCES, DEFENCES
 
 torch.set_num_threads(1)
 
@@ -27,7 +28,7 @@ def _clf(model: nn.Module) -> object:
 
 
 def _attack(clf: object, method: str, x: np.ndarray, y: np.ndarray, eps: float, params, **kw):
-    return attacks.run_attacks(clf, method, x, y, eps, params, **kw)[0]
+    return attack_runs.run_attacks(clf, method, x, y, eps, params, **kw)[0]
 
 
 def _asymmetric(n: int = 4, size: int = 32) -> np.ndarray:
@@ -61,7 +62,7 @@ def _tiny_problem(
     return cnn.eval(), x, y.astype(np.int64)
 
 
-ATTACK = AttackParams(eps=0.05, eps_grid=(0.0, 0.05), pgd_steps=5, batch_size=16)
+ATTACK = section("attack", eps=0.05, eps_grid=(0.0, 0.05), pgd_steps=5, batch_size=16)
 
 
 @pytest.mark.parametrize("window", [2, 3, 5])
@@ -77,14 +78,14 @@ def test_median_smoothing_equals_scipy_and_art(window: int) -> None:
 
 def test_spatial_smoothing_is_channels_first() -> None:
     x = _asymmetric()
-    out = dfn.build_defence("spatial_smoothing", RobustnessParams())(torch.from_numpy(x)).numpy()
+    out = dfn.build_defence("spatial_smoothing", section("robustness"))(torch.from_numpy(x)).numpy()
     expected = median_filter(x, size=(1, 1, 3, 3), mode="reflect")
     np.testing.assert_array_equal(out, expected)
     # ART's default (channels last) would filter along H only and keep the 3 px bar's noise pattern
     wrong = SpatialSmoothing(window_size=3, clip_values=(0, 1))(x)[0]
     assert np.abs(wrong - expected).max() > 0.01
     # the filter commutes with transposing H and W only when it treats them alike
-    out_t = dfn.build_defence("spatial_smoothing", RobustnessParams())(
+    out_t = dfn.build_defence("spatial_smoothing", section("robustness"))(
         torch.from_numpy(x.transpose(0, 1, 3, 2).copy())
     )
     np.testing.assert_array_equal(out_t.numpy().transpose(0, 1, 3, 2), out)
@@ -93,7 +94,9 @@ def test_spatial_smoothing_is_channels_first() -> None:
 def test_jpeg_is_channels_first_and_equals_pil() -> None:
     x = _asymmetric()
     quality = 50
-    out = dfn.build_defence("jpeg", RobustnessParams(jpeg_quality=quality))(torch.from_numpy(x))
+    out = dfn.build_defence("jpeg", section("robustness", jpeg_quality=quality))(
+        torch.from_numpy(x)
+    )
     out = out.numpy()
     assert out.shape == x.shape
     for img, got in zip(x, out, strict=True):
@@ -112,7 +115,7 @@ def test_jpeg_is_channels_first_and_equals_pil() -> None:
 
 def test_feature_squeezing_rounds_to_bit_depth() -> None:
     x = _asymmetric()
-    out = dfn.build_defence("feature_squeezing", RobustnessParams(squeeze_bits=3))(
+    out = dfn.build_defence("feature_squeezing", section("robustness", squeeze_bits=3))(
         torch.from_numpy(x)
     ).numpy()
     np.testing.assert_allclose(out, np.rint(x * 7) / 7, atol=1e-6)
@@ -120,7 +123,7 @@ def test_feature_squeezing_rounds_to_bit_depth() -> None:
 
 def test_bpda_gradient_through_jpeg_equals_identity_gradient() -> None:
     cnn, x, y = _tiny_problem(n=8)
-    jpeg = dfn.build_defence("jpeg", RobustnessParams())
+    jpeg = dfn.build_defence("jpeg", section("robustness"))
     xt = torch.from_numpy(x).requires_grad_(True)
     loss = nn.functional.cross_entropy(cnn(jpeg(xt)), torch.from_numpy(y))
     (grad,) = torch.autograd.grad(loss, xt)
@@ -133,7 +136,7 @@ def test_bpda_gradient_through_jpeg_equals_identity_gradient() -> None:
 
 def test_spatial_smoothing_equals_art_and_routes_gradient_to_the_median_pixel() -> None:
     x = torch.from_numpy(_asymmetric(n=2)).requires_grad_(True)
-    smoothing = dfn.build_defence("spatial_smoothing", RobustnessParams(smoothing_window=3))
+    smoothing = dfn.build_defence("spatial_smoothing", section("robustness", smoothing_window=3))
     reference = dfn.art_spatial_smoothing(3)  # ART's NumPy filter forward, torch median backward
     torch.testing.assert_close(smoothing(x), reference(x), rtol=0, atol=0)
     weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
@@ -149,14 +152,14 @@ def test_build_defence_maps_unit_interval_and_names_problems() -> None:
     x = torch.from_numpy(_asymmetric(n=2))
     aes = {n: Autoencoder(32, [4, 4, 4], 2) for n in AUTOENCODER_DEFENCES}
     for name in DEFENCES:
-        out = dfn.build_defence(name, RobustnessParams(), aes)(x)
+        out = dfn.build_defence(name, section("robustness"), aes)(x)
         out = out.detach()
         assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1, name
-    torch.testing.assert_close(dfn.build_defence("none", RobustnessParams())(x), x)
+    torch.testing.assert_close(dfn.build_defence("none", section("robustness"))(x), x)
     with pytest.raises(PipelineError, match="ae_adv"):
-        dfn.build_defence("ae_adv", RobustnessParams(), {})
+        dfn.build_defence("ae_adv", section("robustness"), {})
     with pytest.raises(PipelineError, match="unknown defence"):
-        dfn.build_defence("magic", RobustnessParams())
+        dfn.build_defence("magic", section("robustness"))
 
 
 @pytest.mark.parametrize("method", ["fgsm", "pgd"])

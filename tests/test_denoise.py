@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
+from conftest import section, write_params
 
+from advdenoise import attack_runs
 from advdenoise import attacks as atk
 from advdenoise.adversarial import save_adversarial
 from advdenoise.data import Split, Splits, save_splits
 from advdenoise.figures import denoise as figs
 from advdenoise.models import Autoencoder, Classifier, save_model
-from advdenoise.params import AttackParams
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stages"))
@@ -44,13 +44,15 @@ def _project(tmp_path: Path, headline: float = 0.016) -> dict[str, Path]:
     save_model(Autoencoder(SIZE, [4, 8], 2).eval(), tmp_path / "train_ae" / "model.pt")
     x = splits.test.x.astype(np.float32) / 255
     clf = atk.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
-    images = atk.attack_grid(clf, atk.METHODS, EPS, x, splits.test.y, AttackParams(pgd_steps=2), 0)
+    images = attack_runs.attack_grid(
+        clf, attack_runs.METHODS, EPS, x, splits.test.y, section("attack", pgd_steps=2), 0
+    )
     save_adversarial(tmp_path / "attack", EPS, images, x)
     cfg = {
         "seed": 0, "device": "cpu", "threads": 1, "attack": {"eps": headline},
         "denoise": {"batch_size": 4, "examples_per_class": 1},
     }  # fmt: skip
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+    write_params(tmp_path / "params.yaml", cfg)
     return {
         "params": tmp_path / "params.yaml", "data": tmp_path / "prepare",
         "classifier": tmp_path / "train_cnn", "autoencoder": tmp_path / "train_ae",
@@ -71,13 +73,13 @@ def test_stage_end_to_end(tmp_path: Path) -> None:
     result = {k: v for k, v in result.items() if not k.startswith("env.")}
     expected = {"eps", "clean_accuracy", "denoised_clean_accuracy", "recon.clean.mse",
                 "recon.clean.psnr"}  # fmt: skip
-    for m in atk.METHODS:
+    for m in attack_runs.METHODS:
         expected |= {f"{m}.{k}" for k in ("adversarial_accuracy", "denoised_accuracy",
                                           "recovered_rate", "recon.mse", "recon.psnr")}  # fmt: skip
     assert set(result) == expected
     assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in result.values())
     plots = paths["plots"]
-    for m in atk.METHODS:
+    for m in attack_runs.METHODS:
         acc = pd.read_csv(plots / f"accuracy_{m}.csv")
         assert list(acc.columns) == ["eps", "clean", "adversarial", "denoised", "denoised_clean"]
         assert acc.eps.tolist() == list(EPS)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from advdenoise.errors import ParamsError
-from advdenoise.params import load_params, parse_params, read_yaml
+from advdenoise.params import AttackParams, load_params, parse_params, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,6 +91,18 @@ def test_unknown_keys_are_refused_with_allowed_list() -> None:
         parse_params(_with(None, "atack", {}))
 
 
+def test_params_yaml_is_the_one_source_of_values() -> None:
+    raw = read_yaml((ROOT / "params.yaml").read_text())
+    del raw["robustness"]["square_queries"]
+    with pytest.raises(ParamsError, match=r"missing key 'robustness.square_queries'"):
+        parse_params(raw)
+    del raw["certify"]
+    with pytest.raises(ParamsError, match=r"missing key 'certify'"):
+        parse_params(raw)
+    with pytest.raises(TypeError):  # no defaults in the classes to disagree with params.yaml
+        AttackParams()  # type: ignore[call-arg]
+
+
 def test_section_must_be_mapping() -> None:
     with pytest.raises(ParamsError, match="attack must be a mapping"):
         parse_params(_with(None, "attack", [0.03]))
@@ -128,12 +140,17 @@ def test_headlines_must_lie_on_their_grids(
 
 def test_numbers_read_as_dvc_reads_them(tmp_path: Path) -> None:
     """YAML 1.2, as DVC: `1e-4` is a number (PyYAML's YAML 1.1 would make it a string)."""
+    text = (ROOT / "params.yaml").read_text()
+    text = re.sub(r"(?m)^(  lr: )1e-4", r"\g<1>1e-4", text)
+    text = re.sub(r"(?m)^(  eps: )0.03 ", r"\g<1>3E-2 ", text)
+    text = re.sub(r"(?m)^(  eps: )0.008 ", r"\g<1>8e-3 ", text)
+    assert "3E-2" in text and "8e-3" in text and "lr: 1e-4" in text
     path = tmp_path / "params.yaml"
-    path.write_text("train_cnn:\n  lr: 1e-4\nattack:\n  eps: 3E-2\nrobustness:\n  eps: 8e-3\n")
+    path.write_text(text)
     params = load_params(path)
     assert (
         params.train_cnn.lr == 1e-4 and params.attack.eps == 0.03 and params.robustness.eps == 0.008
     )
-    path.write_text("train_cnn:\n  lr: 1e-x\n")
+    path.write_text(text.replace("lr: 1e-4", "lr: 1e-x", 1))
     with pytest.raises(ParamsError, match="train_cnn.lr must be a number"):
         load_params(path)

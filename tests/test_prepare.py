@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_params
 from PIL import Image
 
 from advdenoise.data import SPLITS, load_splits
+from advdenoise.params import read_yaml
 
 ROOT = Path(__file__).parents[1]
 REAL_DATA = (ROOT / "../shared/datasets/sarscov2-ct").resolve()
@@ -29,9 +31,8 @@ prepare = _stage()
 
 
 def _params(tmp_path: Path, data_lines: str) -> Path:
-    path = tmp_path / "params.yaml"
-    path.write_text(f"seed: 0\ndata:\n{data_lines}", encoding="utf-8")
-    return path
+    """The project's params with the `data:` lines given (YAML) in place of its own."""
+    return write_params(tmp_path / "params.yaml", read_yaml(f"data:\n{data_lines}"))
 
 
 TINY = "  image_size: 32\n  synthetic_counts: {non-COVID: 20, COVID: 24}\n"

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import section, write_params
 from torch import nn
 
-from advdenoise import attacks
+from advdenoise import attack_runs, attacks
 from advdenoise import robustness as rob
 from advdenoise.adversarial import AdversarialSets, save_adversarial
 from advdenoise.data import Split, Splits, evaluation_subset, save_splits
@@ -23,8 +24,6 @@ from advdenoise.models import MODEL_FILE, Autoencoder, Classifier, load_autoenco
 from advdenoise.params import (
     AUTOENCODER_DEFENCES,
     DEFENCES,
-    AttackParams,
-    RobustnessParams,
     read_yaml,
 )
 from advdenoise.verdicts import verdicts
@@ -69,14 +68,14 @@ def _trained_ae(x: np.ndarray) -> Autoencoder:
     return ae.eval()
 
 
-ATTACK = AttackParams(eps=0.05, eps_grid=(0.0, 0.02, 0.05), pgd_steps=3, batch_size=32)
+ATTACK = section("attack", eps=0.05, eps_grid=(0.0, 0.02, 0.05), pgd_steps=3, batch_size=32)
 
 
 def _oblivious(cnn: nn.Module, x: np.ndarray, y: np.ndarray) -> AdversarialSets:
     clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
     images = {
-        m: np.stack([attacks.run_attacks(clf, m, x, y, e, ATTACK)[0] for e in ATTACK.eps_grid])
-        for m in attacks.METHODS
+        m: np.stack([attack_runs.run_attacks(clf, m, x, y, e, ATTACK)[0] for e in ATTACK.eps_grid])
+        for m in attack_runs.METHODS
     }
     return AdversarialSets(ATTACK.eps_grid, images)
 
@@ -91,7 +90,7 @@ def test_table_has_every_cell_and_checks_are_reported() -> None:
     oblivious = _oblivious(cnn, x, y)
     torch.manual_seed(0)
     aes = {n: Autoencoder(SIZE, [4, 4, 4], 2) for n in AUTOENCODER_DEFENCES}
-    params = RobustnessParams(eps=0.05, eps_grid=(0.02, 0.05), **FAST)
+    params = section("robustness", eps=0.05, eps_grid=(0.02, 0.05), **FAST)
     results = rob.evaluate_defences(
         params, aes, cnn, x, y, oblivious, ATTACK, seed=0, device="cpu", nb_classes=2
     )
@@ -159,8 +158,13 @@ def test_detector_aware_attack_evades_better_than_the_oblivious_one() -> None:
     xu, y = _images(24, seed=1)
     x = xu.astype(np.float32) / 255
     oblivious = _oblivious(cnn, x, y)
-    params = RobustnessParams(
-        eps=0.05, eps_grid=(0.05,), detector_eps=0.05, detector_steps=10, detector_lambda=10.0
+    params = section(
+        "robustness",
+        eps=0.05,
+        eps_grid=(0.05,),
+        detector_eps=0.05,
+        detector_steps=10,
+        detector_lambda=10.0,
     )
     scores = rob.evaluate_detector(ae, cnn, x, y, oblivious, ATTACK, params, seed=0, device="cpu")
     for threat in ("oblivious", "adaptive"):
@@ -285,7 +289,7 @@ def _tiny_project(tmp_path: Path) -> Path:
         "train_ae_guided": {"epochs": 1, "eps": [0.02, 0.05], "methods": ["pgd"]},
         "robustness": {"eps": 0.05, "eps_grid": [0.02, 0.05], **FAST},
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(tmp_path / "params.yaml", params)
     return tmp_path
 
 
@@ -325,7 +329,7 @@ def test_stages_end_to_end(tmp_path: Path) -> None:
     assert all(isinstance(v, (bool, int, float)) for k, v in scores.items() if k[:4] != "env.")
     plots = root / "plots/robustness"
     table = pd.read_csv(plots / "robustness.csv")
-    assert list(table.defence) == list(RobustnessParams().defences)
+    assert list(table.defence) == list(section("robustness").defences)
     assert {"clean_accuracy", "oblivious_fgsm", "oblivious_pgd", "adaptive_fgsm", "adaptive_pgd",
             "adaptive_apgd", "adaptive_square", "worst_worst", "random_noise"} <= set(table.columns)  # fmt: skip
     verdict = pd.read_csv(plots / "verdict.csv")
@@ -372,7 +376,7 @@ def test_independent_pgd_finds_no_notably_lower_accuracy_than_the_worst_case() -
     xu, y = _images(48, seed=1)
     x = xu.astype(np.float32) / 255
     oblivious = _oblivious(cnn, x, y)
-    params = RobustnessParams(eps=0.02, eps_grid=(0.02,), apgd_steps=20, square_queries=50)
+    params = section("robustness", eps=0.02, eps_grid=(0.02,), apgd_steps=20, square_queries=50)
     result = rob.evaluate_defence(
         "ae", ae.eval(), cnn, x, y, oblivious, ATTACK, params, seed=0, device="cpu", nb_classes=2
     )
@@ -386,14 +390,14 @@ def test_nothing_left_to_attack_is_no_error() -> None:
     cnn = _trained_cnn(*_images(48, seed=0))
     xu, y = _images(16, seed=1)
     x = xu.astype(np.float32) / 255
-    grid = AttackParams(eps=0.3, eps_grid=(0.0, 0.3), pgd_steps=5, batch_size=32)
+    grid = section("attack", eps=0.3, eps_grid=(0.0, 0.3), pgd_steps=5, batch_size=32)
     clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
     images = {
-        m: np.stack([attacks.run_attacks(clf, m, x, y, e, grid)[0] for e in grid.eps_grid])
-        for m in attacks.METHODS
+        m: np.stack([attack_runs.run_attacks(clf, m, x, y, e, grid)[0] for e in grid.eps_grid])
+        for m in attack_runs.METHODS
     }
     oblivious = AdversarialSets(grid.eps_grid, images)
-    params = RobustnessParams(eps=0.3, eps_grid=(0.3,), **{**FAST, "detector_eps": 0.3})
+    params = section("robustness", eps=0.3, eps_grid=(0.3,), **{**FAST, "detector_eps": 0.3})
     r = rob.evaluate_defence(
         "none", torch.nn.Identity(), cnn, x, y, oblivious, grid, params, seed=0, device="cpu",
         nb_classes=2,

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advdenoise import attacks, metrics
+from advdenoise import attack_runs, attacks, metrics
 from advdenoise.data import Split, Splits, to_float
 from advdenoise.errors import PipelineError
 from advdenoise.models import (
@@ -26,10 +27,10 @@ from advdenoise.models import (
     channels_last,
     predict_labels,
 )
-from advdenoise.params import AttackParams, OptimParams
+from advdenoise.params import AttackParams, OptimParams, Params, TrainAeGuidedParams
 from advdenoise.training import DenoiserTraining, fit_denoiser, selection_metrics
 
-_CRAFT_STREAM = 6  # seed stream of the (method, eps) assignment (attacks.offset_seed's stream)
+_CRAFT_STREAM = 6  # seed stream of the (method, eps) assignment (attack_runs.offset_seed's stream)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def craft_mixed(
             idx = np.flatnonzero(assign == k)
             if len(idx) == 0:
                 continue
-            (images[c * n + idx],) = attacks.run_attacks(
+            (images[c * n + idx],) = attack_runs.run_attacks(
                 classifier, method, x[idx], y[idx], eps, attack, seed=seed, offsets=(offset, c, k)
             )
         combo[c * n : (c + 1) * n] = assign
@@ -205,6 +206,28 @@ def train_adversarial_denoiser(
     result.update(selection_metrics(fit, optim.epochs))
     result["train.images"] = float(len(train_inputs))
     return DenoiserTraining(model, fit, result)
+
+
+def train_stage(
+    stage: Literal["train_ae_adv", "train_ae_guided"],
+    params: Params,
+    cnn: Classifier,
+    splits: Splits,
+    device: torch.device | str,
+    eval_batch_size: int,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> DenoiserTraining:
+    """The denoiser of `stage` from its params section; train_ae_guided adds the feature loss."""
+    cfg = getattr(params, stage)
+    loss_fn = None
+    if isinstance(cfg, TrainAeGuidedParams):
+        loss_fn = feature_guided_loss(cnn, cfg.pixel_weight)
+    return train_adversarial_denoiser(
+        cnn, splits, channels=params.train_ae.channels,
+        latent_channels=params.train_ae.latent_channels, methods=cfg.methods, eps_values=cfg.eps,
+        copies=cfg.copies, optim=cfg, attack=params.attack, seed=params.seed, device=device,
+        loss_fn=loss_fn, eval_batch_size=eval_batch_size, desc=stage, on_epoch=on_epoch,
+    )  # fmt: skip
 
 
 def adversarial_denoiser_metrics(

@@ -1,7 +1,7 @@
 """Attacks and certification through the Adversarial Robustness Toolbox (ART).
 
 FGSM, PGD (L-inf, and L2 with EOT), APGD-CE, the Square Attack, a detector-aware PGD, and
-randomized smoothing (CERTIFY, PREDICT). This is the only module that imports ART attacks and
+randomized smoothing (CERTIFY, PREDICT); `attack_runs` calls them by name, seeded per cell. This is the only module that imports ART attacks and
 estimators (`defences` imports ART's preprocessors), and the only one that touches ART's private
 members, each pinned by a test (pyproject pins ART to 1.20.x):
 - `PyTorchClassifier._device` (exact device): tests/test_attacks.py::test_classifier_wrapper_settings;
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import typing
-import zlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -62,14 +61,8 @@ from torch import nn
 
 from advdenoise.adversarial import check_perturbation
 from advdenoise.errors import PipelineError
+from advdenoise.models import DetectorAware, EvadeLoss, NoisyAverage
 from advdenoise.params import AttackParams
-
-METHODS = ("fgsm", "pgd")  # the attack stage's methods (its oblivious sets)
-WHITE_BOX = ("fgsm", "pgd", "apgd")  # gradient-based attacks of the robustness stage
-BLACK_BOX = ("square",)  # gradient-free: the check for gradient masking
-ATTACKS = WHITE_BOX + BLACK_BOX
-_OFFSET_STREAM = 6  # seed stream of offset_seed, distinct from the other modules' streams
-
 
 # --------------------------------------------------------------------------- ART wrappers
 
@@ -130,12 +123,6 @@ def input_gradients_only(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
-
-
-def cell_seed(seed: int, method: str, eps: float) -> int:
-    """A 32-bit seed for one (method, eps) attack cell, independent of the order cells run in."""
-    words = [seed, zlib.crc32(method.encode()), int(round(eps * 1e9))]
-    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 @contextlib.contextmanager
@@ -282,95 +269,6 @@ def pgd_checkpoints(
     return out
 
 
-def attack(
-    classifier: PyTorchClassifier,
-    method: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    eps: float,
-    params: AttackParams,
-    *,
-    seed: int | None = None,
-) -> np.ndarray:
-    """Run `method` ("fgsm" or "pgd") with the settings in `params`; `seed` fixes PGD's start."""
-    if method == "fgsm":  # deterministic: no random start
-        return fgsm(classifier, x, y, eps, params.batch_size)
-    if method == "pgd":
-        return pgd(
-            classifier,
-            x,
-            y,
-            eps,
-            params.pgd_steps,
-            params.pgd_step_fraction,
-            params.pgd_random_init,
-            params.batch_size,
-            seed=None if seed is None else cell_seed(seed, method, eps),
-        )
-    raise PipelineError(f"unknown attack method {method!r}; known: {list(METHODS)}")
-
-
-def attack_grid(
-    classifier: PyTorchClassifier,
-    methods: Sequence[str],
-    eps_values: Sequence[float],
-    x: np.ndarray,
-    y: np.ndarray,
-    params: AttackParams,
-    seed: int,
-) -> dict[str, np.ndarray]:
-    """Every method at every eps: method -> float32 (E, N, C, H, W), in `eps_values` order."""
-    out: dict[str, np.ndarray] = {}
-    for method in methods:
-        stack = np.empty((len(eps_values), *x.shape), dtype=np.float32)
-        for i, eps in enumerate(eps_values):
-            stack[i] = attack(classifier, method, x, y, eps, params, seed=seed)
-        out[method] = stack
-    return out
-
-
-def offset_seed(seed: int, *offsets: int) -> int:
-    """A 32-bit seed for one attack cell named by integer offsets, independent of run order."""
-    return int(np.random.SeedSequence([seed, _OFFSET_STREAM, *offsets]).generate_state(1)[0])
-
-
-def run_attacks(
-    classifier: PyTorchClassifier,
-    method: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    eps: float,
-    attack: AttackParams,
-    *,
-    checkpoints: Sequence[int] = (),
-    seed: int = 0,
-    offsets: Sequence[int] = (),
-) -> list[np.ndarray]:
-    """FGSM, or PGD with its iterates at `checkpoints` steps (default attack.pgd_steps).
-
-    The random start is seeded from (seed, *offsets); every result is bound-checked.
-    """
-    if method == "fgsm":
-        advs = [fgsm(classifier, x, y, eps, attack.batch_size)]
-    elif method == "pgd":
-        advs = pgd_checkpoints(
-            classifier,
-            x,
-            y,
-            eps,
-            tuple(checkpoints) or (attack.pgd_steps,),
-            attack.pgd_step_fraction,
-            attack.pgd_random_init,
-            attack.batch_size,
-            seed=offset_seed(seed, *offsets),
-        )
-    else:
-        raise PipelineError(f"unknown attack method {method!r}; known: {list(METHODS)}")
-    for adv in advs:
-        check_perturbation(x, adv, eps, f"{method} eps={eps:g}")
-    return advs
-
-
 def apgd(
     classifier: PyTorchClassifier,
     x: np.ndarray,
@@ -443,31 +341,6 @@ def square(
     return np.asarray(adv, dtype=np.float32)
 
 
-class _DetectorAware(nn.Module):
-    """Logits of `cnn` and, as one more column, the AE's reconstruction error / threshold."""
-
-    def __init__(self, autoencoder: nn.Module, cnn: nn.Module, threshold: float) -> None:
-        super().__init__()
-        self.autoencoder, self.cnn, self.threshold = autoencoder, cnn, float(threshold)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        err = (self.autoencoder(x) - x).pow(2).flatten(1).mean(1, keepdim=True)
-        return torch.cat([self.cnn(x), err / self.threshold], dim=1)
-
-
-class _EvadeLoss(nn.Module):
-    """Cross-entropy on the logits minus lam * normalised reconstruction error (PGD ascends it)."""
-
-    def __init__(self, lam: float) -> None:
-        super().__init__()
-        self.lam = float(lam)
-
-    def forward(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        labels = target.argmax(1) if target.ndim == 2 else target
-        ce = nn.functional.cross_entropy(out[:, :-1], labels.long(), reduction="none")
-        return (ce - self.lam * torch.relu(out[:, -1] - 1.0) - 1e-3 * out[:, -1]).mean()
-
-
 def detector_aware_pgd(
     autoencoder: nn.Module,
     cnn: nn.Module,
@@ -491,10 +364,10 @@ def detector_aware_pgd(
     """
     if threshold <= 0:
         raise PipelineError(f"detector threshold must be > 0, got {threshold}")
-    model = _DetectorAware(autoencoder, cnn, threshold)
+    model = DetectorAware(autoencoder, cnn, threshold)
     nb_classes = int(cnn(torch.from_numpy(x[:1]).to(device)).shape[1])
-    # any loss other than cross-entropy gets one-hot targets from ART (read by _EvadeLoss)
-    classifier = make_art_classifier(model, x.shape[1:], nb_classes, device, loss=_EvadeLoss(lam))
+    # any loss other than cross-entropy gets one-hot targets from ART (read by EvadeLoss)
+    classifier = make_art_classifier(model, x.shape[1:], nb_classes, device, loss=EvadeLoss(lam))
     adv = pgd(
         classifier, x, y, eps, steps, params.pgd_step_fraction, params.pgd_random_init,
         params.batch_size, seed=seed,
@@ -573,20 +446,6 @@ def smoothed_predict(
     return np.where(scores.max(1) > 0, scores.argmax(1), -1)
 
 
-class _NoisyAverage(nn.Module):
-    """log E[softmax(model(x + sigma * noise))] over `samples` Gaussian draws (EOT)."""
-
-    def __init__(self, model: nn.Module, sigma: float, samples: int) -> None:
-        super().__init__()
-        self.model, self.sigma, self.samples = model, float(sigma), int(samples)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        noisy = x.repeat_interleave(self.samples, 0)
-        noisy = noisy + self.sigma * torch.randn_like(noisy)
-        probs = torch.softmax(self.model(noisy), 1).view(len(x), self.samples, -1).mean(1)
-        return probs.clamp_min(1e-12).log()
-
-
 def eot_pgd_l2(
     model: nn.Module,
     x: np.ndarray,
@@ -604,7 +463,7 @@ def eot_pgd_l2(
 
     The gradient is an expectation over `samples` noise draws (EOT); step 2.5 * radius / steps.
     """
-    soft = _NoisyAverage(model, sigma, samples)
+    soft = NoisyAverage(model, sigma, samples)
     classifier = make_art_classifier(soft, x.shape[1:], nb_classes, device)
     out = x.copy()
     with seeded(seed), input_gradients_only(classifier.model):

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from advdenoise import attacks
+from advdenoise import attack_runs, attacks
 from advdenoise.params import CertifyParams
 
 SUBSET_STREAM = 13  # data.evaluation_subset stream of this stage
@@ -82,7 +82,7 @@ def certify_model(
     index = params.models.index(name) if name in params.models else len(params.models)
     pred, radius, votes = attacks.certify(
         smoothed, x, params.n, params.batch_size,
-        seed=attacks.offset_seed(seed, _STREAM, index, _key(sigma)),
+        seed=attack_runs.offset_seed(seed, _STREAM, index, _key(sigma)),
     )  # fmt: skip
     return Certification(name, float(sigma), y, pred, radius, votes)
 
@@ -112,7 +112,7 @@ def attack_certificates(
     adv = attacks.eot_pgd_l2(
         model, x[rows], cert.y[rows], 0.99 * cert.radius[rows], cert.sigma,
         samples=params.attack_samples, steps=20, nb_classes=nb_classes, device=device,
-        seed=attacks.offset_seed(seed, *offsets),
+        seed=attack_runs.offset_seed(seed, *offsets),
     )  # fmt: skip
     l2 = np.sqrt(((adv - x[rows]).astype(np.float64) ** 2).reshape(len(rows), -1).sum(1))
     if np.any(l2 > cert.radius[rows] + 1e-4):
@@ -121,7 +121,7 @@ def attack_certificates(
         model, x.shape[1:], nb_classes, device, sigma=cert.sigma, n0=params.n, alpha=params.alpha
     )
     pred = attacks.smoothed_predict(
-        smoothed, adv, params.batch_size, seed=attacks.offset_seed(seed, *offsets, 1)
+        smoothed, adv, params.batch_size, seed=attack_runs.offset_seed(seed, *offsets, 1)
     )
     out["attack.violations"] = float(np.sum((pred != cert.y[rows]) & (pred != -1)))
     out["attack.abstained"] = float(np.sum(pred == -1))

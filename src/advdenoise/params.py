@@ -1,48 +1,33 @@
-"""Typed, validated parameters: one frozen dataclass per params.yaml section.
+"""The schema of params.yaml: one frozen dataclass per section, and the name registries.
 
-Every stage loads params.yaml through `load_params` once. Unknown keys, wrong types and values out of
-range raise `ParamsError` naming the key (`attack.eps must be in [0, 1], got 1.5`).
+params.yaml is the one source of every value: the classes have no defaults, and a missing key is an
+error (see `config.build`). Every stage loads params.yaml through `load_params` once; unknown keys,
+wrong types and values out of range raise `ParamsError` naming the key
+(`attack.eps must be in [0, 1], got 1.5`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from advdenoise.config import (
+    build,
+    check,
+    check_distinct,
+    check_grid,
+    check_min,
+    check_range,
+    check_widths,
+    read_yaml,
+)
 from advdenoise.errors import ParamsError
 
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader that reads floats as YAML 1.2 does (and DVC with it): `1e-4` is 0.0001.
-
-    PyYAML follows YAML 1.1, where a float needs a dot (`1.0e-4`) and `1e-4` is a string; DVC
-    reads params.yaml with a YAML 1.2 parser, so both must agree on what a stage computes with.
-    """
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
+__all__ = ["Params", "load_params", "parse_params", "read_yaml"]
 
 AttackName = Literal["fgsm", "pgd"]
 DefenceName = Literal[
@@ -57,88 +42,54 @@ AUTOENCODER_DEFENCES: tuple[str, ...] = ("ae", "ae_adv", "ae_guided")
 CERTIFY_MODELS: tuple[str, ...] = typing.get_args(CertifyModel)
 
 
-def _check(ok: bool, key: str, message: str, value: Any) -> None:
-    if not ok:
-        raise ParamsError(f"{key} {message}, got {value!r}")
-
-
-def _check_fraction(key: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
-    _check(low <= value <= high, key, f"must be in [{low:g}, {high:g}]", value)
-
-
-def _check_positive(key: str, value: float) -> None:
-    _check(value > 0, key, "must be > 0", value)
-
-
-def _check_grid(key: str, grid: tuple[float, ...]) -> None:
-    _check(len(grid) > 0, key, "must not be empty", list(grid))
-    for v in grid:
-        _check_fraction(f"{key} entry", v)
-    _check(
-        list(grid) == sorted(set(grid)),
-        key,
-        "must be sorted ascending without duplicates",
-        list(grid),
-    )
-
-
 @dataclass(frozen=True)
 class DataParams:
     """Where images come from and how they are split (the `prepare` stage)."""
 
-    source: str = (
-        "synthetic"  # "synthetic" or a directory in the Kaggle layout <root>/<class>/*.png
-    )
-    image_size: int = 64
-    classes: dict[str, int] = field(default_factory=lambda: {"non-COVID": 0, "COVID": 1})
-    synthetic_counts: dict[str, int] = field(
-        default_factory=lambda: {"non-COVID": 1230, "COVID": 1252}
-    )
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1
-    skip_bad_files: bool = False
-    min_side: int = 16
-    max_pixels: int = 40_000_000
+    source: str  # "synthetic" or a directory in the Kaggle layout <root>/<class>/*.png
+    image_size: int
+    classes: dict[str, int]
+    synthetic_counts: dict[str, int]
+    test_fraction: float
+    val_fraction: float
+    skip_bad_files: bool
+    min_side: int
+    max_pixels: int
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             self.source.strip() != "",
             "data.source",
             "must be 'synthetic' or a directory",
             self.source,
         )
-        _check(
-            16 <= self.image_size <= 1024,
-            "data.image_size",
-            "must be in [16, 1024]",
-            self.image_size,
-        )
-        _check(
+        check_range("data.image_size", self.image_size, 16, 1024)
+        check(
             len(self.classes) >= 2,
             "data.classes",
             "must map at least two class folders",
             self.classes,
         )
         labels = sorted(self.classes.values())
-        _check(
+        check(
             labels == list(range(len(labels))),
             "data.classes",
             "labels must be 0..K-1, each once",
             self.classes,
         )
         if self.is_synthetic:  # a folder dataset ignores the generator's counts
-            _check(
+            check(
                 set(self.synthetic_counts) == set(self.classes),
                 "data.synthetic_counts",
                 f"must have exactly the keys of data.classes {sorted(self.classes)}",
                 self.synthetic_counts,
             )
             for name, n in self.synthetic_counts.items():
-                _check(n >= 10, f"data.synthetic_counts.{name}", "must be >= 10", n)
-        _check_fraction("data.test_fraction", self.test_fraction, 0.05, 0.5)
-        _check_fraction("data.val_fraction", self.val_fraction, 0.0, 0.5)
-        _check(self.min_side >= 1, "data.min_side", "must be >= 1", self.min_side)
-        _check(
+                check_min(f"data.synthetic_counts.{name}", n, 10)
+        check_range("data.test_fraction", self.test_fraction, 0.05, 0.5)
+        check_range("data.val_fraction", self.val_fraction, 0.0, 0.5)
+        check_min("data.min_side", self.min_side, 1)
+        check(
             self.max_pixels >= self.min_side**2,
             "data.max_pixels",
             "must be >= min_side**2",
@@ -154,71 +105,52 @@ class DataParams:
 class OptimParams:
     """Adam settings shared by every trained network (paper: lr 1e-4, batch 16)."""
 
-    lr: float = 1.0e-4
-    batch_size: int = 16
-    epochs: int = 10
+    lr: float
+    batch_size: int
+    epochs: int
 
     def _check_optim(self, section: str) -> None:
-        _check_positive(f"{section}.lr", self.lr)
-        _check(self.lr < 1.0, f"{section}.lr", "must be < 1", self.lr)
-        _check(self.batch_size >= 1, f"{section}.batch_size", "must be >= 1", self.batch_size)
-        _check(self.epochs >= 1, f"{section}.epochs", "must be >= 1", self.epochs)
+        check(0 < self.lr < 1.0, f"{section}.lr", "must be > 0 and < 1", self.lr)
+        check_min(f"{section}.batch_size", self.batch_size, 1)
+        check_min(f"{section}.epochs", self.epochs, 1)
 
 
 @dataclass(frozen=True)
 class TrainCnnParams(OptimParams):
     """The classifier: a compact batch-norm conv net (architecture in `models.Classifier`)."""
 
-    channels: tuple[int, ...] = (16, 32, 64, 128)
-    dropout: float = 0.2
-    augment: bool = False  # light flips/shifts; off reproduces the paper
+    channels: tuple[int, ...]
+    dropout: float
+    augment: bool  # light flips/shifts; off reproduces the paper
 
     def __post_init__(self) -> None:
         self._check_optim("train_cnn")
-        _check(
-            len(self.channels) >= 1 and min(self.channels) >= 1,
-            "train_cnn.channels",
-            "must be a non-empty list of positive widths",
-            list(self.channels),
-        )
-        _check_fraction("train_cnn.dropout", self.dropout, 0.0, 0.9)
+        check_widths("train_cnn.channels", self.channels)
+        check_range("train_cnn.dropout", self.dropout, 0.0, 0.9)
 
 
 @dataclass(frozen=True)
 class TrainAeParams(OptimParams):
     """The paper's denoising autoencoder, trained on clean + noisy ("combined") images."""
 
-    lr: float = 1.0e-3
-    channels: tuple[int, ...] = (16, 32, 64)
-    latent_channels: int = 8
-    noise: dict[str, float] = field(
-        default_factory=lambda: {"gaussian": 0.1, "salt_pepper": 0.05, "speckle": 0.2}
-    )
+    channels: tuple[int, ...]
+    latent_channels: int
+    noise: dict[str, float]
 
     def __post_init__(self) -> None:
         self._check_optim("train_ae")
-        _check(
-            len(self.channels) >= 1 and min(self.channels) >= 1,
-            "train_ae.channels",
-            "must be a non-empty list of positive widths",
-            list(self.channels),
-        )
-        _check(
-            self.latent_channels >= 1,
-            "train_ae.latent_channels",
-            "must be >= 1",
-            self.latent_channels,
-        )
+        check_widths("train_ae.channels", self.channels)
+        check_min("train_ae.latent_channels", self.latent_channels, 1)
         allowed = typing.get_args(NoiseName)
-        _check(
+        check(
             len(self.noise) >= 1,
             "train_ae.noise",
             f"must name at least one of {list(allowed)}",
             self.noise,
         )
         for name, level in self.noise.items():
-            _check(name in allowed, "train_ae.noise", f"keys must be in {list(allowed)}", name)
-            _check_fraction(f"train_ae.noise.{name}", level)
+            check(name in allowed, "train_ae.noise", f"keys must be in {list(allowed)}", name)
+            check_range(f"train_ae.noise.{name}", level, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -229,135 +161,88 @@ class AttackParams:
     experiment with another headline (`dvc exp run -S attack.eps=0.02`) re-runs no attack.
     """
 
-    eps: float = 0.03
-    eps_grid: tuple[float, ...] = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016, 0.03, 0.05, 0.1)
-    methods: tuple[AttackName, ...] = ("fgsm", "pgd")
-    pgd_steps: int = 10
-    pgd_step_fraction: float = 0.25  # PGD step size as a fraction of eps
-    pgd_random_init: bool = True
-    batch_size: int = 64  # images per attack batch; 32-64 is fastest on a CPU (cache-bound)
+    eps: float
+    eps_grid: tuple[float, ...]
+    methods: tuple[AttackName, ...]
+    pgd_steps: int
+    pgd_step_fraction: float  # PGD step size as a fraction of eps
+    pgd_random_init: bool
+    batch_size: int  # images per attack batch; 32-64 is fastest on a CPU (cache-bound)
 
     def __post_init__(self) -> None:
-        _check_fraction("attack.eps", self.eps)
-        _check_grid("attack.eps_grid", self.eps_grid)
-        _check(
+        check_range("attack.eps", self.eps, 0.0, 1.0)
+        check_grid("attack.eps_grid", self.eps_grid)
+        check(
             self.eps in self.eps_grid,
             "attack.eps",
             f"must be one of attack.eps_grid {list(self.eps_grid)} (add it to the grid)",
             self.eps,
         )
-        _check(
-            len(self.methods) >= 1 and len(set(self.methods)) == len(self.methods),
-            "attack.methods",
-            "must list distinct methods",
-            list(self.methods),
-        )
-        _check(self.pgd_steps >= 1, "attack.pgd_steps", "must be >= 1", self.pgd_steps)
-        _check_fraction("attack.pgd_step_fraction", self.pgd_step_fraction, 1e-4, 2.0)
-        _check(self.batch_size >= 1, "attack.batch_size", "must be >= 1", self.batch_size)
+        check_distinct("attack.methods", self.methods, "methods")
+        check_min("attack.pgd_steps", self.pgd_steps, 1)
+        check_range("attack.pgd_step_fraction", self.pgd_step_fraction, 1e-4, 2.0)
+        check_min("attack.batch_size", self.batch_size, 1)
 
 
 @dataclass(frozen=True)
 class DenoiseParams:
     """Passing clean and adversarial test sets through the autoencoder (paper Figs. 3, 4, 5, 7)."""
 
-    batch_size: int = 128
-    examples_per_class: int = 2
+    batch_size: int
+    examples_per_class: int
 
     def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, "denoise.batch_size", "must be >= 1", self.batch_size)
-        _check(
-            1 <= self.examples_per_class <= 8,
-            "denoise.examples_per_class",
-            "must be in [1, 8]",
-            self.examples_per_class,
-        )
+        check_min("denoise.batch_size", self.batch_size, 1)
+        check_range("denoise.examples_per_class", self.examples_per_class, 1, 8)
 
 
 @dataclass(frozen=True)
 class EmbedParams:
     """Feature embeddings (PCA, t-SNE, UMAP) and the numbers that replace eyeballing them."""
 
-    max_points: int = 400  # per group (clean / adversarial / denoised), subsampled with the seed
-    tsne_perplexity: float = 30.0
-    tsne_max_iter: int = 500  # sklearn default 1000; 500 halves the cost, enough on ~2k points
-    umap_neighbors: int = 15
-    probe_folds: int = 5
-    batch_size: int = 128  # inference batch for features and reconstructions
+    max_points: int  # per group (clean / adversarial / denoised), subsampled with the seed
+    tsne_perplexity: float
+    tsne_max_iter: int  # sklearn default 1000; 500 halves the cost, enough on ~2k points
+    umap_neighbors: int
+    probe_folds: int
+    batch_size: int  # inference batch for features and reconstructions
 
     def __post_init__(self) -> None:
-        _check(self.max_points >= 20, "embed.max_points", "must be >= 20", self.max_points)
-        _check(self.batch_size >= 1, "embed.batch_size", "must be >= 1", self.batch_size)
-        _check(
-            250 <= self.tsne_max_iter <= 5000,
-            "embed.tsne_max_iter",
-            "must be in [250, 5000]",
-            self.tsne_max_iter,
-        )
-        _check(
-            2.0 <= self.tsne_perplexity <= 100.0,
-            "embed.tsne_perplexity",
-            "must be in [2, 100]",
-            self.tsne_perplexity,
-        )
-        _check(
-            2 <= self.umap_neighbors <= 200,
-            "embed.umap_neighbors",
-            "must be in [2, 200]",
-            self.umap_neighbors,
-        )
-        _check(
-            2 <= self.probe_folds <= 20, "embed.probe_folds", "must be in [2, 20]", self.probe_folds
-        )
+        check_min("embed.max_points", self.max_points, 20)
+        check_min("embed.batch_size", self.batch_size, 1)
+        check_range("embed.tsne_max_iter", self.tsne_max_iter, 250, 5000)
+        check_range("embed.tsne_perplexity", self.tsne_perplexity, 2.0, 100.0)
+        check_range("embed.umap_neighbors", self.umap_neighbors, 2, 200)
+        check_range("embed.probe_folds", self.probe_folds, 2, 20)
 
 
 @dataclass(frozen=True)
 class TrainAeAdvParams(OptimParams):
     """The paper's proposed fix: the same autoencoder retrained on adversarial training images."""
 
-    lr: float = 1.0e-3
-    methods: tuple[AttackName, ...] = ("fgsm", "pgd")
-    eps: tuple[float, ...] = (0.01, 0.03, 0.05)
-    copies: int = 1  # adversarial versions per training image, each (method, eps) drawn at random
+    methods: tuple[AttackName, ...]
+    eps: tuple[float, ...]
+    copies: int  # adversarial versions per training image, each (method, eps) drawn at random
 
     def __post_init__(self) -> None:
-        self._check_optim("train_ae_adv")
-        _check(
-            len(self.methods) >= 1 and len(set(self.methods)) == len(self.methods),
-            "train_ae_adv.methods",
-            "must list distinct methods",
-            list(self.methods),
-        )
-        _check_grid("train_ae_adv.eps", self.eps)
-        _check(1 <= self.copies <= 16, "train_ae_adv.copies", "must be in [1, 16]", self.copies)
+        self._check_adversarial("train_ae_adv")
+
+    def _check_adversarial(self, section: str) -> None:
+        self._check_optim(section)
+        check_distinct(f"{section}.methods", self.methods, "methods")
+        check_grid(f"{section}.eps", self.eps)
+        check_range(f"{section}.copies", self.copies, 1, 16)
 
 
 @dataclass(frozen=True)
-class TrainAeGuidedParams(OptimParams):
+class TrainAeGuidedParams(TrainAeAdvParams):
     """A feature-guided denoiser (HGD-style): loss on the CNN's penultimate features + pixel MSE."""
 
-    lr: float = 1.0e-3
-    methods: tuple[AttackName, ...] = ("fgsm", "pgd")
-    eps: tuple[float, ...] = (0.01, 0.03, 0.05)
-    copies: int = 1  # adversarial versions per training image, each (method, eps) drawn at random
-    pixel_weight: float = 10.0  # at 0.1 the features win and outputs stop looking like images
+    pixel_weight: float  # at 0.1 the features win and outputs stop looking like images
 
     def __post_init__(self) -> None:
-        self._check_optim("train_ae_guided")
-        _check(
-            len(self.methods) >= 1 and len(set(self.methods)) == len(self.methods),
-            "train_ae_guided.methods",
-            "must list distinct methods",
-            list(self.methods),
-        )
-        _check_grid("train_ae_guided.eps", self.eps)
-        _check(1 <= self.copies <= 16, "train_ae_guided.copies", "must be in [1, 16]", self.copies)
-        _check(
-            self.pixel_weight >= 0,
-            "train_ae_guided.pixel_weight",
-            "must be >= 0",
-            self.pixel_weight,
-        )
+        self._check_adversarial("train_ae_guided")
+        check_min("train_ae_guided.pixel_weight", self.pixel_weight, 0)
 
 
 @dataclass(frozen=True)
@@ -369,77 +254,48 @@ class RobustnessParams:
     headline-only experiment on the attack side should not repeat them.
     """
 
-    defences: tuple[DefenceName, ...] = (
-        "none",
-        "ae",
-        "ae_adv",
-        "ae_guided",
-        "feature_squeezing",
-        "spatial_smoothing",
-        "jpeg",
-    )
-    eps: float = 0.008
-    eps_grid: tuple[float, ...] = (0.002, 0.004, 0.008, 0.016, 0.03)
-    squeeze_bits: int = 4
-    smoothing_window: int = 3
-    jpeg_quality: int = 50
-    max_images: int = 100  # seeded class-stratified subset of the test split; 0 = all of it
-    apgd_steps: int = 20  # APGD-CE iterations per restart (AutoAttack: 100)
-    apgd_restarts: int = 1  # AutoAttack: 5 for APGD-CE
-    square_queries: int = 100  # Square Attack iterations (queries per image); AutoAttack: 5000
-    square_p_init: float = 0.8  # initial fraction of pixels in a square (AutoAttack, L-inf)
-    detector_eps: float = 0.03  # eps of the detector evaluation; one of attack.eps_grid
-    detector_steps: int = 20  # PGD steps of the detector-aware attack on the reconstruction error
-    detector_lambda: float = 10.0  # weight of the detector term (error over threshold) in its loss
+    defences: tuple[DefenceName, ...]
+    eps: float
+    eps_grid: tuple[float, ...]
+    squeeze_bits: int
+    smoothing_window: int
+    jpeg_quality: int
+    max_images: int  # seeded class-stratified subset of the test split; 0 = all of it
+    apgd_steps: int  # APGD-CE iterations per restart (AutoAttack: 100)
+    apgd_restarts: int  # AutoAttack: 5 for APGD-CE
+    square_queries: int  # Square Attack iterations (queries per image); AutoAttack: 5000
+    square_p_init: float  # initial fraction of pixels in a square (AutoAttack, L-inf)
+    detector_eps: float  # eps of the detector evaluation; one of attack.eps_grid
+    detector_steps: int  # PGD steps of the detector-aware attack on the reconstruction error
+    detector_lambda: float  # weight of the detector term (error over threshold) in its loss
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             self.max_images == 0 or self.max_images >= 20,
             "robustness.max_images",
             "must be 0 (the whole test split) or >= 20",
             self.max_images,
         )
-        _check(
-            len(self.defences) >= 1 and len(set(self.defences)) == len(self.defences),
-            "robustness.defences",
-            "must list distinct defences",
-            list(self.defences),
-        )
-        _check_grid("robustness.eps_grid", self.eps_grid)
-        _check(
+        check_distinct("robustness.defences", self.defences, "defences")
+        check_grid("robustness.eps_grid", self.eps_grid)
+        check(
             self.eps in self.eps_grid,
             "robustness.eps",
             f"must be one of robustness.eps_grid {list(self.eps_grid)} (add it to the grid)",
             self.eps,
         )
-        _check(
-            1 <= self.squeeze_bits <= 8,
-            "robustness.squeeze_bits",
-            "must be in [1, 8]",
-            self.squeeze_bits,
-        )
-        _check(
+        check_range("robustness.squeeze_bits", self.squeeze_bits, 1, 8)
+        check(
             self.smoothing_window in (2, 3, 5, 7),
             "robustness.smoothing_window",
             "must be one of [2, 3, 5, 7]",
             self.smoothing_window,
         )
-        _check(
-            1 <= self.jpeg_quality <= 95,
-            "robustness.jpeg_quality",
-            "must be in [1, 95]",
-            self.jpeg_quality,
-        )
+        check_range("robustness.jpeg_quality", self.jpeg_quality, 1, 95)
         for key in ("apgd_steps", "apgd_restarts", "square_queries", "detector_steps"):
-            value = getattr(self, key)
-            _check(1 <= value <= 100_000, f"robustness.{key}", "must be in [1, 100000]", value)
-        _check_fraction("robustness.square_p_init", self.square_p_init, 0.01, 1.0)
-        _check(
-            self.detector_lambda >= 0,
-            "robustness.detector_lambda",
-            "must be >= 0",
-            self.detector_lambda,
-        )
+            check_range(f"robustness.{key}", getattr(self, key), 1, 100_000)
+        check_range("robustness.square_p_init", self.square_p_init, 0.01, 1.0)
+        check_min("robustness.detector_lambda", self.detector_lambda, 0)
 
 
 @dataclass(frozen=True)
@@ -450,114 +306,92 @@ class TrainAeGaussParams(OptimParams):
     certify.sigmas) costs a third of the training and serves every sigma.
     """
 
-    lr: float = 1.0e-3
-    epochs: int = 8
-    stability_weight: float = 0.0  # Salman et al.'s stability loss through the frozen CNN (0 = MSE)
+    stability_weight: float  # Salman et al.'s stability loss through the frozen CNN (0 = MSE)
 
     def __post_init__(self) -> None:
         self._check_optim("train_ae_gauss")
-        _check(
-            self.stability_weight >= 0,
-            "train_ae_gauss.stability_weight",
-            "must be >= 0",
-            self.stability_weight,
-        )
+        check_min("train_ae_gauss.stability_weight", self.stability_weight, 0)
 
 
 @dataclass(frozen=True)
 class CertifyParams:
     """Randomized smoothing (Cohen et al. 2019) through ART: certified L2 radii per model and sigma."""
 
-    sigmas: tuple[float, ...] = (0.12, 0.25, 0.5)
-    models: tuple[CertifyModel, ...] = ("cnn", "ae", "ae_gauss")
-    radii: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
-    n0: int = 32  # noise samples that select the class (Cohen et al.: 100)
-    n: int = 256  # noise samples that estimate its probability (Cohen et al.: 100000)
-    alpha: float = 0.001  # failure probability of each certificate
-    max_images: int = 50  # seeded class-stratified subset of the test split; 0 = all of it
-    batch_size: int = 256  # noisy samples per forward pass
-    attack_images: int = 8  # certified images attacked (L2 PGD + EOT) to test the certificates
-    attack_samples: int = 16  # noise samples per gradient step of that attack (EOT)
+    sigmas: tuple[float, ...]
+    models: tuple[CertifyModel, ...]
+    radii: tuple[float, ...]
+    n0: int  # noise samples that select the class (Cohen et al.: 100)
+    n: int  # noise samples that estimate its probability (Cohen et al.: 100000)
+    alpha: float  # failure probability of each certificate
+    max_images: int  # seeded class-stratified subset of the test split; 0 = all of it
+    batch_size: int  # noisy samples per forward pass
+    attack_images: int  # certified images attacked (L2 PGD + EOT) to test the certificates
+    attack_samples: int  # noise samples per gradient step of that attack (EOT)
 
     def __post_init__(self) -> None:
-        _check(len(self.sigmas) >= 1, "certify.sigmas", "must not be empty", list(self.sigmas))
+        check(len(self.sigmas) >= 1, "certify.sigmas", "must not be empty", list(self.sigmas))
         for sigma in self.sigmas:
-            _check(0 < sigma <= 2, "certify.sigmas entry", "must be in (0, 2]", sigma)
-        _check(
-            len(self.models) >= 1 and len(set(self.models)) == len(self.models),
-            "certify.models",
-            "must list distinct models",
-            list(self.models),
-        )
-        _check(
+            check(0 < sigma <= 2, "certify.sigmas entry", "must be in (0, 2]", sigma)
+        check_distinct("certify.models", self.models, "models")
+        check(
             list(self.radii) == sorted(set(self.radii)) and min(self.radii, default=-1) >= 0,
             "certify.radii",
             "must be non-negative, sorted, without duplicates",
             list(self.radii),
         )
-        _check(1 <= self.n0 <= 1_000_000, "certify.n0", "must be in [1, 1000000]", self.n0)
-        _check(10 <= self.n <= 1_000_000, "certify.n", "must be in [10, 1000000]", self.n)
-        _check(0 < self.alpha < 0.5, "certify.alpha", "must be in (0, 0.5)", self.alpha)
-        _check(
+        check_range("certify.n0", self.n0, 1, 1_000_000)
+        check_range("certify.n", self.n, 10, 1_000_000)
+        check(0 < self.alpha < 0.5, "certify.alpha", "must be in (0, 0.5)", self.alpha)
+        check(
             self.max_images == 0 or self.max_images >= 2,
             "certify.max_images",
             "must be 0 (the whole test split) or >= 2",
             self.max_images,
         )
-        _check(self.batch_size >= 1, "certify.batch_size", "must be >= 1", self.batch_size)
-        _check(
-            0 <= self.attack_images <= 1000,
-            "certify.attack_images",
-            "must be in [0, 1000]",
-            self.attack_images,
-        )
-        _check(
-            1 <= self.attack_samples <= 1024,
-            "certify.attack_samples",
-            "must be in [1, 1024]",
-            self.attack_samples,
-        )
+        check_min("certify.batch_size", self.batch_size, 1)
+        check_range("certify.attack_images", self.attack_images, 0, 1000)
+        check_range("certify.attack_samples", self.attack_samples, 1, 1024)
 
 
 @dataclass(frozen=True)
 class Params:
     """All of params.yaml. Cross-section constraints are checked here."""
 
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = 2  # torch intra-op threads on CPU; fixed so that runs are reproducible
-    data: DataParams = field(default_factory=DataParams)
-    train_cnn: TrainCnnParams = field(default_factory=TrainCnnParams)
-    train_ae: TrainAeParams = field(default_factory=TrainAeParams)
-    attack: AttackParams = field(default_factory=AttackParams)
-    denoise: DenoiseParams = field(default_factory=DenoiseParams)
-    embed: EmbedParams = field(default_factory=EmbedParams)
-    train_ae_adv: TrainAeAdvParams = field(default_factory=TrainAeAdvParams)
-    train_ae_guided: TrainAeGuidedParams = field(default_factory=TrainAeGuidedParams)
-    robustness: RobustnessParams = field(default_factory=RobustnessParams)
-    train_ae_gauss: TrainAeGaussParams = field(default_factory=TrainAeGaussParams)
-    certify: CertifyParams = field(default_factory=CertifyParams)
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+    threads: int  # torch intra-op threads on CPU; fixed so that runs are reproducible
+    data: DataParams
+    train_cnn: TrainCnnParams
+    train_ae: TrainAeParams
+    attack: AttackParams
+    denoise: DenoiseParams
+    embed: EmbedParams
+    train_ae_adv: TrainAeAdvParams
+    train_ae_guided: TrainAeGuidedParams
+    robustness: RobustnessParams
+    train_ae_gauss: TrainAeGaussParams
+    certify: CertifyParams
 
     def __post_init__(self) -> None:
-        _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32)", self.seed)
-        _check(1 <= self.threads <= 256, "threads", "must be in [1, 256]", self.threads)
+        check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32)", self.seed)
+        check_range("threads", self.threads, 1, 256)
         size = self.data.image_size
         cnn_min = 2 ** (len(self.train_cnn.channels) + 1)
-        _check(
+        check(
             size >= cnn_min,
             "data.image_size",
             f"must be >= {cnn_min} for train_cnn.channels of length {len(self.train_cnn.channels)}",
             size,
         )
         depth = len(self.train_ae.channels)
-        _check(
+        check(
             size % 2**depth == 0,
             "data.image_size",
             f"must be divisible by {2**depth} (2**len(train_ae.channels)) for the autoencoders",
             size,
         )
         off_grid = [e for e in self.robustness.eps_grid if e not in self.attack.eps_grid]
-        _check(
+        check(
             not off_grid,
             "robustness.eps_grid",
             f"must lie within attack.eps_grid {list(self.attack.eps_grid)} (the oblivious attacks"
@@ -566,73 +400,9 @@ class Params:
         )
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def _convert(value: Any, hint: Any, key: str) -> Any:
-    """Check `value` against a type hint and return it in the dataclass's representation."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is bool:
-        _check(isinstance(value, bool), key, "must be true or false", value)
-        return value
-    if hint is int:
-        _check(
-            isinstance(value, int) and not isinstance(value, bool), key, "must be an integer", value
-        )
-        return value
-    if hint is float:
-        _check(
-            isinstance(value, (int, float)) and not isinstance(value, bool),
-            key,
-            "must be a number",
-            value,
-        )
-        return float(value)
-    if hint is str:
-        _check(isinstance(value, str), key, "must be a string", value)
-        return value
-    if origin is Literal:
-        _check(value in args, key, f"must be one of {list(args)}", value)
-        return value
-    if origin is tuple:
-        _check(isinstance(value, (list, tuple)), key, "must be a list", value)
-        return tuple(_convert(v, args[0], key) for v in value)
-    if origin is dict:
-        _check(isinstance(value, dict), key, "must be a mapping", value)
-        return {
-            _convert(k, args[0], key): _convert(v, args[1], f"{key}.{k}") for k, v in value.items()
-        }
-    if origin in (typing.Union, types.UnionType):  # pragma: no cover - not used by the schema today
-        raise TypeError(f"unsupported params hint for {key}: {hint}")
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    raise TypeError(f"unsupported params hint for {key}: {hint}")  # pragma: no cover
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    where = prefix or "params.yaml"
-    _check(isinstance(raw, dict), where, "must be a mapping", raw)
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
-        raise ParamsError(
-            f"unknown key {key!r}; allowed keys{' in ' + prefix if prefix else ''}: {names}"
-        )
-    kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in raw.items()}
-    return cls(**kwargs)
-
-
-def read_yaml(text: str) -> Any:
-    """Parse params YAML as DVC does (YAML 1.2 numbers: `1e-4` is a float)."""
-    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
-
-
 def parse_params(raw: Any) -> Params:
     """Build validated params from an already-parsed YAML mapping."""
-    return _build(Params, raw if raw is not None else {}, "")
+    return build(Params, raw if raw is not None else {})
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from advdenoise import attacks, metrics
+from advdenoise import attack_runs, attacks, metrics
 from advdenoise.adversarial import AdversarialSets, check_perturbation
 from advdenoise.attack_metrics import MONOTONE_TOLERANCE
 from advdenoise.defences import build_defence, defended_classifier
@@ -38,11 +38,11 @@ from advdenoise.models import batched_apply, predict_labels
 from advdenoise.params import DEFENCES, AttackParams, RobustnessParams
 
 THREATS = ("oblivious", "adaptive")
-METHODS = {"oblivious": attacks.METHODS, "adaptive": attacks.ATTACKS}
+METHODS = {"oblivious": attack_runs.METHODS, "adaptive": attack_runs.ATTACKS}
 VIEWS = (*THREATS, "worst")  # the worst case within each threat model, and over both
 CONVERGENCE_TOLERANCE = 0.01  # doubling PGD steps may move accuracy by at most one point
 DETECTOR_FPR = 0.05  # the detector's threshold flags this fraction of clean images
-_STREAM = 6  # seed stream of this stage (attacks.offset_seed's)
+_STREAM = 6  # seed stream of this stage (attack_runs.offset_seed's)
 SUBSET_STREAM = 7  # data.evaluation_subset stream of this stage
 
 
@@ -57,7 +57,7 @@ def check_oblivious_sets(oblivious: AdversarialSets, params: RobustnessParams, w
     """The attack stage must have crafted FGSM and PGD sets at every eps evaluated here."""
     wanted = [*params.eps_grid, params.detector_eps]
     missing = [e for e in wanted if not any(abs(e - o) < 1e-12 for o in oblivious.eps)]
-    if missing or not set(attacks.METHODS) <= set(oblivious.methods):
+    if missing or not set(attack_runs.METHODS) <= set(oblivious.methods):
         raise PipelineError(
             f"{where}: needs fgsm and pgd sets at every eps of robustness.eps_grid"
             f" {list(params.eps_grid)} and at robustness.detector_eps {params.detector_eps:g};"
@@ -112,7 +112,7 @@ class DefenceResult:
         cells = [
             c
             for c, by_eps in self.correct.items()
-            if c[1] not in attacks.BLACK_BOX and eps in by_eps
+            if c[1] not in attack_runs.BLACK_BOX and eps in by_eps
         ]
         return self._alive(eps, cells, with_2x=True)
 
@@ -159,28 +159,28 @@ def evaluate_defence(
     rows = np.flatnonzero(clean)  # attacks need only the images classified correctly
     xa, ya = x[rows], y[rows]
     di = DEFENCES.index(name) if name in DEFENCES else len(DEFENCES)
-    for method in attacks.METHODS:
+    for method in attack_runs.METHODS:
         result.correct[("oblivious", method)] = {
             e: correct(oblivious.get(method, e), everyone) for e in params.eps_grid
         }
-    for method in attacks.ATTACKS:
+    for method in attack_runs.ATTACKS:
         result.correct[("adaptive", method)] = {}
     for e in params.eps_grid:
         offsets = (di, _eps_key(e))
         cells = result.correct
         if len(rows) == 0:  # nothing classified correctly: nothing to attack
-            for method in attacks.ATTACKS:
+            for method in attack_runs.ATTACKS:
                 cells[("adaptive", method)][e] = np.zeros(len(y), dtype=bool)
             continue
         if name == "none":  # the attack stage's sets: same params and ART code
-            for method in attacks.METHODS:
+            for method in attack_runs.METHODS:
                 cells[("adaptive", method)][e] = cells[("oblivious", method)][e]
         else:
-            (fgsm,) = attacks.run_attacks(classifier, "fgsm", xa, ya, e, attack)
+            (fgsm,) = attack_runs.run_attacks(classifier, "fgsm", xa, ya, e, attack)
             cells[("adaptive", "fgsm")][e] = correct(fgsm, rows)
         if name != "none" or e == headline:
             with_2x = e == headline
-            advs = attacks.run_attacks(
+            advs = attack_runs.run_attacks(
                 classifier, "pgd", xa, ya, e, attack, seed=seed, offsets=offsets,
                 checkpoints=(steps, 2 * steps) if with_2x else (),
             )  # fmt: skip
@@ -190,7 +190,7 @@ def evaluate_defence(
                 result.pgd_2x_steps = correct(advs[-1], rows)
         apgd = attacks.apgd(
             classifier, xa, ya, e, params.apgd_steps, params.apgd_restarts, bs,
-            seed=attacks.offset_seed(seed, *offsets, 1),
+            seed=attack_runs.offset_seed(seed, *offsets, 1),
         )  # fmt: skip
         check_perturbation(xa, apgd, e, f"{name}: apgd eps={e:g}")
         cells[("adaptive", "apgd")][e] = correct(apgd, rows)
@@ -200,7 +200,7 @@ def evaluate_defence(
         if len(left):
             square = attacks.square(
                 classifier, x[left], y[left], e, params.square_queries, params.square_p_init, bs,
-                seed=attacks.offset_seed(seed, *offsets, 2),
+                seed=attack_runs.offset_seed(seed, *offsets, 2),
             )  # fmt: skip
             check_perturbation(x[left], square, e, f"{name}: square eps={e:g}")
             cells[("adaptive", "square")][e] = correct(square, left)
@@ -271,7 +271,7 @@ def checks(result: DefenceResult) -> dict[str, bool]:
     pgd_2x = float(result.pgd_2x_steps.mean()) if result.pgd_2x_steps is not None else pgd_h
     out["pgd_converged"] = abs(pgd_2x - pgd_h) <= CONVERGENCE_TOLERANCE + 1e-12
     out["random_noise_floor"] = result.random_noise + tol >= max(
-        acc("adaptive", m, h) for m in attacks.WHITE_BOX
+        acc("adaptive", m, h) for m in attack_runs.WHITE_BOX
     )
     out["adaptive_le_oblivious"] = pgd_h <= acc("oblivious", "pgd", h) + tol
     out["black_box_finds_nothing_new"] = all(square_breaks(result, e) <= tol for e in eps_values)
@@ -419,7 +419,7 @@ def evaluate_detector(
     obl = oblivious.get("pgd", eps)[rows]
     ada = attacks.detector_aware_pgd(
         autoencoder, cnn, threshold, xa, ya, eps, attack, params.detector_steps,
-        params.detector_lambda, device=device, seed=attacks.offset_seed(seed, 8, _eps_key(eps)),
+        params.detector_lambda, device=device, seed=attack_runs.offset_seed(seed, 8, _eps_key(eps)),
     )  # fmt: skip
     out: dict[str, float] = {"detector.eps": float(eps), "detector.threshold": threshold}
     for threat, adv in (("oblivious", obl), ("adaptive", ada)):
