@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from advdenoise import cli, data, synthetic
+from advdenoise import cli, data, folders, synthetic
 from advdenoise.errors import entrypoint
 from advdenoise.figures.prepare import samples_figure
 from advdenoise.io import save_figure, write_csv, write_json
@@ -32,7 +32,7 @@ def _load(d: DataParams, seed: int, data_root: Path) -> data.LabelledImages:
         "max_pixels": d.max_pixels,
         "skip_bad_files": d.skip_bad_files,
     }
-    images = data.load_image_folder(source, d.classes, d.image_size, **kwargs)
+    images = folders.load_image_folder(source, d.classes, d.image_size, **kwargs)
     if not source.resolve().is_relative_to(data_root.resolve()):
         print(
             f"note: data.source {str(source)!r} is outside {str(data_root)!r}; DVC will not "
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(
             f"note: ignored folders not in data.classes: {images.ignored_folders}", file=sys.stderr
         )
-    nested = 0 if d.is_synthetic else data.count_nested_images(d.source, d.classes)
+    nested = 0 if d.is_synthetic else folders.count_nested_images(d.source, d.classes)
     if nested:
         print(
             f"note: {nested} image(s) in sub-folders of the class folders of {d.source} are "

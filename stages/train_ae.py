@@ -9,12 +9,13 @@ from collections.abc import Sequence
 import torch
 
 from advdenoise import cli
+from advdenoise.autoencoder_training import combined_images, denoiser_metrics
 from advdenoise.data import load_splits
 from advdenoise.errors import entrypoint
 from advdenoise.figures import training as figs
 from advdenoise.io import save_figure
 from advdenoise.models import MODEL_FILE, Autoencoder, load_classifier, save_model
-from advdenoise.training import combined_images, denoiser_metrics, fit_denoiser, live_curves
+from advdenoise.training import fit_denoiser, live_curves
 
 cli.EVAL_BATCH = 256
 EXAMPLES_PER_NOISE = 3

@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from advdenoise import data
-from advdenoise.data import BadImageError, LabelledImages, decode_image, load_image_folder
+from advdenoise.data import LabelledImages
 from advdenoise.errors import PipelineError
+from advdenoise.folders import BadImageError, decode_image, load_image_folder
 
 CLASSES = {"non-COVID": 0, "COVID": 1}
 

@@ -200,7 +200,7 @@ def test_another_dataset_by_params_alone_with_nested_images_noted(
 
 
 def test_max_pixels_governs_above_pillows_own_limit(tmp_path: Path) -> None:
-    from advdenoise.data import BadImageError, decode_image
+    from advdenoise.folders import BadImageError, decode_image
 
     with Image.open(_folder(tmp_path / "d") / "COVID" / "COVID (0).png") as im:
         data = (tmp_path / "d" / "COVID" / "COVID (0).png").read_bytes()

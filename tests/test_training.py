@@ -14,16 +14,11 @@ import torch.nn.functional as F
 import yaml
 
 from advdenoise import noise
+from advdenoise.autoencoder_training import combined_images
 from advdenoise.data import Split, Splits, save_splits
 from advdenoise.models import Autoencoder, Classifier, load_autoencoder, load_classifier
 from advdenoise.params import read_yaml
-from advdenoise.training import (
-    augment_batch,
-    combined_images,
-    fit_classifier,
-    fit_denoiser,
-    live_curves,
-)
+from advdenoise.training import augment_batch, fit_classifier, fit_denoiser, live_curves
 
 SIZE = 32
 
