@@ -61,7 +61,7 @@ from torch import nn
 
 from advdenoise.adversarial import check_perturbation
 from advdenoise.errors import PipelineError
-from advdenoise.models import DetectorAware, EvadeLoss, NoisyAverage
+from advdenoise.models import DetectorAware, EvadeLoss, NoisyAverage, RowCache
 from advdenoise.params import AttackParams
 
 # --------------------------------------------------------------------------- ART wrappers
@@ -321,13 +321,18 @@ def square(
 
     Gradient-free (scores only, `queries` iterations of random square updates): a defence that
     masks gradients (BPDA-style or shattered) cannot hide from it, so a Square accuracy below the
-    white-box one is a red flag for the white-box evaluation.
+    white-box one is a red flag for the white-box evaluation. The model's scores are cached per
+    image (`RowCache`): ART asks for most of them twice or three times an iteration.
     """
     _check_inputs(x, y, eps, batch_size)
     if eps == 0 or len(x) == 0:
         return x.copy()
+    device = next(classifier.model.parameters()).device
+    cached = make_art_classifier(
+        RowCache(classifier.model), x.shape[1:], classifier.nb_classes, device
+    )
     attack = SquareAttack(
-        classifier,
+        cached,
         norm=np.inf,
         eps=float(eps),
         max_iter=int(queries),

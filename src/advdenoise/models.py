@@ -20,6 +20,7 @@ atomically with torch.save and read with `weights_only=True`; nothing is ever un
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 from collections.abc import Callable, Sequence
@@ -344,3 +345,30 @@ class NoisyAverage(nn.Module):
         noisy = noisy + self.sigma * torch.randn_like(noisy)
         probs = torch.softmax(self.model(noisy), 1).view(len(x), self.samples, -1).mean(1)
         return probs.clamp_min(1e-12).log()
+
+
+class RowCache(nn.Module):
+    """`model` for forward passes without gradients, remembering the output of every input row.
+
+    ART's Square Attack scores each surviving image up to three times an iteration (its current
+    iterate for the robustness test, the same iterate again for the loss, then the candidate),
+    where the candidate is the only new input. Rows are keyed by their bytes; rows not seen yet run
+    through `model` together, in input order.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.cache: dict[bytes, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            raise RuntimeError("RowCache is for forward passes without gradients")
+        rows = x.detach().cpu().contiguous().numpy()
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
+        todo = [i for i, k in enumerate(keys) if k not in self.cache]
+        if todo:
+            fresh = self.model(x[todo])
+            for i, out in zip(todo, fresh, strict=True):
+                self.cache[keys[i]] = out
+        return torch.stack([self.cache[k] for k in keys])
