@@ -20,7 +20,14 @@ from advdenoise import robustness as rob
 from advdenoise.adversarial import AdversarialSets, save_adversarial
 from advdenoise.data import Split, Splits, evaluation_subset, save_splits
 from advdenoise.defences import defended_classifier
-from advdenoise.models import MODEL_FILE, Autoencoder, Classifier, load_autoencoder, save_model
+from advdenoise.models import (
+    MODEL_FILE,
+    Autoencoder,
+    Classifier,
+    RowCache,
+    load_autoencoder,
+    save_model,
+)
 from advdenoise.params import (
     AUTOENCODER_DEFENCES,
     DEFENCES,
@@ -149,6 +156,44 @@ def test_apgd_and_square_stay_in_the_ball_and_reproduce() -> None:
             cnn(torch.from_numpy(x)).argmax(1).numpy() == y
         ).mean()
     assert np.array_equal(attacks.apgd(clf, x, y, 0.0, 5, 1, 8), x)
+
+
+def test_square_with_cached_scores_equals_arts_own_run() -> None:
+    """The score cache removes forward passes only: ART's SquareAttack on the bare classifier, same
+    seed, gives the same images bit for bit."""
+    from art.attacks.evasion import SquareAttack
+
+    cnn = _trained_cnn(*_images(48, seed=0))
+    xu, y = _images(16, seed=1)
+    x = xu.astype(np.float32) / 255
+    clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
+    cached = attacks.square(clf, x, y, 0.05, 20, 0.8, 8, seed=3)
+    art = SquareAttack(clf, norm=np.inf, eps=0.05, max_iter=20, p_init=0.8, nb_restarts=1,
+                       batch_size=8, verbose=False)  # fmt: skip
+    with attacks.seeded(3), torch.no_grad():
+        plain = art.generate(x=x, y=np.eye(2, dtype=np.float32)[y])
+    assert np.array_equal(cached, plain)
+
+
+def test_row_cache_runs_each_new_row_once() -> None:
+    calls: list[int] = []
+    inner = nn.Conv2d(1, 2, 3)
+
+    class Counted(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(len(x))
+            return inner(x)
+
+    cache = RowCache(Counted())
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        first = cache(x)
+        again = cache(torch.cat([x[3:], x[:1], torch.rand(1, 1, 8, 8)]))
+        torch.testing.assert_close(first, inner(x), rtol=0, atol=0)
+    assert calls == [5, 1]  # the second call ran only the one row it had not seen
+    torch.testing.assert_close(again[:3], first[[3, 4, 0]], rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="without gradients"):
+        cache(x)
 
 
 def test_detector_aware_attack_evades_better_than_the_oblivious_one() -> None:
