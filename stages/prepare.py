@@ -22,7 +22,7 @@ from advdenoise.io import save_figure, write_csv, write_json
 from advdenoise.params import DataParams, load_params
 
 
-def _load(d: DataParams, seed: int, data_root: Path) -> data.LabelledImages:
+def _load(d: DataParams, seed: int, data_root: Path, workers: int) -> data.LabelledImages:
     names = data.class_names(d.classes)
     if d.is_synthetic:
         return synthetic.generate_images(d.synthetic_counts, names, d.image_size, seed)
@@ -31,6 +31,7 @@ def _load(d: DataParams, seed: int, data_root: Path) -> data.LabelledImages:
         "min_side": d.min_side,
         "max_pixels": d.max_pixels,
         "skip_bad_files": d.skip_bad_files,
+        "workers": workers,
     }
     images = folders.load_image_folder(source, d.classes, d.image_size, **kwargs)
     if not source.resolve().is_relative_to(data_root.resolve()):
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = cli.parse_paths(__doc__, argv, "--data-root", "--out", "--metrics", "--plots")
     params = load_params(args.params)
     d = params.data
-    images = _load(d, params.seed, args.data_root)
+    images = _load(d, params.seed, args.data_root, params.threads)
     splits = data.split_images(images, params.seed, d.test_fraction, d.val_fraction)
     metrics = data.prepare_metrics(images, splits)
     table = pd.DataFrame(

@@ -223,6 +223,16 @@ def test_bad_files_can_be_skipped_and_are_counted(tmp_path: Path) -> None:
     assert any(s.startswith("COVID/zero.png (empty file") for s in images.skipped)
 
 
+def test_threads_change_nothing_but_speed(tmp_path: Path) -> None:
+    root = _with_bad_files(tmp_path)
+    one = load_image_folder(root, CLASSES, image_size=32, min_side=16, skip_bad_files=True)
+    four = load_image_folder(
+        root, CLASSES, image_size=32, min_side=16, skip_bad_files=True, workers=4
+    )
+    assert np.array_equal(one.x, four.x) and np.array_equal(one.groups, four.groups)
+    assert list(one.files) == list(four.files) and one.skipped == four.skipped
+
+
 @pytest.mark.parametrize(
     ("layout", "match"),
     [

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from advdenoise.adversarial import check_perturbation
-from advdenoise.attacks import fgsm, pgd, pgd_checkpoints
+from advdenoise.attacks import PyTorchClassifier, fgsm, pgd, pgd_checkpoints
 from advdenoise.errors import PipelineError
 from advdenoise.params import AttackParams
-
-if TYPE_CHECKING:
-    from art.estimators.classification import PyTorchClassifier
 
 METHODS = ("fgsm", "pgd")  # the attack stage's methods (its oblivious sets)
 WHITE_BOX = ("fgsm", "pgd", "apgd")  # gradient-based attacks of the robustness stage
