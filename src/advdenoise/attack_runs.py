@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import typing
 import zlib
 from collections.abc import Sequence
 
@@ -17,10 +18,10 @@ import numpy as np
 from advdenoise.adversarial import check_perturbation
 from advdenoise.attacks import PyTorchClassifier, fgsm, pgd, pgd_checkpoints
 from advdenoise.errors import PipelineError
-from advdenoise.params import AttackParams
+from advdenoise.params import AttackName, AttackParams
 
-METHODS = ("fgsm", "pgd")  # the attack stage's methods (its oblivious sets)
-WHITE_BOX = ("fgsm", "pgd", "apgd")  # gradient-based attacks of the robustness stage
+METHODS: tuple[str, ...] = typing.get_args(AttackName)  # the attack stage's (its oblivious sets)
+WHITE_BOX = (*METHODS, "apgd")  # gradient-based attacks of the robustness stage
 BLACK_BOX = ("square",)  # gradient-free: the check for gradient masking
 ATTACKS = WHITE_BOX + BLACK_BOX
 _OFFSET_STREAM = 6  # seed stream of offset_seed, distinct from the other modules' streams
