@@ -49,3 +49,18 @@ def test_environment_records_the_pinned_kernels_in_effect() -> None:
         "mkl": "AVX2,STRICT",
         "openblas": "Haswell",
     }
+
+
+def test_setup_keeps_kernels_deterministic_without_the_nan_fill() -> None:
+    before = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
+    fill = torch.utils.deterministic.fill_uninitialized_memory  # type: ignore[attr-defined]
+    try:
+        assert runtime.setup(seed=0, threads=1, device="cpu") == torch.device("cpu")
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.utils.deterministic.fill_uninitialized_memory is False  # type: ignore[attr-defined]
+        a = torch.nn.functional.conv2d(torch.ones(2, 1, 8, 8), torch.ones(3, 1, 3, 3))
+        assert bool((a == 9).all())  # every output element written (no NaN left from a fill)
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.set_num_threads(before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]
