@@ -26,8 +26,9 @@ ART behaviour this module relies on or works around (ART 1.20, checked in tests/
   `ValueError` because eps_step = fraction * 0 is not positive. Both here return a copy of x.
 - ART's default PGD step (eps_step=0.1) is never used: the step is `step_fraction * eps`.
 - Random PGD starts come from NumPy's global RNG (`art.utils.random_sphere`). With `seed=...`
-  the global NumPy and torch states are reseeded from (seed, method, eps) for the call and
-  restored afterwards, so each (method, eps) cell reproduces on its own, whatever ran before.
+  the global NumPy and torch states are reseeded for the call and restored afterwards; callers
+  pass one seed per cell (`attack_runs.cell_seed` / `offset_seed`), so each cell reproduces on
+  its own, whatever ran before.
 - Speed: ART computes the loss gradient with `loss.backward()`, which also computes (and then
   zeroes) the gradients of every weight; the attacks freeze the weights for the call, so only
   input gradients are computed (measured in bench/attack_throughput.py). ART's PGD `generate`
