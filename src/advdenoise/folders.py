@@ -127,7 +127,7 @@ def count_nested_images(root: str | Path, classes: Mapping[str, int]) -> int:
 
 
 def _to_grey(im: Image.Image) -> Image.Image:
-    """Reduce any supported mode to one 8-bit channel (rules at the top of this section)."""
+    """Reduce any supported mode to one 8-bit channel (rules at the top of this module)."""
     if im.mode == "L":
         return im
     if im.mode in _SIXTEEN_BIT_MODES:

@@ -14,7 +14,7 @@ from pathlib import Path
 from advdenoise.errors import PipelineError
 from advdenoise.io import flatten, read_json
 from advdenoise.params import Params
-from advdenoise.report.document import Image, Paragraph
+from advdenoise.report.document import Block, Image, Paragraph, metrics_table
 
 STAGES = (
     "prepare",
@@ -145,6 +145,12 @@ def not_run(stage: str, what: str = "") -> Paragraph:
         f"**Not run**: metrics/{stage}.json is absent{what}. Run `dvc repro {stage}` to fill this "
         "section."
     )
+
+
+def stage_results(inputs: Inputs, stage: str) -> list[Block]:
+    """A stage's metrics table (or the note that it has not run), then its figures."""
+    m = inputs.metrics[stage]
+    return [not_run(stage) if m is None else metrics_table(m), *inputs.figures[stage]]
 
 
 def dataset_name(params: Params) -> str:

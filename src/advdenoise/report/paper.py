@@ -24,6 +24,7 @@ from advdenoise.report.inputs import (
     denoised_accuracy,
     get,
     not_run,
+    stage_results,
 )
 from advdenoise.report.rules import AUROC_PARTLY, AUROC_SEPARABLE, PAPER, separability
 
@@ -168,16 +169,13 @@ def paper_vs_run(inputs: Inputs) -> Section:
 def clean_models(inputs: Inputs) -> Section:
     sec = Section("Clean models")
     for stage, title in (("train_cnn", "Classifier"), ("train_ae", "Denoising autoencoder")):
-        m = inputs.metrics[stage]
         sec.blocks.append(Paragraph(f"**{title}** (metrics/{stage}.json)"))
-        sec.blocks.append(not_run(stage) if m is None else metrics_table(m))
-        sec.blocks += inputs.figures[stage]
+        sec.blocks += stage_results(inputs, stage)
     return sec
 
 
 def attacks_section(inputs: Inputs) -> Section:
     sec = Section("Attacks")
-    m = inputs.metrics["attack"]
     sec.blocks.append(
         Paragraph(
             f"FGSM and L-inf PGD ({inputs.params.attack.pgd_steps} steps, step "
@@ -186,22 +184,19 @@ def attacks_section(inputs: Inputs) -> Section:
             f"{inputs.params.attack.eps:g}."
         )
     )
-    sec.blocks.append(not_run("attack") if m is None else metrics_table(m))
-    sec.blocks += inputs.figures["attack"]
+    sec.blocks += stage_results(inputs, "attack")
     return sec
 
 
 def denoise_section(inputs: Inputs) -> Section:
     sec = Section("Denoising")
-    m = inputs.metrics["denoise"]
     sec.blocks.append(
         Paragraph(
             "Clean and adversarial test images passed through the autoencoder, then classified "
             "(metrics/denoise.json)."
         )
     )
-    sec.blocks.append(not_run("denoise") if m is None else metrics_table(m))
-    sec.blocks += inputs.figures["denoise"]
+    sec.blocks += stage_results(inputs, "denoise")
     return sec
 
 

@@ -6,8 +6,8 @@ import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
-from advdenoise.report.document import Block, Bullets, Paragraph, Section, Table, metrics_table, pct
-from advdenoise.report.inputs import Inputs, Metrics, not_run
+from advdenoise.report.document import Block, Bullets, Paragraph, Section, Table, pct
+from advdenoise.report.inputs import Inputs, Metrics, not_run, stage_results
 from advdenoise.report.rules import defence_verdicts
 from advdenoise.verdicts import MARGIN, defences_in
 
@@ -113,10 +113,8 @@ def _denoiser_stages(inputs: Inputs) -> list[Block]:
         ("train_ae_adv", "Autoencoder retrained on adversarial examples"),
         ("train_ae_guided", "Feature-guided denoiser"),
     ):
-        sm = inputs.metrics[stage]
         blocks.append(Paragraph(f"**{title}** (metrics/{stage}.json)"))
-        blocks.append(not_run(stage) if sm is None else metrics_table(sm))
-        blocks += inputs.figures[stage]
+        blocks += stage_results(inputs, stage)
     return blocks
 
 
@@ -186,10 +184,8 @@ def certify_section(inputs: Inputs) -> Section:
             )
         )
     sec.blocks += inputs.figures["certify"]
-    sm = inputs.metrics["train_ae_gauss"]
     sec.blocks.append(Paragraph("**Gaussian denoiser** (metrics/train_ae_gauss.json)"))
-    sec.blocks.append(not_run("train_ae_gauss") if sm is None else metrics_table(sm))
-    sec.blocks += inputs.figures["train_ae_gauss"]
+    sec.blocks += stage_results(inputs, "train_ae_gauss")
     return sec
 
 
