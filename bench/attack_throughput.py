@@ -1,4 +1,4 @@
-"""Attack throughput (image-steps per second) of L-inf PGD: the project's ART path vs alternatives.
+"""Attack throughput (image-steps per second) of L-inf PGD or APGD: the project's ART path vs others.
 
 One run, same model, batch, eps, step size, steps and random start for every variant:
   art_project       advdenoise.attacks.pgd: ART's ProjectedGradientDescentPyTorch core, weights
@@ -14,12 +14,17 @@ One run, same model, batch, eps, step size, steps and random start for every var
   plain_frozen      the same loop with frozen weights (the fastest loop we know how to write);
   torchattacks      torchattacks.PGD (benchmark-only dependency).
 All variants but the art_generate ones share the same (channels-last) model object.
+With --attack apgd (APGD-CE, step 2 eps, one start, AutoAttack's schedule):
+  art_project       advdenoise.attacks.apgd: ART's AutoProjectedGradientDescent whose loss
+                    evaluation also serves the next gradient request (one model pass less a step);
+  art_generate      the same ART attack as documented, on the same frozen channels-last model;
+  torchattacks      torchattacks.APGD (loss "ce").
 Variants run round-robin, in an order that rotates each round, for several rounds (the machine is
 shared and noisy); medians, ratios of medians and paired per-round ratios are reported. Usage:
 
-    python bench/attack_throughput.py [--batch 64] [--steps 10] [--reps 15] [--threads 2]
+    python bench/attack_throughput.py [--attack pgd|apgd] [--batch 64] [--steps 10] [--reps 15]
 
-Writes bench/results/attack_throughput.json and .md.
+Writes bench/results/attack_throughput.json and .md (PGD) or attack_throughput_apgd.* (APGD).
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -37,11 +41,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from art.attacks.evasion import ProjectedGradientDescent
+from art.attacks.evasion import AutoProjectedGradientDescent, ProjectedGradientDescent
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
-from advdenoise import attacks
+from advdenoise import attacks, runtime
+from advdenoise.data import SPLITS_FILE, load_splits
 from advdenoise.models import MODEL_FILE, Classifier, load_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--attack", choices=("pgd", "apgd"), default="pgd")
     p.add_argument("--model", type=Path, default=ROOT / "data" / "train_cnn" / MODEL_FILE)
+    p.add_argument("--data", type=Path, default=ROOT / "data" / "prepare")
     p.add_argument("--image-size", type=int, default=64, help="if --model does not exist")
     p.add_argument("--batch", type=int, default=64, help="images = ART batch (attack.batch_size)")
     p.add_argument("--steps", type=int, default=10)
@@ -67,6 +74,22 @@ def _model(args: argparse.Namespace) -> tuple[nn.Module, str]:
     torch.manual_seed(0)  # throughput does not depend on the weights
     model = Classifier(args.image_size, (16, 32, 64, 128)).eval()
     return model, f"fresh Classifier({args.image_size}, [16, 32, 64, 128])"
+
+
+def _images(args: argparse.Namespace, size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first test images of the prepared data if they fit the model, else uniform noise.
+
+    Real images matter for APGD: it attacks only correctly classified images and stops a batch
+    once every loss is exactly 0, which a saturated model reaches at once on noise.
+    """
+    if (args.data / SPLITS_FILE).exists():
+        test = load_splits(args.data).test
+        if test.x.shape[-1] == size and len(test.x) >= args.batch:
+            x = test.x[: args.batch].astype(np.float32) / 255
+            return x, test.y[: args.batch], f"{args.batch} test images of {args.data.name}"
+    rng = np.random.default_rng(0)
+    x = rng.random((args.batch, 1, size, size), dtype=np.float32)
+    return x, rng.integers(0, 2, args.batch).astype(np.int64), f"{args.batch} noise images"
 
 
 def plain_pgd(
@@ -127,15 +150,38 @@ def _variants(
     }
 
 
+def _apgd_variants(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, args: argparse.Namespace
+) -> dict[str, Callable[[], np.ndarray]]:
+    import torchattacks
+
+    eps, steps, n = args.eps, args.steps, len(x)
+    project = attacks.make_art_classifier(model, tuple(x.shape[1:]), 2, "cpu")  # channels-last
+
+    def generate() -> np.ndarray:
+        attack = AutoProjectedGradientDescent(
+            project, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=steps, targeted=False,
+            nb_random_init=1, batch_size=n, loss_type="cross_entropy", verbose=False,
+        )  # fmt: skip
+        with attacks.input_gradients_only(model):
+            return attack.generate(x=x, y=y)
+
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    ta = torchattacks.APGD(model, eps=eps, steps=steps, n_restarts=1, loss="ce", seed=0)
+    return {
+        "art_project": lambda: attacks.apgd(project, x, y, eps, steps, 1, n),
+        "art_generate": generate,
+        "torchattacks": lambda: ta(xt, yt).detach().numpy(),
+    }
+
+
 def main() -> None:
     args = _parse()
     torch.set_num_threads(args.threads)
     model, model_name = _model(args)
     size = model.hparams["image_size"]
-    rng = np.random.default_rng(0)
-    x = rng.random((args.batch, 1, size, size), dtype=np.float32)
-    y = rng.integers(0, 2, args.batch).astype(np.int64)
-    variants = _variants(model, x, y, args)
+    x, y, images = _images(args, size)
+    variants = (_apgd_variants if args.attack == "apgd" else _variants)(model, x, y, args)
     times: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     accuracy: dict[str, float] = {}
@@ -172,10 +218,10 @@ def main() -> None:
         rows[k]["art_project_speedup"] = rows[k]["median_s"] / ref  # > 1: art_project is faster
     result = {
         "config": {
-            "model": model_name, "image_size": size, "batch": args.batch, "steps": args.steps,
+            "attack": args.attack, "images": images, "model": model_name, "image_size": size, "batch": args.batch, "steps": args.steps,
             "eps": args.eps, "step_fraction": args.step_fraction, "reps": args.reps,
-            "threads": args.threads, "torch": torch.__version__, "cpu": platform.processor()
-            or platform.machine(), "cpus": os.cpu_count(), "loadavg_1_5_15": load,
+            "threads": args.threads, "torch": torch.__version__, "cpu": runtime.cpu_model(),
+            "cpu_kernels": runtime.environment(torch.device("cpu"))["env.cpu_kernels"], "cpus": os.cpu_count(), "loadavg_1_5_15": load,
         },
         "variants": rows,
         "ratios": {
@@ -199,10 +245,11 @@ def main() -> None:
             if k != "art_project"
         },
     }  # fmt: skip
+    stem = "attack_throughput" + ("" if args.attack == "pgd" else f"_{args.attack}")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "attack_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        f"# PGD attack throughput ({model_name}, {size} px, batch {args.batch}, {args.steps} "
+        f"# {args.attack.upper()} attack throughput ({model_name}, {images}, {size} px, {args.steps} "
         f"steps, eps {args.eps}, {args.threads} threads, median of {args.reps})",
         "",
         "| variant | median s | min s | median CPU s | image-steps/s (median) "
@@ -228,7 +275,7 @@ def main() -> None:
                 f"{result['ratios_median_cpu'][key]:.2f} | {result['ratios_paired'][key]:.2f} |"
             )
     lines.append(f"\nLoad average before the timed runs (1, 5, 15 min): {load}")
-    (args.out / "attack_throughput.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

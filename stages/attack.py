@@ -7,7 +7,7 @@ attack.eps is not read here: it is one of the grid, and the later stages pick it
 
 from __future__ import annotations
 
-import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel pin (see its docstring)
 
 import sys
 import time

@@ -7,7 +7,7 @@ class-stratified subset of the test split; a few certificates are then attacked 
 
 from __future__ import annotations
 
-import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel pin (see its docstring)
 
 import sys
 import time

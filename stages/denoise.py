@@ -6,7 +6,7 @@ plots/denoise/, the data and PNGs of the paper's Figs. 3, 4, 5 and 7.
 
 from __future__ import annotations
 
-import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel pin (see its docstring)
 
 from collections.abc import Sequence
 

@@ -7,7 +7,7 @@ squeezing); the reconstruction-error detector under oblivious and detector-aware
 
 from __future__ import annotations
 
-import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel pin (see its docstring)
 
 import sys
 from collections.abc import Sequence

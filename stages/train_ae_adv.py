@@ -6,7 +6,7 @@ versions of the training split, the target is always the clean image.
 
 from __future__ import annotations
 
-import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel pin (see its docstring)
 
 from collections.abc import Sequence
 

@@ -6,7 +6,7 @@ blind denoiser, fresh noise per batch); the certify stage puts it in front of th
 
 from __future__ import annotations
 
-import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel pin (see its docstring)
 
 from collections.abc import Sequence
 

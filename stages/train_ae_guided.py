@@ -6,7 +6,7 @@ penultimate features of the denoised input and of the clean image, plus pixel_we
 
 from __future__ import annotations
 
-import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel pin (see its docstring)
 
 from collections.abc import Sequence
 

@@ -3,7 +3,7 @@ project's params (params.yaml is the one source of defaults)."""
 
 from __future__ import annotations
 
-import advdenoise.portable  # noqa: F401 - loads first: pins the CPU kernels (see its docstring)
+import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel pin (see its docstring)
 
 import dataclasses
 from pathlib import Path

@@ -239,3 +239,23 @@ def test_stage_reports_a_missing_headline_eps(tmp_path, capsys):
     assert _load_stage().main(_argv(paths)) == 2
     assert "eps=0.05" in capsys.readouterr().err
     assert not paths["metrics"].exists()
+
+
+def test_umap_on_exact_neighbours_equals_umaps_own_small_data_run():
+    """The neighbours computed in C give UMAP the graph its own per-pair loop gives: same layout."""
+    import warnings
+
+    import umap
+
+    x = np.vstack([_gauss(60, 12, 1), _gauss(60, 12, 2, shift=3.0), np.ones((20, 12))])
+    idx, dist = embed.exact_neighbours(x, 8)
+    assert (dist[:, 0] == 0).all() and (np.diff(dist, axis=1) >= 0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = [
+            umap.UMAP(
+                n_neighbors=8, init="pca", random_state=3, n_jobs=1, precomputed_knn=knn
+            ).fit_transform(x)
+            for knn in ((None, None, None), (idx, dist))
+        ]
+    assert np.array_equal(runs[0], runs[1])

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ast
+import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from advdenoise import runtime
+from advdenoise import portable, runtime
 from advdenoise.errors import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +29,7 @@ def test_cuda_without_a_gpu_is_an_error_not_a_fallback() -> None:
 
 @pytest.mark.parametrize("stage", sorted(p.stem for p in (ROOT / "stages").glob("*.py")))
 def test_every_stage_imports_the_kernel_pin_before_anything_else(stage: str) -> None:
-    """OpenBLAS reads OPENBLAS_CORETYPE when numpy loads: the pin must come first."""
+    """OpenBLAS reads OPENBLAS_CORETYPE when numpy loads: the (optional) pin must come first."""
     tree = ast.parse((ROOT / "stages" / f"{stage}.py").read_text())
     imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     after_future = [
@@ -36,19 +39,39 @@ def test_every_stage_imports_the_kernel_pin_before_anything_else(stage: str) -> 
     assert isinstance(first, ast.Import) and first.names[0].name == "advdenoise.portable"
 
 
-@pytest.mark.skipif(not X86, reason="the pin applies to x86-64 only")
-def test_environment_records_the_pinned_kernels_in_effect() -> None:
+def _kernels_in_a_fresh_process(**env: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if k not in {portable.SWITCH, *portable.PINNED}}
+    code = (
+        "import advdenoise.portable, torch; from advdenoise import runtime;"
+        "print(runtime.environment(torch.device('cpu'))['env.cpu_kernels'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(item.split("=") for item in out.stdout.split())
+
+
+def test_environment_records_the_machine_and_its_libraries() -> None:
     env = runtime.environment(torch.device("cpu"))
     assert env["env.device"] == "cpu" and env["env.torch"] == torch.__version__
+    assert env["env.cpu"] == runtime.cpu_model() and env["env.cpu"] not in {"", "unknown"}
     assert env["env.art"].startswith("1.20.")
-    kernels = dict(item.split("=") for item in env["env.cpu_kernels"].split())
-    # conftest imports advdenoise.portable first, as every stage does
-    assert kernels == {
+
+
+@pytest.mark.skipif(not X86, reason="the pin applies to x86-64 only")
+def test_kernels_are_pinned_to_avx2_only_on_request() -> None:
+    assert _kernels_in_a_fresh_process(**{portable.SWITCH: "1"}) == {
         "aten": "AVX2",
         "onednn": "AVX2",
         "mkl": "AVX2,STRICT",
         "openblas": "Haswell",
     }
+    native = _kernels_in_a_fresh_process()
+    assert native["onednn"] == "native" and native["mkl"] == "native"
 
 
 def test_setup_keeps_kernels_deterministic_without_the_nan_fill() -> None:
@@ -64,3 +87,14 @@ def test_setup_keeps_kernels_deterministic_without_the_nan_fill() -> None:
         torch.use_deterministic_algorithms(before[0])
         torch.set_num_threads(before[1])
         torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]
+
+
+def test_setup_switches_kernels_to_deterministic_without_loading_the_compiler() -> None:
+    """use_deterministic_algorithms imports torch._inductor (1-2 s per stage); setup must not."""
+    code = (
+        "import sys, torch; from advdenoise import runtime; runtime.setup(0, 1, 'cpu');"
+        "print(torch.are_deterministic_algorithms_enabled(),"
+        " torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "False"]

@@ -57,3 +57,11 @@ def test_beyond_the_spread_fails(repo: Path, capsys: pytest.CaptureFixture) -> N
 def test_a_missing_figure_fails() -> None:
     (check,) = verify.checks({"a": {"k": 0.5}}, {"a": {}}, {"a:k": 0.1, "b:k": 0.1})
     assert not check.ok and check.figure == "a:k"
+
+
+def test_an_environment_key_only_this_run_records_is_named() -> None:
+    changes = verify.environment_changes(
+        {"train_cnn": {"env.torch": "2.14.1"}},
+        {"train_cnn": {"env.torch": "2.14.1", "env.cpu": "AMD EPYC"}},
+    )
+    assert changes == {"env.cpu": (None, "AMD EPYC")}

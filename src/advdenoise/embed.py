@@ -21,6 +21,7 @@ them reproducible byte for byte.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ SPACES = ("cnn", "ae")
 EMBEDDINGS = ("pca", "tsne", "umap")
 CLEAN = "clean"
 PRE_PCA_DIMS = 50
+UMAP_EXACT_BELOW = 4096  # umap-learn's own threshold for exact nearest neighbours
 ROC_FPR_POINT = 0.05  # the detector's TPR is also reported at this false-positive rate
 SUBSAMPLE_OFFSET = 5  # runtime.generator offset of this stage's subsample
 
@@ -117,6 +119,38 @@ def _pca(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return PCA(n_components=k, svd_solver="full", random_state=seed).fit_transform(x)
 
 
+def exact_neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest neighbours of every row (a stable sort of all its distances) and their
+    distances, exactly as umap-learn computes them for fewer than UMAP_EXACT_BELOW points.
+
+    umap-learn gets those distances from scikit-learn's `pairwise_distances` with its numba
+    Euclidean metric, which scikit-learn calls from Python once per pair (2 million calls, about
+    3 s for 2000 points, plus compiling UMAP's own neighbour search). The same metric in a
+    compiled loop gives the same bits in a fraction of a second (tests/test_embed.py).
+    """
+    dist = _all_distances()(np.ascontiguousarray(x, dtype=np.float32))  # as UMAP sees x
+    index = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return index.astype(np.int32), np.take_along_axis(dist, index, axis=1)
+
+
+@functools.cache
+def _all_distances() -> Callable[[np.ndarray], np.ndarray]:
+    """umap-learn's numba Euclidean metric over every pair, compiled once per process."""
+    import numba
+    from umap.distances import euclidean
+
+    @numba.njit
+    def all_distances(x: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+        n = x.shape[0]
+        out = np.zeros((n, n))
+        for i in range(n):
+            for j in range(i + 1, n):
+                out[i, j] = out[j, i] = euclidean(x[i], x[j])
+        return out
+
+    return all_distances  # type: ignore[no-any-return]
+
+
 def embed_2d(
     features: np.ndarray,
     method: str,
@@ -156,12 +190,14 @@ def embed_2d(
 
             # init="pca", not the default "spectral": ARPACK's spectral initialisation gave
             # different layouts for the same input and seed (nearly degenerate eigenvectors)
+            k = min(neighbors, n - 1)
             out = umap.UMAP(
                 n_components=2,
-                n_neighbors=min(neighbors, n - 1),
+                n_neighbors=k,
                 init="pca",
                 random_state=seed,
                 n_jobs=1,
+                precomputed_knn=exact_neighbours(reduced, k) if n < UMAP_EXACT_BELOW else None,
             ).fit_transform(reduced)
     else:
         raise PipelineError(f"unknown embedding {method!r}; use one of {list(EMBEDDINGS)}")

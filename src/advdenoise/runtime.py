@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +46,21 @@ def keep_freed_memory() -> None:
     mallopt(m_top_pad, 64 * 2**20)
 
 
+def deterministic_kernels() -> None:
+    """`torch.use_deterministic_algorithms(True, warn_only=True)` without importing the compiler.
+
+    The public call also sets torch._inductor's `deterministic` flag, and importing that config
+    loads torch's compiler stack: 1.2-1.8 s of every stage's start on a 2-core CPU, for a
+    compiler the pipeline never runs. The kernel switch is the private call below (torch >= 1.8);
+    where it is missing, the public call is made.
+    """
+    switch = getattr(torch._C, "_set_deterministic_algorithms", None)  # noqa: SLF001
+    if switch is None:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        switch(True, warn_only=True)
+
+
 def setup(seed: int, threads: int, device: str = "auto") -> torch.device:
     """Seed every generator, fix threads, make kernels deterministic; return the device to use."""
     keep_freed_memory()
@@ -52,7 +69,7 @@ def setup(seed: int, threads: int, device: str = "auto") -> torch.device:
     np.random.seed(seed)  # noqa: NPY002 - ART draws random PGD starts from the global state
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic_kernels()
     # Deterministic mode also fills every new tensor with NaN (a guard against reading memory no
     # kernel wrote). The kernels here write every output element, so the fill only costs time:
     # a quarter of a denoise stage on the CPU (torch.profiler: aten::fill_ under batch norm).
@@ -74,6 +91,7 @@ def environment(device: torch.device) -> dict[str, str]:
     ]
     env = {
         "env.device": device.type,
+        "env.cpu": cpu_model(),
         "env.torch": torch.__version__,
         "env.art": version("adversarial-robustness-toolbox"),
         "env.numpy": np.__version__,
@@ -89,6 +107,18 @@ def environment(device: torch.device) -> dict[str, str]:
     if device.type == "cuda":
         env["env.gpu"] = torch.cuda.get_device_name(device)
     return env
+
+
+def cpu_model() -> str:
+    """The CPU's model name: the same kernels can still round differently on another CPU model
+    (cache-dependent blocking, vendor code paths), so runs record it beside the kernels."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def generator(seed: int, *offsets: int) -> np.random.Generator:

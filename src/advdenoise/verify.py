@@ -57,12 +57,13 @@ def checks(
 def environment_changes(
     committed: Mapping[str, Mapping[str, object]], now: Mapping[str, Mapping[str, object]]
 ) -> dict[str, tuple[object, object]]:
-    """`env.*` values that differ between the runs (first stage that records each)."""
+    """`env.*` values that differ between the runs, or that only one records (first stage of each)."""
     out: dict[str, tuple[object, object]] = {}
     for stem, before in committed.items():
-        for key, value in before.items():
-            if key.startswith("env.") and key not in out and now.get(stem, {}).get(key) != value:
-                out[key] = (value, now.get(stem, {}).get(key))
+        after = now.get(stem, {})
+        for key in dict.fromkeys([*before, *after]):
+            if key.startswith("env.") and key not in out and before.get(key) != after.get(key):
+                out[key] = (before.get(key), after.get(key))
     return out
 
 
