@@ -220,6 +220,13 @@ def test_feature_guided_loss_is_zero_for_perfect_denoising_and_trains_the_denois
     loss = loss_fn(ae(xt + 0.05), xt)
     loss.backward()
     assert loss > 0 and any(p.grad is not None and p.grad.abs().sum() > 0 for p in ae.parameters())
+    # the targets' features come from the cache on later calls, in any batch order
+    noisy = xt + 0.05
+    for order in (torch.arange(8), torch.arange(8).flip(0), torch.tensor([3, 1, 6])):
+        batch, clean = ae(noisy[order]), xt[order]
+        direct = nn.functional.l1_loss(cnn.features(batch), cnn.features(clean))
+        direct = direct + 0.5 * nn.functional.mse_loss(batch, clean)
+        torch.testing.assert_close(loss_fn(batch, clean), direct, rtol=0, atol=0)
 
 
 def test_median9_gradient_equals_sort_gradient_without_ties() -> None:

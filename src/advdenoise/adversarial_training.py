@@ -23,6 +23,7 @@ from advdenoise.errors import PipelineError
 from advdenoise.models import (
     Autoencoder,
     Classifier,
+    RowCache,
     batched_apply,
     channels_last,
     predict_labels,
@@ -88,18 +89,32 @@ def feature_guided_loss(
 
     Penultimate features (not the 2 logits) because they carry far more of the CNN's
     representation, as in HGD's LGD variant; the pixel term keeps reconstructions image-like. The
-    CNN must be frozen and in eval mode; the gradient flows through it into the denoiser.
+    CNN must be frozen and in eval mode; the gradient flows through it into the denoiser. The
+    targets' features are computed once per clean image (`RowCache`), not once per epoch.
     """
+
+    targets = RowCache(_Features(cnn))
 
     def loss(denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = cnn.features(clean)
+            target = targets(clean)
         value = F.l1_loss(cnn.features(denoised), target)
         if pixel_weight > 0:
             value = value + pixel_weight * F.mse_loss(denoised, clean)
         return value
 
     return loss
+
+
+class _Features(nn.Module):
+    """The CNN's penultimate features as a module (what RowCache wraps)."""
+
+    def __init__(self, cnn: Classifier) -> None:
+        super().__init__()
+        self.cnn = cnn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cnn.features(x)
 
 
 def _split_sets(

@@ -10,9 +10,13 @@ members, each pinned by a test (pyproject pins ART to 1.20.x):
 - `ProjectedGradientDescentPyTorch._set_targets`, `._i_max_iter`, `._compute_pytorch` (PGD with
   checkpoints): test_pgd_matches_art_generate, test_pgd_checkpoints_are_the_shorter_attacks;
 - `RandomizedSmoothingMixin._prediction_counts`, `._lower_confidence_bound` (CERTIFY with its
-  votes): tests/test_certify.py::test_certify_matches_art_and_the_closed_form_of_a_linear_classifier. Every attack takes any
-`nn.Module` mapping N x C x H x W images in [0, 1] to logits (the CNN, or `Sequential(denoiser,
-cnn)` for adaptive attacks), wrapped once by `make_art_classifier`.
+  votes): tests/test_certify.py::test_certify_matches_art_and_the_closed_form_of_a_linear_classifier;
+- `PyTorchClassifier._model`, `._loss`, `._device` and the class of APGD's own estimator (APGD's
+  loss evaluation serving its next gradient, `_LossThenGradient`): tests/test_robustness.py::
+  test_apgd_with_one_forward_per_step_equals_arts_own_run.
+
+Every attack takes any `nn.Module` mapping N x C x H x W images in [0, 1] to logits (the CNN, or
+`Sequential(denoiser, cnn)` for adaptive attacks), wrapped once by `make_art_classifier`.
 
 Conventions: images float32 (N, C, H, W) in [0, 1]; labels int64 class indices (ART turns them
 into one-hot itself); attacks are untargeted and use the true labels (no label-leaking predict).
@@ -318,7 +322,8 @@ class _LossThenGradient(PyTorchClassifier):
     evaluation keeps its autograd graph, and a gradient request for exactly the same inputs and
     labels runs the backward pass on it, as ART's own `loss_gradient` would after its forward
     pass (same loss, same reduction), so the gradients are the same bits. Any other request goes
-    to ART. Saves a third of APGD's model passes (tests/test_robustness.py checks the images).
+    to ART. Saves about a quarter of APGD's model passes (tests/test_robustness.py checks the
+    images against ART's own APGD).
     """
 
     _kept: tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor] | None = None

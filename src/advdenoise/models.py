@@ -352,8 +352,9 @@ class RowCache(nn.Module):
 
     ART's Square Attack scores each surviving image up to three times an iteration (its current
     iterate for the robustness test, the same iterate again for the loss, then the candidate),
-    where the candidate is the only new input. Rows are keyed by their bytes; rows not seen yet run
-    through `model` together, in input order.
+    where the candidate is the only new input; the feature-guided denoiser's loss meets the same
+    clean targets every epoch. Rows are keyed by their bytes; rows not seen yet run through `model`
+    together, in input order.
     """
 
     def __init__(self, model: nn.Module) -> None:
