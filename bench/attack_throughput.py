@@ -218,10 +218,12 @@ def main() -> None:
         rows[k]["art_project_speedup"] = rows[k]["median_s"] / ref  # > 1: art_project is faster
     result = {
         "config": {
-            "attack": args.attack, "images": images, "model": model_name, "image_size": size, "batch": args.batch, "steps": args.steps,
-            "eps": args.eps, "step_fraction": args.step_fraction, "reps": args.reps,
-            "threads": args.threads, "torch": torch.__version__, "cpu": runtime.cpu_model(),
-            "cpu_kernels": runtime.environment(torch.device("cpu"))["env.cpu_kernels"], "cpus": os.cpu_count(), "loadavg_1_5_15": load,
+            "attack": args.attack, "images": images, "model": model_name, "image_size": size,
+            "batch": args.batch, "steps": args.steps, "eps": args.eps,
+            "step_fraction": args.step_fraction, "reps": args.reps, "threads": args.threads,
+            "torch": torch.__version__, "cpu": runtime.cpu_model(),
+            "cpu_kernels": runtime.environment(torch.device("cpu"))["env.cpu_kernels"],
+            "cpus": os.cpu_count(), "loadavg_1_5_15": load,
         },
         "variants": rows,
         "ratios": {

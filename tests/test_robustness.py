@@ -177,7 +177,7 @@ def test_square_with_cached_scores_equals_arts_own_run() -> None:
 
 def test_apgd_with_one_forward_per_step_equals_arts_own_run() -> None:
     """The loss evaluation serves the next gradient request: ART's APGD on the plain estimator,
-    same seed, gives the same images bit for bit, with a third fewer passes of the model."""
+    same seed, gives the same images bit for bit, with a quarter fewer passes of the model."""
     from art.attacks.evasion import AutoProjectedGradientDescent
 
     cnn = _trained_cnn(*_images(48, seed=0))

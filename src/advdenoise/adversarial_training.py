@@ -93,7 +93,7 @@ def feature_guided_loss(
     targets' features are computed once per clean image (`RowCache`), not once per epoch.
     """
 
-    targets = RowCache(_Features(cnn))
+    targets = RowCache(cnn.features)
 
     def loss(denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -104,17 +104,6 @@ def feature_guided_loss(
         return value
 
     return loss
-
-
-class _Features(nn.Module):
-    """The CNN's penultimate features as a module (what RowCache wraps)."""
-
-    def __init__(self, cnn: Classifier) -> None:
-        super().__init__()
-        self.cnn = cnn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cnn.features(x)
 
 
 def _split_sets(

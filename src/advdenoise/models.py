@@ -348,7 +348,8 @@ class NoisyAverage(nn.Module):
 
 
 class RowCache(nn.Module):
-    """`model` for forward passes without gradients, remembering the output of every input row.
+    """`model` (a module or any batch function, e.g. `cnn.features`) for forward passes without
+    gradients, remembering the output of every input row.
 
     ART's Square Attack scores each surviving image up to three times an iteration (its current
     iterate for the robustness test, the same iterate again for the loss, then the candidate),
@@ -357,7 +358,7 @@ class RowCache(nn.Module):
     together, in input order.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.model = model
         self.cache: dict[bytes, torch.Tensor] = {}
