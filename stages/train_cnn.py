@@ -13,7 +13,13 @@ from advdenoise.data import load_splits
 from advdenoise.errors import entrypoint
 from advdenoise.figures import training as figs
 from advdenoise.io import save_figure, write_csv
-from advdenoise.models import MODEL_FILE, Classifier, predict_logits, save_model
+from advdenoise.models import (
+    MODEL_FILE,
+    Classifier,
+    load_classifier,
+    predict_logits,
+    save_model,
+)
 from advdenoise.training import classifier_tables, fit_classifier, live_curves
 
 
@@ -33,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             device=device, augment=cfg.augment, eval_batch_size=cli.EVAL_BATCH,
             on_epoch=log,
         )  # fmt: skip
-    logits = {s: predict_logits(model, xs[s], cli.EVAL_BATCH, device) for s in xs if len(ys[s])}
+    save_model(model, args.out / MODEL_FILE)
+    frozen = load_classifier(args.out / MODEL_FILE, device)  # what every later stage evaluates
+    logits = {s: predict_logits(frozen, xs[s], cli.EVAL_BATCH, device) for s in xs if len(ys[s])}
     test = metrics.classification_metrics(logits["test"], ys["test"])
     result = {f"test.{k}": v for k, v in test.items()}
     for s in ("train", "val"):
@@ -44,7 +52,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     cm = metrics.confusion_matrix(ys["test"], logits["test"].argmax(1), len(splits.classes))
     rel = tables["reliability"]
 
-    save_model(model, args.out / MODEL_FILE)
     for name, frame in tables.items():
         write_csv(args.plots / f"{name}.csv", frame)
     save_figure(

@@ -75,6 +75,21 @@ def test_certification_sanity_and_attacks_stay_outside_the_certificates() -> Non
     assert list(cert.wide_curves(curves).columns) == ["radius", "cnn_sigma_0.25"]
 
 
+def test_eot_pgd_fills_each_images_own_l2_ball() -> None:
+    """Against Linear the best L2 attack walks straight towards the boundary: every attacked image
+    moves by its own radius (in batches of two images here); radius 0 leaves it alone."""
+    x, y, dist = _points(np.array([0.3, -0.2, 0.25, -0.3, 0.4]))
+    radius = np.array([0.1, 0.05, 0.0, 0.2, 0.5])  # the last one crosses the boundary
+    adv = attacks.eot_pgd_l2(
+        Linear(), x, y, radius, 0.25, samples=8, steps=20, nb_classes=2, device="cpu",
+        batch_size=16, seed=0,
+    )  # fmt: skip
+    l2 = np.sqrt(((adv - x).astype(np.float64) ** 2).reshape(len(x), -1).sum(1))
+    np.testing.assert_allclose(l2, radius, atol=1e-3)
+    signed = (adv.reshape(len(x), -1).mean(1) - 0.5) * SIZE * np.where(y == 1, 1, -1)
+    np.testing.assert_allclose(signed, dist - radius, atol=1e-3)  # the last one is misclassified
+
+
 def test_a_broken_certificate_is_flagged() -> None:
     y = np.array([0, 1, 1])
     lying = cert.Certification("cnn", 0.25, y, np.array([0, 1, 1]), np.array([0.5, 0.2, 0.1]),

@@ -13,6 +13,7 @@ from advdenoise.models import (
     MODEL_FILE,
     Autoencoder,
     Classifier,
+    fold_batch_norm,
     load_autoencoder,
     load_classifier,
     predict_features,
@@ -82,12 +83,35 @@ def test_round_trip_identical_outputs(tmp_path: Path) -> None:
     ae2 = load_autoencoder(tmp_path / "ae.pt")
     assert not cnn2.training and not ae2.training
     assert cnn2.hparams == cnn.hparams
-    for a, b in ((cnn, cnn2), (ae, ae2)):  # the same weights, bit for bit
-        sa, sb = a.state_dict(), b.state_dict()
-        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    with torch.inference_mode():  # loaded models compute channels-last: float rounding only
+    stored = torch.load(tmp_path / "cnn" / MODEL_FILE, weights_only=True)["state_dict"]
+    for a, b in ((cnn.state_dict(), stored), (ae.state_dict(), ae2.state_dict())):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+    with torch.inference_mode():  # channels-last, batch norm folded: float rounding only
         torch.testing.assert_close(cnn(x), cnn2(x), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(ae(x), ae2(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [32, 128])  # 128 px: with the stride-2 stem
+def test_folded_batch_norm_computes_the_trained_function(size: int) -> None:
+    cnn = Classifier(size, [4, 8])
+    cnn.train()
+    for _ in range(3):  # running statistics away from their init
+        cnn(torch.rand(8, 1, size, size) * 0.5)
+    cnn.eval()
+    folded = fold_batch_norm(cnn)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(m.bias is not None for m in folded.modules() if isinstance(m, torch.nn.Conv2d))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in cnn.modules())  # the original stays
+    x = torch.rand(4, 1, size, size, requires_grad=True)
+    xf = x.detach().clone().requires_grad_(True)
+    torch.testing.assert_close(folded.features(xf), cnn.features(x), rtol=1e-5, atol=1e-6)
+    cnn(x).sum().backward()
+    folded(xf).sum().backward()  # the input gradients that attacks follow
+    assert xf.grad is not None and x.grad is not None
+    torch.testing.assert_close(xf.grad, x.grad, rtol=1e-4, atol=1e-6)
+    assert not any(p.requires_grad for p in folded.parameters())
+    with pytest.raises(ValueError, match="cannot save"):
+        save_model(folded, Path("unused.pt"))
 
 
 def test_refuses_non_state_dict(tmp_path: Path) -> None:

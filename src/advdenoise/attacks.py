@@ -180,7 +180,7 @@ def fgsm(
 
 def make_pgd(
     classifier: PyTorchClassifier,
-    eps: float,
+    eps: float | np.ndarray,
     steps: int,
     step_fraction: float,
     random_init: bool,
@@ -188,12 +188,12 @@ def make_pgd(
     norm: float = np.inf,
 ) -> ProjectedGradientDescent:
     """ART's PGD (L-inf unless `norm`) with step = step_fraction * eps; fails unless the
-    PyTorch-native path is used."""
+    PyTorch-native path is used. An array `eps` of shape (N, 1, 1, 1) gives each image its own."""
     attack = ProjectedGradientDescent(
         classifier,
         norm=norm,
-        eps=float(eps),
-        eps_step=float(step_fraction * eps),
+        eps=eps if isinstance(eps, np.ndarray) else float(eps),
+        eps_step=step_fraction * eps if isinstance(eps, np.ndarray) else float(step_fraction * eps),
         max_iter=int(steps),
         targeted=False,
         num_random_init=1 if random_init else 0,
@@ -528,19 +528,24 @@ def eot_pgd_l2(
     steps: int,
     nb_classes: int,
     device: str | torch.device,
+    batch_size: int,
     seed: int | None = None,
 ) -> np.ndarray:
     """L2 PGD (ART) on the smoothed soft classifier, image i within L2 radius[i] (Salman et al. 2019).
 
     The gradient is an expectation over `samples` noise draws (EOT); step 2.5 * radius / steps.
+    Images with radius 0 stay as they are; the others are attacked together, `batch_size` noisy
+    copies (`batch_size // samples` images) at a time.
     """
+    out = x.copy()
+    rows = np.flatnonzero(radius > 0)
+    if len(rows) == 0:
+        return out
     soft = NoisyAverage(model, sigma, samples)
     classifier = make_art_classifier(soft, x.shape[1:], nb_classes, device)
-    out = x.copy()
+    eps = radius[rows].astype(np.float64).reshape(-1, *([1] * (x.ndim - 1)))  # one ball per image
+    images = max(1, batch_size // samples)
     with seeded(seed), input_gradients_only(classifier.model):
-        for i in range(len(x)):
-            if radius[i] <= 0:
-                continue
-            attack = make_pgd(classifier, float(radius[i]), steps, 2.5 / steps, False, 1, norm=2)
-            out[i : i + 1] = attack.generate(x=x[i : i + 1], y=y[i : i + 1].astype(np.int64))
+        attack = make_pgd(classifier, eps, steps, 2.5 / steps, False, images, norm=2)
+        out[rows] = attack.generate(x=x[rows], y=y[rows].astype(np.int64))
     return out

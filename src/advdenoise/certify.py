@@ -112,7 +112,7 @@ def attack_certificates(
     adv = attacks.eot_pgd_l2(
         model, x[rows], cert.y[rows], 0.99 * cert.radius[rows], cert.sigma,
         samples=params.attack_samples, steps=20, nb_classes=nb_classes, device=device,
-        seed=attack_runs.offset_seed(seed, *offsets),
+        batch_size=params.batch_size, seed=attack_runs.offset_seed(seed, *offsets),
     )  # fmt: skip
     l2 = np.sqrt(((adv - x[rows]).astype(np.float64) ** 2).reshape(len(rows), -1).sum(1))
     if np.any(l2 > cert.radius[rows] + 1e-4):

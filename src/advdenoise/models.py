@@ -20,6 +20,7 @@ atomically with torch.save and read with `weights_only=True`; nothing is ever un
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import pickle
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from advdenoise.data import to_float
 from advdenoise.errors import PipelineError
@@ -98,6 +100,26 @@ class Classifier(nn.Module):
         return self.head(self.dropout(self.features(x)))
 
 
+def fold_batch_norm(model: Classifier) -> Classifier:
+    """A frozen eval-mode copy of a trained classifier with each batch norm folded into its conv.
+
+    Why: after train_cnn the CNN is only evaluated and attacked, where batch norm is a fixed
+    per-channel affine map. Folded into the conv's weights and bias, its forward and backward
+    passes (a fifth of the CNN's time on a CPU, torch.profiler) are gone. Outputs equal the
+    unfolded model's up to float rounding (~1e-7). The copy cannot be trained or saved.
+    """
+    folded = copy.deepcopy(model).eval()
+    body = folded.body
+    for i in range(len(body) - 1):
+        conv, bn = body[i], body[i + 1]
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            body[i], body[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    folded.kind = "classifier with folded batch norm"  # not a kind save_model writes
+    return folded
+
+
 class Autoencoder(nn.Module):
     """Convolutional denoising autoencoder; `forward` returns a sigmoid reconstruction in [0, 1]."""
 
@@ -154,6 +176,8 @@ _KINDS: dict[str, type[nn.Module]] = {"classifier": Classifier, "autoencoder": A
 
 def save_model(model: Classifier | Autoencoder, path: str | Path) -> None:
     """Write {"kind", "hparams", "state_dict"} atomically and byte-reproducibly (CPU tensors)."""
+    if model.kind not in _KINDS:
+        raise ValueError(f"cannot save a {model.kind}: save the model it was made from")
     payload = {
         "kind": model.kind,
         "hparams": dict(model.hparams),
@@ -167,9 +191,7 @@ def save_model(model: Classifier | Autoencoder, path: str | Path) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
-def _load(
-    path: str | Path, kind: str, device: str | torch.device, image_size: int | None
-) -> nn.Module:
+def _load(path: str | Path, kind: str, image_size: int | None) -> nn.Module:
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
@@ -214,19 +236,25 @@ def _load(
             f"{path}: the {kind} expects {hparams.get('image_size')} px images, the data holds "
             f"{image_size} px (re-run the stage that trains it)"
         )
+    return model.eval()
+
+
+def _placed(model: nn.Module, device: str | torch.device) -> nn.Module:
     # channels-last: on a CPU these convolutions and poolings run 1.4-2.5x faster in NHWC, and
     # on a GPU cuDNN takes either; outputs differ from NCHW by float rounding only
-    return model.to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
+    return model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def load_classifier(
     path: str | Path, device: str | torch.device = "cpu", image_size: int | None = None
 ) -> Classifier:
-    """Load a classifier in eval mode (`path` = model file or the directory holding MODEL_FILE).
+    """Load a trained classifier, frozen for evaluation and attacks (`fold_batch_norm`); `path` is
+    the model file or the directory holding MODEL_FILE.
 
     With `image_size`, a model trained for another size is refused with a message naming the file.
     """
-    return _load(path, "classifier", device, image_size)  # type: ignore[return-value]
+    model = _load(path, "classifier", image_size)
+    return _placed(fold_batch_norm(model), device)  # type: ignore[arg-type,return-value]
 
 
 def load_autoencoder(
@@ -236,7 +264,7 @@ def load_autoencoder(
 
     With `image_size`, a model trained for another size is refused with a message naming the file.
     """
-    return _load(path, "autoencoder", device, image_size)  # type: ignore[return-value]
+    return _placed(_load(path, "autoencoder", image_size), device)  # type: ignore[return-value]
 
 
 def batched_apply(
