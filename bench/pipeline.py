@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from advdenoise.runtime import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING = {"train_cnn", "train_ae", "train_ae_adv", "train_ae_guided"}
 
@@ -91,6 +93,7 @@ def main() -> None:
     stages = list(runs[0]["cold_repro"]["stages_s"])
     result = {
         "reps": args.reps,
+        "cpu": f"{cpu_model()}, {os.cpu_count()} logical cores",
         "loadavg_1_5_15": os.getloadavg(),
         "cold_repro_s": med([r["cold_repro"]["wall_s"] for r in runs]),
         "cold_repro_peak_rss_mb": max(r["cold_repro"]["peak_rss_mb"] for r in runs),
@@ -105,6 +108,7 @@ def main() -> None:
     lines = [
         f"# Pipeline on the default config (median of {args.reps})",
         "",
+        f"- machine: {result['cpu']}",
         f"- cold `dvc repro`: {result['cold_repro_s']:.0f} s, peak RSS "
         f"{result['cold_repro_peak_rss_mb']:.0f} MB",
         f"- `dvc exp run -S attack.eps=0.016`: {result['exp_run_s']:.0f} s, ran "
