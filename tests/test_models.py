@@ -13,6 +13,7 @@ from advdenoise.models import (
     MODEL_FILE,
     Autoencoder,
     Classifier,
+    UpsampleConv,
     fold_batch_norm,
     load_autoencoder,
     load_classifier,
@@ -53,6 +54,29 @@ def test_autoencoder_shapes_and_range() -> None:
     z = model.encode(x)
     assert z.shape == (4, 3, 8, 8)
     assert model.decode(z).shape == x.shape
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "size"), [(4, 1, 8), (3, 5, 5), (16, 1, 32)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_upsample_conv_is_nearest_upsampling_then_the_conv(
+    c_in: int, c_out: int, size: int, layout: torch.memory_format
+) -> None:
+    fused = UpsampleConv(c_in, c_out).to(memory_format=layout)
+    plain = torch.nn.Conv2d(c_in, c_out, 3, padding=1)
+    plain.load_state_dict(fused.state_dict())  # the same parameters under the same keys
+    x = torch.randn(2, c_in, size, size).contiguous(memory_format=layout).requires_grad_(True)
+    x2 = x.detach().clone().requires_grad_(True)
+    out = fused(x)
+    ref = plain(torch.nn.functional.interpolate(x2, scale_factor=2, mode="nearest"))
+    assert out.shape == (2, c_out, 2 * size, 2 * size)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    out.backward(g)
+    ref.backward(g)  # training and attacks follow these gradients
+    assert x.grad is not None and x2.grad is not None and fused.weight.grad is not None
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused.bias.grad, plain.bias.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_batched_prediction_matches_single_pass() -> None:
