@@ -40,6 +40,26 @@ def test_classifier_shapes(size: int) -> None:
                              "dropout": 0.2}  # fmt: skip
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_pooling_before_relu_is_the_conventional_block_bit_for_bit(train: bool) -> None:
+    model = Classifier(32, [4, 8]).train(train)
+    layers = list(model.body)
+    pools = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.MaxPool2d)]
+    for i in pools:  # conv-BN-ReLU-pool, as the blocks are usually written
+        layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    conventional = torch.nn.Sequential(*layers)
+    assert [type(m) for m in conventional] != [type(m) for m in model.body]
+    x = (torch.rand(6, 1, 32, 32) - 0.3).requires_grad_(True)  # plenty of negative pre-activations
+    x2 = x.detach().clone().requires_grad_(True)
+    ours = model.body(x - 0.5)
+    ref = conventional(x2 - 0.5)
+    assert torch.equal(ours, ref)
+    g = torch.randn_like(ref)
+    ours.backward(g)
+    ref.backward(g)
+    assert x.grad is not None and torch.equal(x.grad, x2.grad)
+
+
 def test_classifier_refuses_too_small_images() -> None:
     with pytest.raises(ValueError, match="too small"):
         Classifier(8, [4, 4, 4, 4])
