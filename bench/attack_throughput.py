@@ -254,6 +254,8 @@ def main() -> None:
         f"# {args.attack.upper()} attack throughput ({model_name}, {images}, {size} px, {args.steps} "
         f"steps, eps {args.eps}, {args.threads} threads, median of {args.reps})",
         "",
+        f"Machine: {runtime.cpu_model()}.",
+        "",
         "| variant | median s | min s | median CPU s | image-steps/s (median) "
         "| art_project speed-up | adv. accuracy |",
         "|---|---:|---:|---:|---:|---:|---:|",

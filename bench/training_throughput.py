@@ -70,6 +70,8 @@ def main() -> None:
         f"# Training throughput (batch {cnn.batch_size}, {params.threads} threads, "
         f"{device}, median of {args.reps})",
         "",
+        f"Machine: {runtime.cpu_model()}.",
+        "",
         "| network | images/s |",
         "|---|---:|",
     ] + [f"| {k} | {v:.0f} |" for k, v in result["images_per_s"].items()]
