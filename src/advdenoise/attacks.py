@@ -189,11 +189,13 @@ def make_pgd(
 ) -> ProjectedGradientDescent:
     """ART's PGD (L-inf unless `norm`) with step = step_fraction * eps; fails unless the
     PyTorch-native path is used. An array `eps` of shape (N, 1, 1, 1) gives each image its own."""
+    if not isinstance(eps, np.ndarray):
+        eps = float(eps)
     attack = ProjectedGradientDescent(
         classifier,
         norm=norm,
-        eps=eps if isinstance(eps, np.ndarray) else float(eps),
-        eps_step=step_fraction * eps if isinstance(eps, np.ndarray) else float(step_fraction * eps),
+        eps=eps,
+        eps_step=step_fraction * eps,
         max_iter=int(steps),
         targeted=False,
         num_random_init=1 if random_init else 0,

@@ -1,11 +1,11 @@
 """The classifier and the denoising autoencoder, and their pickle-free model files.
 
 Classifier (the paper gives no architecture; this is a compact batch-norm conv net that trains on a
-CPU): one block per entry of `channels`, each conv3x3 -> BatchNorm -> ReLU -> maxpool 2x2, so a
-64 px input leaves 4 x 4 maps after four blocks and a 224 px input 14 x 14. The blocks pool before
-the ReLU: ReLU is monotone, so it commutes with max exactly (outputs and gradients bit for bit), and
-it then runs on a quarter of the pixels. Inputs of 128 px and
-more first pass a stride-2 conv3x3 stem (width channels[0], BN, ReLU): it halves the cost of the
+CPU): one block per entry of `channels`, each conv3x3 -> BatchNorm -> maxpool 2x2 -> ReLU, so a
+64 px input leaves 4 x 4 maps after four blocks and a 224 px input 14 x 14. Pooling before the ReLU
+is the usual conv-BN-ReLU-pool block bit for bit (ReLU is monotone, so it commutes with max, outputs
+and gradients alike), with the ReLU on a quarter of the pixels. Inputs of 128 px and more first
+pass a stride-2 conv3x3 stem (width channels[0], BN, ReLU): it halves the cost of the
 first, most expensive block at the paper's 224 px without changing the receptive-field story.
 Then global average pooling (the penultimate features, `features`), dropout and a linear layer
 giving the logits. Input: N x 1 x H x W in [0, 1]; the net centres it by subtracting 0.5.
