@@ -117,6 +117,22 @@ def test_pgd_matches_art_generate() -> None:
     np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("eps", [1 / 255, 0.002, 0.008, 0.016, 0.03, 0.1, 0.3])
+def test_linf_projection_equals_arts(eps: float) -> None:
+    """The float32 projection gives ART's float64 one's values, at and around +-eps."""
+    bound = np.float32(eps)
+    edges = [np.nextafter(bound, np.float32(0)), bound, np.nextafter(bound, np.float32(1))]
+    special = np.array([0.0, -0.0, *edges, *(-e for e in edges)], dtype=np.float32)
+    noise = np.random.default_rng(0).uniform(-3 * eps, 3 * eps, 4000).astype(np.float32)
+    values = torch.from_numpy(np.concatenate([special, noise])).reshape(-1, 1, 2, 2)
+    ours = atk.linf_projection(values, eps, np.inf)
+    theirs = ProjectedGradientDescentPyTorch._projection(values, eps, np.inf)  # noqa: SLF001
+    assert ours.dtype == theirs.dtype == torch.float32
+    assert torch.equal(ours, theirs)  # equal values; a zero may differ in sign only
+    with pytest.raises(ValueError, match="L-inf"):
+        atk.linf_projection(values, eps, 2)
+
+
 def test_pgd_checkpoints_are_the_shorter_attacks() -> None:
     """The iterate after k of 2k steps is the k-step PGD from the same start, bit for bit."""
     x, y = _images(20)

@@ -7,10 +7,13 @@ members, each pinned by a test (pyproject pins ART to 1.20.x):
 - `PyTorchClassifier._device` (exact device): tests/test_attacks.py::test_classifier_wrapper_settings;
 - `ProjectedGradientDescent._attack` (PyTorch-native path): test_pgd_uses_pytorch_native_path_and_
   step_fraction, test_numpy_fallback_is_refused;
-- `ProjectedGradientDescentPyTorch._set_targets`, `._i_max_iter`, `._compute_pytorch` (PGD with
-  checkpoints): test_pgd_matches_art_generate, test_pgd_checkpoints_are_the_shorter_attacks;
-- `RandomizedSmoothingMixin._prediction_counts`, `._lower_confidence_bound` (CERTIFY with its
-  votes): tests/test_certify.py::test_certify_matches_art_and_the_closed_form_of_a_linear_classifier;
+- `ProjectedGradientDescentPyTorch._set_targets`, `._i_max_iter`, `._compute_pytorch` and
+  `._projection` (PGD with checkpoints, float32 projection): test_pgd_matches_art_generate,
+  test_pgd_checkpoints_are_the_shorter_attacks, test_linf_projection_equals_arts;
+- `RandomizedSmoothingMixin._prediction_counts` (replaced: noise drawn on the device),
+  `._lower_confidence_bound` (CERTIFY with its votes): tests/test_certify.py::
+  test_certify_matches_art_and_the_closed_form_of_a_linear_classifier (which also pins the
+  `PyTorchClassifier._model` and `._device` that the replacement uses);
 - `PyTorchClassifier._model`, `._loss`, `._device` and the class of APGD's own estimator (APGD's
   loss evaluation serving its next gradient, `_LossThenGradient`): tests/test_robustness.py::
   test_apgd_with_one_forward_per_step_equals_arts_own_run.
@@ -38,8 +41,9 @@ ART behaviour this module relies on or works around (ART 1.20, checked in tests/
   input gradients are computed (measured in bench/attack_throughput.py). ART's PGD `generate`
   also evaluates the success rate for a log line (two extra forward passes over all inputs); the
   PGD here runs ART's own per-iteration step (`_compute_pytorch`) in the loop of its per-batch
-  core and skips that line, keeping the iterates a convergence check needs; a test checks the
-  result is identical to `generate`. The model runs in the channels-last layout (see
+  core and skips that line, keeping the iterates a convergence check needs, with ART's L-inf
+  projection computed in float32 (`linf_projection`); a test checks the result is identical to
+  `generate`. The model runs in the channels-last layout (see
   `make_art_classifier`), and small batches (attack.batch_size, default 64) stay in the CPU cache.
 """
 
@@ -257,6 +261,7 @@ def pgd_checkpoints(
         return [x.copy() for _ in checkpoints]
     steps = max(checkpoints)
     core = make_pgd(classifier, eps, steps, step_fraction, random_init, batch_size)._attack  # noqa: SLF001
+    core._projection = linf_projection  # noqa: SLF001 - same bits as ART's, in float32
     targets = core._set_targets(x, y.astype(np.int64)).astype(np.float32)  # noqa: SLF001 - one-hot
     device = classifier.device
     out = [np.empty_like(x) for _ in checkpoints]
@@ -275,6 +280,24 @@ def pgd_checkpoints(
                     if c == i + 1:
                         out[k][start:stop] = adv.detach().cpu().numpy()
     return out
+
+
+def linf_projection(
+    values: torch.Tensor, eps: float, norm_p: float | str, *, suboptimal: bool = True
+) -> torch.Tensor:
+    """ART's L-inf `_projection` (each pixel of the perturbation clipped to [-eps, eps]) in float32.
+
+    Why: ART broadcasts a scalar eps to the batch's full shape in float64 and computes
+    sign(v) * min(|v|, eps) there, then casts back: several passes over the batch a PGD step,
+    a third of ART's overhead over a plain PGD loop (bench/attack_throughput.py). Clamping the
+    float32 values to float32(eps) gives the same values, since no float32 lies strictly between
+    eps and its float32 rounding (only a zero's sign may differ, which adding the image erases);
+    the tests check it against ART's `_projection` and the PGD images against ART's `generate`.
+    """
+    if norm_p not in (np.inf, "inf") or np.ndim(eps) != 0:
+        raise ValueError(f"linf_projection needs the L-inf norm and a scalar eps, got {norm_p}")
+    bound = float(np.float32(eps))
+    return values.clamp(-bound, bound)
 
 
 def apgd(
@@ -465,7 +488,7 @@ def make_smoothed_classifier(
     """ART's randomized-smoothing estimator of `model` (Gaussian noise sigma, n0 selection samples)."""
     device = torch.device(device)
     model.eval()
-    smoothed = PyTorchRandomizedSmoothing(
+    smoothed = _DeviceNoiseSmoothing(
         model=model,
         loss=nn.CrossEntropyLoss(),
         input_shape=tuple(int(s) for s in input_shape),
@@ -477,6 +500,33 @@ def make_smoothed_classifier(
         alpha=float(alpha),
     )
     return _place(smoothed, device)
+
+
+class _DeviceNoiseSmoothing(PyTorchRandomizedSmoothing):
+    """ART's randomized smoothing with its Gaussian samples drawn by torch on the model's device.
+
+    ART draws an image's n noisy copies with NumPy's float64 normal on the CPU and copies them to
+    the device batch by batch: 16 ms per 256 copies of a 64 px image on 2 CPU cores, against 3 ms
+    for torch.randn, and at 224 px on a GPU ~50 MB of host work and transfer per image. Here the
+    copies x + N(0, scale^2) come from torch's generator (seeded by `seeded`) on the device and the
+    votes are counted there; class selection, the Clopper-Pearson bound and PREDICT's binomial test
+    stay ART's. Same distribution, other draws than ART's (tests/test_certify.py checks the votes
+    against the closed form of a linear classifier).
+    """
+
+    def _prediction_counts(
+        self, x: np.ndarray, n: int | None = None, batch_size: int = 128
+    ) -> np.ndarray:
+        n = self.sample_size if n is None else int(n)
+        image = torch.from_numpy(np.asarray(x, dtype=np.float32)).to(self._device)  # noqa: SLF001
+        counts = torch.zeros(self.nb_classes, dtype=torch.int64, device=image.device)
+        self._model.eval()  # noqa: SLF001
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                noisy = torch.randn((min(batch_size, n - start), *image.shape), device=image.device)
+                logits = self._model(noisy.mul_(self.scale).add_(image))[-1]  # noqa: SLF001
+                counts += torch.bincount(logits.argmax(1), minlength=self.nb_classes)
+        return counts.cpu().numpy()
 
 
 def certify(
