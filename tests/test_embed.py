@@ -259,3 +259,26 @@ def test_umap_on_exact_neighbours_equals_umaps_own_small_data_run():
             for knn in ((None, None, None), (idx, dist))
         ]
     assert np.array_equal(runs[0], runs[1])
+
+
+def test_umap_kernels_compile_once_per_environment():
+    """A second process loads UMAP's kernels from numba's cache instead of compiling them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from advdenoise import embed; from umap import umap_;"
+        "embed.embed_2d(np.random.default_rng(0).normal(size=(30, 4)), 'umap', 0);"
+        "print(sorted(embed.cache_umap_kernels()), bool(umap_.smooth_knn_dist.stats.cache_hits))"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        for _ in range(2)
+    ]
+    kernels = [
+        "compute_membership_strengths",
+        "euclidean",
+        "optimize_layout_epoch",
+        "smooth_knn_dist",
+    ]
+    assert runs[1].stdout.strip() == f"{kernels} True"

@@ -98,3 +98,15 @@ def test_setup_switches_kernels_to_deterministic_without_loading_the_compiler() 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True", "False"]
+
+
+def test_setup_freezes_the_collector_at_exit() -> None:
+    """The shutdown collections are skipped: gc is frozen when the process exits, not before."""
+    code = (
+        "import atexit, gc; from advdenoise import runtime;"
+        "atexit.register(lambda: print('at exit', gc.get_freeze_count() > 0));"  # runs after setup's
+        "runtime.setup(0, 1, 'cpu'); runtime.setup(0, 1, 'cpu');"
+        "print('running', gc.get_freeze_count() > 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["running", "False", "at", "exit", "True"]

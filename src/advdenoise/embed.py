@@ -151,6 +151,36 @@ def _all_distances() -> Callable[[np.ndarray], np.ndarray]:
     return all_distances  # type: ignore[no-any-return]
 
 
+@functools.cache
+def cache_umap_kernels() -> list[str]:
+    """Let numba keep UMAP's compiled kernels on disk; returns the names of those it now caches.
+
+    umap-learn compiles its neighbour-graph and layout kernels in every process (numba caching
+    off), 4-6 s of each `embed` run on 2 CPU cores. numba's own cache (next to the package, or in
+    the user's cache directory where that is read-only) compiles them once per environment and
+    CPU; the compiled code and the embeddings are the same. Where no cache location is writable,
+    the kernels compile per process as before.
+    """
+    from umap import distances, layouts, umap_
+
+    kernels = {
+        "smooth_knn_dist": getattr(umap_, "smooth_knn_dist", None),
+        "compute_membership_strengths": getattr(umap_, "compute_membership_strengths", None),
+        "optimize_layout_epoch": getattr(
+            layouts, "_nb_optimize_layout_euclidean_single_epoch", None
+        ),
+        "euclidean": getattr(distances, "euclidean", None),
+    }
+    cached = []
+    for name, kernel in kernels.items():
+        try:
+            kernel.enable_caching()  # type: ignore[union-attr]
+        except (AttributeError, RuntimeError):  # renamed in umap-learn, or nowhere to write
+            continue
+        cached.append(name)
+    return cached
+
+
 def embed_2d(
     features: np.ndarray,
     method: str,
@@ -188,6 +218,7 @@ def embed_2d(
             warnings.simplefilter("ignore")
             import umap
 
+            cache_umap_kernels()
             # init="pca", not the default "spectral": ARPACK's spectral initialisation gave
             # different layouts for the same input and seed (nearly degenerate eigenvectors)
             k = min(neighbors, n - 1)

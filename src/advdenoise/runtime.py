@@ -1,9 +1,11 @@
 """Device choice, seeding and thread settings: everything that decides whether a run reproduces,
-and the allocator setting that decides how fast it runs on a CPU."""
+and the allocator and exit settings that decide how fast it runs on a CPU."""
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import gc
 import os
 import platform
 import random
@@ -46,6 +48,19 @@ def keep_freed_memory() -> None:
     mallopt(m_top_pad, 64 * 2**20)
 
 
+def skip_final_collection() -> None:
+    """Freeze the garbage collector when the process exits, before Python tears its modules down.
+
+    Shutdown runs collections over every object of the imported libraries (torch, ART, scipy,
+    scikit-learn, pandas) while it clears them: 0.5-0.9 s of each stage's exit on 2 CPU cores,
+    twelve times a run. Frozen objects are still freed by reference counting; only reference
+    cycles still alive at exit stay uncollected, as the process ends. Stages close their outputs
+    before they return, so nothing waits on a collection.
+    """
+    atexit.unregister(gc.freeze)  # once per process, however often a test runs setup
+    atexit.register(gc.freeze)
+
+
 def deterministic_kernels() -> None:
     """`torch.use_deterministic_algorithms(True, warn_only=True)` without importing the compiler.
 
@@ -64,6 +79,7 @@ def deterministic_kernels() -> None:
 def setup(seed: int, threads: int, device: str = "auto") -> torch.device:
     """Seed every generator, fix threads, make kernels deterministic; return the device to use."""
     keep_freed_memory()
+    skip_final_collection()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - ART draws random PGD starts from the global state
