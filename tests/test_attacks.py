@@ -16,6 +16,7 @@ from art.attacks.evasion.projected_gradient_descent.projected_gradient_descent_p
 )
 from art.defences.preprocessor import FeatureSqueezing
 from art.estimators.classification import PyTorchClassifier
+from art.utils import projection
 from conftest import section, write_params
 from torch import nn
 
@@ -119,7 +120,8 @@ def test_pgd_matches_art_generate() -> None:
 
 @pytest.mark.parametrize("eps", [1 / 255, 0.002, 0.008, 0.016, 0.03, 0.1, 0.3])
 def test_linf_projection_equals_arts(eps: float) -> None:
-    """The float32 projection gives ART's float64 one's values, at and around +-eps."""
+    """The float32 projection gives ART's float64 ones' values (PGD: torch, APGD: NumPy), at and
+    around +-eps."""
     bound = np.float32(eps)
     edges = [np.nextafter(bound, np.float32(0)), bound, np.nextafter(bound, np.float32(1))]
     special = np.array([0.0, -0.0, *edges, *(-e for e in edges)], dtype=np.float32)
@@ -129,6 +131,12 @@ def test_linf_projection_equals_arts(eps: float) -> None:
     theirs = ProjectedGradientDescentPyTorch._projection(values, eps, np.inf)  # noqa: SLF001
     assert ours.dtype == theirs.dtype == torch.float32
     assert torch.equal(ours, theirs)  # equal values; a zero may differ in sign only
+    ours_np, theirs_np = (
+        atk.linf_projection(values.numpy(), eps, "inf"),
+        projection(values.numpy(), eps, "inf"),
+    )
+    assert ours_np.dtype == theirs_np.dtype == np.float32
+    np.testing.assert_array_equal(ours_np, theirs_np)
     with pytest.raises(ValueError, match="L-inf"):
         atk.linf_projection(values, eps, 2)
 

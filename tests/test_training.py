@@ -18,7 +18,7 @@ from advdenoise.autoencoder_training import combined_images
 from advdenoise.data import Split, Splits, save_splits
 from advdenoise.models import Autoencoder, Classifier, load_autoencoder, load_classifier
 from advdenoise.params import read_yaml
-from advdenoise.training import augment_batch, fit_classifier, fit_denoiser, live_curves
+from advdenoise.training import adam, augment_batch, fit_classifier, fit_denoiser, live_curves
 
 SIZE = 32
 
@@ -264,3 +264,25 @@ def test_stage_reports_missing_data(params_file: Path, tmp_path: Path, capsys) -
     assert rc == 2
     assert "splits.npz" in capsys.readouterr().err
     assert not (tmp_path / "m.json").exists()
+
+
+def test_adam_updates_all_weights_as_one_at_a_time_would() -> None:
+    """`adam` (foreach) and torch's per-tensor Adam give the same weights bit for bit."""
+    torch.manual_seed(0)
+    start = Autoencoder(16, [4, 8], 2)
+    x = torch.rand(8, 1, 16, 16)
+    weights = []
+    for make in (
+        lambda m: adam(m, 1e-2),
+        lambda m: torch.optim.Adam(m.parameters(), 1e-2, foreach=False),
+    ):
+        model = Autoencoder(16, [4, 8], 2)
+        model.load_state_dict(start.state_dict())
+        optimiser = make(model)
+        for _ in range(20):
+            optimiser.zero_grad()
+            F.mse_loss(model(x), x).backward()
+            optimiser.step()
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+    assert not torch.equal(weights[0][0], start.encoder[0].weight)

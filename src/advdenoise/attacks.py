@@ -15,8 +15,9 @@ members, each pinned by a test (pyproject pins ART to 1.20.x):
   test_certify_matches_art_and_the_closed_form_of_a_linear_classifier (which also pins the
   `PyTorchClassifier._model` and `._device` that the replacement uses);
 - `PyTorchClassifier._model`, `._loss`, `._device` and the class of APGD's own estimator (APGD's
-  loss evaluation serving its next gradient, `_LossThenGradient`): tests/test_robustness.py::
-  test_apgd_with_one_forward_per_step_equals_arts_own_run.
+  loss evaluation serving its next gradient, `_LossThenGradient`), and the `projection` that APGD's
+  module imports (float32 projection, swapped for the call): tests/test_robustness.py::
+  test_apgd_with_one_forward_per_step_equals_arts_own_run, test_linf_projection_equals_arts.
 
 Every attack takes any `nn.Module` mapping N x C x H x W images in [0, 1] to logits (the CNN, or
 `Sequential(denoiser, cnn)` for adaptive attacks), wrapped once by `make_art_classifier`.
@@ -52,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import typing
 from collections.abc import Iterator, Sequence
+from unittest import mock
 
 import numpy as np
 import torch
@@ -60,6 +62,7 @@ from art.attacks.evasion import (
     FastGradientMethod,
     ProjectedGradientDescent,
     SquareAttack,
+    auto_projected_gradient_descent,
 )
 from art.attacks.evasion.projected_gradient_descent.projected_gradient_descent_pytorch import (
     ProjectedGradientDescentPyTorch,
@@ -282,22 +285,28 @@ def pgd_checkpoints(
     return out
 
 
+_Values = typing.TypeVar("_Values", torch.Tensor, np.ndarray)
+
+
 def linf_projection(
-    values: torch.Tensor, eps: float, norm_p: float | str, *, suboptimal: bool = True
-) -> torch.Tensor:
-    """ART's L-inf `_projection` (each pixel of the perturbation clipped to [-eps, eps]) in float32.
+    values: _Values, eps: float, norm_p: float | str, *, suboptimal: bool = True
+) -> _Values:
+    """ART's L-inf projection (each pixel of a float32 perturbation clipped to [-eps, eps]) in
+    float32: for PGD's `_projection` (torch) and APGD's `art.utils.projection` (NumPy).
 
     Why: ART broadcasts a scalar eps to the batch's full shape in float64 and computes
-    sign(v) * min(|v|, eps) there, then casts back: several passes over the batch a PGD step,
-    a third of ART's overhead over a plain PGD loop (bench/attack_throughput.py). Clamping the
-    float32 values to float32(eps) gives the same values, since no float32 lies strictly between
-    eps and its float32 rounding (only a zero's sign may differ, which adding the image erases);
-    the tests check it against ART's `_projection` and the PGD images against ART's `generate`.
+    sign(v) * min(|v|, eps) there, then casts back: several passes over the batch a step, a third
+    of ART's overhead over a plain PGD loop (bench/attack_throughput.py). Clamping the float32
+    values to float32(eps) gives the same values, since no float32 lies strictly between eps and
+    its float32 rounding (only a zero's sign may differ, which adding the image erases); the tests
+    check it against ART's projections and the PGD and APGD images against ART's own runs.
     """
     if norm_p not in (np.inf, "inf") or np.ndim(eps) != 0:
         raise ValueError(f"linf_projection needs the L-inf norm and a scalar eps, got {norm_p}")
     bound = float(np.float32(eps))
-    return values.clamp(-bound, bound)
+    if isinstance(values, torch.Tensor):
+        return values.clamp(-bound, bound)
+    return np.clip(values, -bound, bound)
 
 
 def apgd(
@@ -334,7 +343,11 @@ def apgd(
     )
     if type(attack.estimator) is PyTorchClassifier:  # ART's own CE-loss copy of the classifier
         attack.estimator.__class__ = _LossThenGradient
-    with seeded(seed), input_gradients_only(classifier.model):
+    with (
+        seeded(seed),
+        input_gradients_only(classifier.model),
+        mock.patch.object(auto_projected_gradient_descent, "projection", linf_projection),
+    ):
         adv = attack.generate(x=x, y=y.astype(np.int64))
     return np.asarray(adv, dtype=np.float32)
 

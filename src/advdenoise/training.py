@@ -78,6 +78,13 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, max_shift: int = 
     return padded[batch, channel, rows, cols]  # one gather: each image cropped at its own shift
 
 
+def adam(model: nn.Module, lr: float) -> torch.optim.Adam:
+    """Adam over the model's parameters, updated together (`foreach`, torch's default on CUDA):
+    the same arithmetic per tensor as one at a time (tests/test_training.py checks the weights
+    bit for bit) with less Python per step, about 0.1 of 0.8 ms on a 2-core CPU."""
+    return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+
+
 def _permutation(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
@@ -180,7 +187,7 @@ def fit_classifier(
     holding the selected weights.
     """
     model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    optimiser = adam(model, lr)
     y_train = y_train.long()
 
     def step(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int, float]:
@@ -247,7 +254,7 @@ def fit_denoiser(
     """
     model.to(device)
     loss_fn = loss_fn or F.mse_loss
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    optimiser = adam(model, lr)
     t_index = target_index if target_index is not None else torch.arange(len(inputs))
     v_index = val_target_index if val_target_index is not None else torch.arange(len(val_inputs))
     if len(t_index) != len(inputs) or len(v_index) != len(val_inputs):
