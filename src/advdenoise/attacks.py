@@ -264,7 +264,7 @@ def pgd_checkpoints(
         return [x.copy() for _ in checkpoints]
     steps = max(checkpoints)
     core = make_pgd(classifier, eps, steps, step_fraction, random_init, batch_size)._attack  # noqa: SLF001
-    core._projection = linf_projection  # noqa: SLF001 - same bits as ART's, in float32
+    core._projection = linf_projection  # noqa: SLF001 - ART's values, in float32
     targets = core._set_targets(x, y.astype(np.int64)).astype(np.float32)  # noqa: SLF001 - one-hot
     device = classifier.device
     out = [np.empty_like(x) for _ in checkpoints]
