@@ -164,17 +164,15 @@ def cache_umap_kernels() -> list[str]:
     from umap import distances, layouts, umap_
 
     kernels = {
-        "smooth_knn_dist": getattr(umap_, "smooth_knn_dist", None),
-        "compute_membership_strengths": getattr(umap_, "compute_membership_strengths", None),
-        "optimize_layout_epoch": getattr(
-            layouts, "_nb_optimize_layout_euclidean_single_epoch", None
-        ),
-        "euclidean": getattr(distances, "euclidean", None),
+        "smooth_knn_dist": umap_,
+        "compute_membership_strengths": umap_,
+        "_nb_optimize_layout_euclidean_single_epoch": layouts,
+        "euclidean": distances,
     }
     cached = []
-    for name, kernel in kernels.items():
+    for name, module in kernels.items():
         try:
-            kernel.enable_caching()  # type: ignore[union-attr]
+            getattr(module, name).enable_caching()
         except (AttributeError, RuntimeError):  # renamed in umap-learn, or nowhere to write
             continue
         cached.append(name)
