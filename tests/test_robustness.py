@@ -176,25 +176,61 @@ def test_square_with_cached_scores_equals_arts_own_run() -> None:
 
 
 def test_apgd_with_one_forward_per_step_equals_arts_own_run() -> None:
-    """The loss evaluation serves the next gradient request: ART's APGD on the plain estimator,
-    same seed, gives the same images bit for bit, with a quarter fewer passes of the model."""
+    """Requests answered from earlier passes: ART's APGD on the plain estimator, same seed, gives
+    the same images bit for bit, with one model call per step and batch (ART: about two)."""
     from art.attacks.evasion import AutoProjectedGradientDescent
 
     cnn = _trained_cnn(*_images(48, seed=0))
-    xu, y = _images(16, seed=1)
+    xu, y = _images(13, seed=1)  # batches of 8 and 5
     x = xu.astype(np.float32) / 255
-    passes: list[int] = []
-    cnn.register_forward_hook(lambda _m, inputs, _out: passes.append(len(inputs[0])))
+    calls: list[int] = []
+    cnn.register_forward_hook(lambda _m, inputs, _out: calls.append(len(inputs[0])))
     clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
-    reused = attacks.apgd(clf, x, y, 0.05, 10, 1, 8, seed=3)
-    reused_passes, passes[:] = sum(passes), []
-    art = AutoProjectedGradientDescent(clf, norm=np.inf, eps=0.05, eps_step=0.1, max_iter=10,
+    steps, batches = 10, 2
+    reused = attacks.apgd(clf, x, y, 0.05, steps, 1, 8, seed=3)
+    reused_calls, calls[:] = len(calls), []
+    art = AutoProjectedGradientDescent(clf, norm=np.inf, eps=0.05, eps_step=0.1, max_iter=steps,
                                        targeted=False, nb_random_init=1, batch_size=8,
                                        loss_type="cross_entropy", verbose=False)  # fmt: skip
     with attacks.seeded(3), attacks.input_gradients_only(cnn):
         plain = art.generate(x=x, y=y)
     assert np.array_equal(reused, plain) and not np.array_equal(reused, x)
-    assert reused_passes <= 0.75 * sum(passes)
+    # ART's two predictions over all images, then per batch the first gradient and each step's loss
+    assert reused_calls == 2 + batches * (1 + steps) < len(calls)
+
+
+def test_reused_passes_serve_moved_rows_from_their_best_point() -> None:
+    """After a step-size checkpoint APGD moves some images back to their best point: their gradient
+    (and predictions) come from the pass that ran there, the others' from the last pass, and equal
+    a full pass over the mixed batch."""
+    cnn = _trained_cnn(*_images(48, seed=0))
+    xu, y = _images(6, seed=1)
+    x = xu.astype(np.float32) / 255
+    labels = np.eye(2, dtype=np.float32)[y]
+    clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
+    plain = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
+    reused = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
+    reused.__class__ = attacks._ReusedPasses  # noqa: SLF001
+    calls: list[int] = []
+    cnn.register_forward_hook(lambda _m, inputs, _out: calls.append(len(inputs[0])))
+    with attacks.input_gradients_only(cnn):
+        x1 = np.clip(x + 0.05 * np.sign(reused.loss_gradient(x, labels)), 0, 1)
+        worse = np.clip(x - 0.05 * np.sign(clf.loss_gradient(x, labels)), 0, 1)
+        reused.compute_loss(x1, labels)  # every loss rises: x1 becomes every row's best point
+        reused.loss_gradient(x1, labels)
+        reused.compute_loss(worse, labels)  # lower losses: the best points stay at x1
+        mixed = np.where(np.arange(6)[:, None, None, None] < 3, x1, worse)  # rows 0-2 moved back
+        calls[:] = []
+        grads, scores = reused.loss_gradient(mixed, labels), reused.predict(mixed)
+        assert calls == []  # no model pass: rows 0-2 from x1's pass, 3-5 from worse's graph
+        assert np.array_equal(grads, plain.loss_gradient(mixed, labels))
+        assert np.array_equal(scores, plain.predict(mixed))
+        mixed[5, 0, 0, 0] = 0.5 if mixed[5, 0, 0, 0] != 0.5 else 0.25  # a row never seen
+        calls[:] = []
+        assert np.array_equal(
+            reused.loss_gradient(mixed, labels), plain.loss_gradient(mixed, labels)
+        )
+        assert calls == [6, 6]  # one full pass each
 
 
 def test_row_cache_runs_each_new_row_once() -> None:

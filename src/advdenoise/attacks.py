@@ -15,9 +15,10 @@ members, each pinned by a test (pyproject pins ART to 1.20.x):
   test_certify_matches_art_and_the_closed_form_of_a_linear_classifier (which also pins the
   `PyTorchClassifier._model` and `._device` that the replacement uses);
 - `PyTorchClassifier._model`, `._loss`, `._device` and the class of APGD's own estimator (APGD's
-  loss evaluation serving its next gradient, `_LossThenGradient`), and the `projection` that APGD's
-  module imports (float32 projection, swapped for the call): tests/test_robustness.py::
-  test_apgd_with_one_forward_per_step_equals_arts_own_run, test_linf_projection_equals_arts.
+  requests answered from the passes it already ran, `_ReusedPasses`), and the `projection` that
+  APGD's module imports (float32 projection, swapped for the call): tests/test_robustness.py::
+  test_apgd_with_one_forward_per_step_equals_arts_own_run,
+  test_reused_passes_serve_moved_rows_from_their_best_point, test_linf_projection_equals_arts.
 
 Every attack takes any `nn.Module` mapping N x C x H x W images in [0, 1] to logits (the CNN, or
 `Sequential(denoiser, cnn)` for adaptive attacks), wrapped once by `make_art_classifier`.
@@ -51,6 +52,7 @@ ART behaviour this module relies on or works around (ART 1.20, checked in tests/
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import typing
 from collections.abc import Iterator, Sequence
 from unittest import mock
@@ -342,7 +344,7 @@ def apgd(
         verbose=False,
     )
     if type(attack.estimator) is PyTorchClassifier:  # ART's own CE-loss copy of the classifier
-        attack.estimator.__class__ = _LossThenGradient
+        attack.estimator.__class__ = _ReusedPasses
     with (
         seeded(seed),
         input_gradients_only(classifier.model),
@@ -352,62 +354,146 @@ def apgd(
     return np.asarray(adv, dtype=np.float32)
 
 
-class _LossThenGradient(PyTorchClassifier):
-    """A PyTorchClassifier whose loss evaluation also serves the gradient request that follows.
+@dataclasses.dataclass
+class _Pass:
+    """One forward pass of `_ReusedPasses`: its inputs, labels, per-image losses and scores
+    (logits), and its autograd graph (`logits` from `x_grad`) until a backward pass uses it."""
 
-    APGD evaluates the loss at its next iterate (`compute_loss`) and, one iteration later, asks
-    for the gradient there (`loss_gradient`): two forward passes of the same batch. Here the loss
-    evaluation keeps its autograd graph, and a gradient request for exactly the same inputs and
-    labels runs the backward pass on it, as ART's own `loss_gradient` would after its forward
-    pass (same loss, same reduction), so the gradients are the same bits. Any other request goes
-    to ART. Saves about a quarter of APGD's model passes (tests/test_robustness.py checks the
-    images against ART's own APGD).
+    x: np.ndarray
+    y: np.ndarray
+    losses: np.ndarray
+    scores: np.ndarray
+    logits: torch.Tensor
+    labels: torch.Tensor
+    x_grad: torch.Tensor | None
+
+
+@dataclasses.dataclass
+class _Best:
+    """Per position of the batch, the highest-loss point that had its gradient computed."""
+
+    x: np.ndarray
+    y: np.ndarray
+    losses: np.ndarray
+    scores: np.ndarray
+    grads: np.ndarray
+
+
+def _same_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row by row, whether two arrays hold the same bits (so -0.0 differs from 0.0)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return np.zeros(len(a), dtype=bool)
+    width = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}[a.dtype.itemsize]
+    bits_a = np.ascontiguousarray(a).view(width).reshape(len(a), -1)
+    return np.asarray((bits_a == np.ascontiguousarray(b).view(width).reshape(len(b), -1)).all(1))
+
+
+class _ReusedPasses(PyTorchClassifier):
+    """A PyTorchClassifier that answers APGD's repeated requests from the passes it already ran.
+
+    ART's APGD asks again for passes it has paid for: the gradient at its next iterate, one step
+    after evaluating the loss there; the loss at its start point, right after the gradient there;
+    after a step-size checkpoint, the gradient at each moved image's best point, computed when
+    the image was there; and the predictions at its last iterate, whose loss it has evaluated.
+    Here each forward pass keeps its logits, per-image losses and (until a backward pass uses
+    it) its graph, and each position of the batch keeps the gradient at its highest-loss point.
+    A request is answered from them only for rows whose images and labels hold the same bits as
+    the ones those passes ran on, in a batch of the same shape; anything else runs a full pass
+    as ART's estimator would. In eval mode the rows of a batch do not interact, so the answers
+    are ART's bits (tests/test_robustness.py checks APGD's images against ART's own run).
     """
 
-    _kept: tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    _pass: _Pass | None = None
+    _best: _Best | None = None
 
-    def compute_loss(  # type: ignore[override]
-        self, x: np.ndarray, y: np.ndarray, reduction: str = "none", **kwargs: object
-    ) -> np.ndarray:
-        self._kept = None
-        if (
-            not isinstance(x, np.ndarray)
-            or reduction != "none"
-            or kwargs
-            or self.preprocessing_operations
-        ):
-            return super().compute_loss(x, y, reduction=reduction, **kwargs)
-        self._model.eval()  # noqa: SLF001 - ART's compute_loss, keeping the graph
+    def _plain(self, x: object, kwargs: dict[str, object]) -> bool:
+        return isinstance(x, np.ndarray) and not kwargs and not self.preprocessing_operations
+
+    def _forward(self, x: np.ndarray, y: np.ndarray) -> _Pass:
+        """ART's forward pass of `loss_gradient`, keeping the graph and the per-image losses."""
+        self._model.eval()  # noqa: SLF001
         labels = self.reduce_labels(check_and_transform_label_format(y, self.nb_classes))
         x_grad = torch.tensor(x).to(self._device).requires_grad_(True)  # noqa: SLF001
         labels_t = torch.from_numpy(labels).to(self._device)  # noqa: SLF001
         logits = self._model(x_grad)[-1]  # noqa: SLF001
         loss = self._loss  # noqa: SLF001 - ART's loss object, reduction switched as ART does
         previous, loss.reduction = loss.reduction, "none"
-        per_sample = loss(logits, labels_t)
+        losses = loss(logits, labels_t).detach().cpu().numpy()
         loss.reduction = previous
-        self._kept = (x.copy(), np.asarray(y).copy(), x_grad, logits, labels_t)
-        return per_sample.detach().cpu().numpy()
+        scores = logits.detach().cpu().numpy().astype(np.float32)  # as ART's predict
+        self._pass = _Pass(x.copy(), y.copy(), losses, scores, logits, labels_t, x_grad)
+        return self._pass
+
+    def compute_loss(  # type: ignore[override]
+        self, x: np.ndarray, y: np.ndarray, reduction: str = "none", **kwargs: object
+    ) -> np.ndarray:
+        if not self._plain(x, kwargs) or reduction != "none":
+            self._pass = None
+            return super().compute_loss(x, y, reduction=reduction, **kwargs)
+        y = np.asarray(y)
+        p = self._pass
+        if p is None or not (_same_rows(x, p.x).all() and _same_rows(y, p.y).all()):
+            p = self._forward(x, y)
+        return p.losses.copy()
 
     def loss_gradient(  # type: ignore[override]
         self, x: np.ndarray, y: np.ndarray, training_mode: bool = False, **kwargs: object
     ) -> np.ndarray:
-        kept, self._kept = self._kept, None
-        if (
-            kept is None
-            or training_mode
-            or kwargs
-            or not isinstance(x, np.ndarray)
-            or not np.array_equal(x, kept[0])
-            or not np.array_equal(np.asarray(y), kept[1])
-        ):
+        if training_mode or not self._plain(x, kwargs):
+            self._pass = None
             return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
-        _, _, x_grad, logits, labels_t = kept
-        self._model.zero_grad()  # noqa: SLF001
-        self._loss(logits, labels_t).backward()  # noqa: SLF001
-        if x_grad.grad is None:
-            raise ValueError("Gradient term in PyTorch model is `None`.")
-        return x_grad.grad.cpu().numpy().copy()
+        y = np.asarray(y)
+        p, best = self._pass, self._best
+        if best is not None and best.x.shape != x.shape:
+            best = None  # another batch shape: its rows would not give ART's bits
+        kept = np.zeros(len(x), dtype=bool)
+        if p is not None and p.x_grad is not None:
+            kept = _same_rows(x, p.x) & _same_rows(y, p.y)
+        known = np.zeros(len(x), dtype=bool)
+        if best is not None and not kept.all():
+            known = ~kept & _same_rows(x, best.x) & _same_rows(y, best.y)
+        new_batch = not (kept.any() or known.any())
+        if not (kept | known).all():  # a full pass, as ART's
+            p = self._forward(x, y)
+            kept, known = np.ones(len(x), dtype=bool), np.zeros(len(x), dtype=bool)
+        grads = np.empty_like(x)
+        if kept.any():
+            assert p is not None and p.x_grad is not None
+            self._model.zero_grad()  # noqa: SLF001
+            self._loss(p.logits, p.labels).backward()  # noqa: SLF001 - ART's loss and reduction
+            if p.x_grad.grad is None:
+                raise ValueError("Gradient term in PyTorch model is `None`.")
+            grads[kept] = p.x_grad.grad.cpu().numpy()[kept]
+            p.x_grad = None  # the graph is spent
+        if best is not None:
+            grads[known] = best.grads[known]
+        if new_batch or best is None:
+            assert p is not None
+            self._best = _Best(x.copy(), y.copy(), p.losses.copy(), p.scores.copy(), grads.copy())
+        elif p is not None:
+            better = kept & (p.losses > best.losses)
+            best.x[better], best.y[better], best.grads[better] = x[better], y[better], grads[better]
+            best.losses[better], best.scores[better] = p.losses[better], p.scores[better]
+        return grads
+
+    def predict(  # type: ignore[override]
+        self, x: np.ndarray, batch_size: int = 128, training_mode: bool = False, **kwargs: object
+    ) -> np.ndarray:
+        p, best = self._pass, self._best
+        if (
+            training_mode
+            or not self._plain(x, kwargs)
+            or self.postprocessing_defences
+            or p is None
+            or len(x) > batch_size  # ART would split it into other batch shapes
+        ):
+            return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
+        kept = _same_rows(x, p.x)
+        if kept.all():
+            return p.scores.copy()
+        if best is None or not (kept | _same_rows(x, best.x)).all():
+            return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
+        return np.where(kept[:, None], p.scores, best.scores)
 
 
 def square(
