@@ -210,7 +210,7 @@ def test_reused_passes_serve_moved_rows_from_their_best_point() -> None:
     clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
     plain = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
     reused = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
-    reused.__class__ = attacks._ReusedPasses  # noqa: SLF001
+    reused.__class__ = attacks.autoattack._ReusedPasses  # noqa: SLF001
     calls: list[int] = []
     cnn.register_forward_hook(lambda _m, inputs, _out: calls.append(len(inputs[0])))
     with attacks.input_gradients_only(cnn):

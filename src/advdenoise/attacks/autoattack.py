@@ -1,0 +1,259 @@
+"""AutoAttack's pair through ART: APGD-CE and the gradient-free Square Attack.
+
+ART's private members used here, each pinned by a test in tests/test_robustness.py:
+`PyTorchClassifier._model`, `._loss`, `._device` and the class of APGD's own estimator (APGD's
+requests answered from the passes it already ran, `_ReusedPasses`), and the `projection` that
+APGD's module imports (float32 projection, swapped for the call):
+test_apgd_with_one_forward_per_step_equals_arts_own_run,
+test_reused_passes_serve_moved_rows_from_their_best_point, tests/test_attacks.py::
+test_linf_projection_equals_arts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from unittest import mock
+
+import numpy as np
+import torch
+from art.attacks.evasion import (
+    AutoProjectedGradientDescent,
+    SquareAttack,
+    auto_projected_gradient_descent,
+)
+from art.estimators.classification import PyTorchClassifier
+from art.utils import check_and_transform_label_format
+
+from advdenoise.attacks.estimator import (
+    check_inputs,
+    input_gradients_only,
+    make_art_classifier,
+    seeded,
+)
+from advdenoise.attacks.gradient import linf_projection
+from advdenoise.models import RowCache
+
+
+def apgd(
+    classifier: PyTorchClassifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    steps: int,
+    restarts: int,
+    batch_size: int,
+    *,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Untargeted L-inf APGD with the cross-entropy loss (ART `AutoProjectedGradientDescent`).
+
+    Croce & Hein 2020: step size adapted per image (first step 2 * eps, as in AutoAttack), momentum,
+    `restarts` random starts, each on the images still classified correctly. The DLR loss is not
+    offered: it needs at least three classes.
+    """
+    check_inputs(x, y, eps, batch_size)
+    if eps == 0 or len(x) == 0:
+        return x.copy()
+    attack = AutoProjectedGradientDescent(
+        classifier,
+        norm=np.inf,
+        eps=float(eps),
+        eps_step=float(2 * eps),
+        max_iter=int(steps),
+        targeted=False,
+        nb_random_init=int(restarts),
+        batch_size=int(batch_size),
+        loss_type="cross_entropy",
+        verbose=False,
+    )
+    if type(attack.estimator) is PyTorchClassifier:  # ART's own CE-loss copy of the classifier
+        attack.estimator.__class__ = _ReusedPasses
+    with (
+        seeded(seed),
+        input_gradients_only(classifier.model),
+        mock.patch.object(auto_projected_gradient_descent, "projection", linf_projection),
+    ):
+        adv = attack.generate(x=x, y=y.astype(np.int64))
+    return np.asarray(adv, dtype=np.float32)
+
+
+@dataclasses.dataclass
+class _Pass:
+    """One forward pass of `_ReusedPasses`: its inputs, labels, per-image losses and scores
+    (logits), and its autograd graph (`logits` from `x_grad`) until a backward pass uses it."""
+
+    x: np.ndarray
+    y: np.ndarray
+    losses: np.ndarray
+    scores: np.ndarray
+    logits: torch.Tensor
+    labels: torch.Tensor
+    x_grad: torch.Tensor | None
+
+
+@dataclasses.dataclass
+class _Best:
+    """Per position of the batch, the highest-loss point that had its gradient computed."""
+
+    x: np.ndarray
+    y: np.ndarray
+    losses: np.ndarray
+    scores: np.ndarray
+    grads: np.ndarray
+
+
+def _same_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row by row, whether two arrays hold the same bits (so -0.0 differs from 0.0)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return np.zeros(len(a), dtype=bool)
+    width = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}[a.dtype.itemsize]
+    bits_a = np.ascontiguousarray(a).view(width).reshape(len(a), -1)
+    return np.asarray((bits_a == np.ascontiguousarray(b).view(width).reshape(len(b), -1)).all(1))
+
+
+class _ReusedPasses(PyTorchClassifier):
+    """A PyTorchClassifier that answers APGD's repeated requests from the passes it already ran.
+
+    ART's APGD asks again for passes it has paid for: the gradient at its next iterate, one step
+    after evaluating the loss there; the loss at its start point, right after the gradient there;
+    after a step-size checkpoint, the gradient at each moved image's best point, computed when
+    the image was there; and the predictions at its last iterate, whose loss it has evaluated.
+    Here each forward pass keeps its logits, per-image losses and (until a backward pass uses
+    it) its graph, and each position of the batch keeps the gradient at its highest-loss point.
+    A request is answered from them only for rows whose images and labels hold the same bits as
+    the ones those passes ran on, in a batch of the same shape; anything else runs a full pass
+    as ART's estimator would. In eval mode the rows of a batch do not interact, so the answers
+    are ART's bits (tests/test_robustness.py checks APGD's images against ART's own run).
+    """
+
+    _pass: _Pass | None = None
+    _best: _Best | None = None
+
+    def _plain(self, x: object, kwargs: dict[str, object]) -> bool:
+        return isinstance(x, np.ndarray) and not kwargs and not self.preprocessing_operations
+
+    def _forward(self, x: np.ndarray, y: np.ndarray) -> _Pass:
+        """ART's forward pass of `loss_gradient`, keeping the graph and the per-image losses."""
+        self._model.eval()  # noqa: SLF001
+        labels = self.reduce_labels(check_and_transform_label_format(y, self.nb_classes))
+        x_grad = torch.tensor(x).to(self._device).requires_grad_(True)  # noqa: SLF001
+        labels_t = torch.from_numpy(labels).to(self._device)  # noqa: SLF001
+        logits = self._model(x_grad)[-1]  # noqa: SLF001
+        loss = self._loss  # noqa: SLF001 - ART's loss object, reduction switched as ART does
+        previous, loss.reduction = loss.reduction, "none"
+        losses = loss(logits, labels_t).detach().cpu().numpy()
+        loss.reduction = previous
+        scores = logits.detach().cpu().numpy().astype(np.float32)  # as ART's predict
+        self._pass = _Pass(x.copy(), y.copy(), losses, scores, logits, labels_t, x_grad)
+        return self._pass
+
+    def compute_loss(  # type: ignore[override]
+        self, x: np.ndarray, y: np.ndarray, reduction: str = "none", **kwargs: object
+    ) -> np.ndarray:
+        if not self._plain(x, kwargs) or reduction != "none":
+            self._pass = None
+            return super().compute_loss(x, y, reduction=reduction, **kwargs)
+        y = np.asarray(y)
+        p = self._pass
+        if p is None or not (_same_rows(x, p.x).all() and _same_rows(y, p.y).all()):
+            p = self._forward(x, y)
+        return p.losses.copy()
+
+    def loss_gradient(  # type: ignore[override]
+        self, x: np.ndarray, y: np.ndarray, training_mode: bool = False, **kwargs: object
+    ) -> np.ndarray:
+        if training_mode or not self._plain(x, kwargs):
+            self._pass = None
+            return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
+        y = np.asarray(y)
+        p, best = self._pass, self._best
+        if best is not None and best.x.shape != x.shape:
+            best = None  # another batch shape: its rows would not give ART's bits
+        kept = np.zeros(len(x), dtype=bool)
+        if p is not None and p.x_grad is not None:
+            kept = _same_rows(x, p.x) & _same_rows(y, p.y)
+        known = np.zeros(len(x), dtype=bool)
+        if best is not None and not kept.all():
+            known = ~kept & _same_rows(x, best.x) & _same_rows(y, best.y)
+        new_batch = not (kept.any() or known.any())
+        if not (kept | known).all():  # a full pass, as ART's
+            p = self._forward(x, y)
+            kept, known = np.ones(len(x), dtype=bool), np.zeros(len(x), dtype=bool)
+        grads = np.empty_like(x)
+        if kept.any():
+            assert p is not None and p.x_grad is not None
+            self._model.zero_grad()  # noqa: SLF001
+            self._loss(p.logits, p.labels).backward()  # noqa: SLF001 - ART's loss and reduction
+            if p.x_grad.grad is None:
+                raise ValueError("Gradient term in PyTorch model is `None`.")
+            grads[kept] = p.x_grad.grad.cpu().numpy()[kept]
+            p.x_grad = None  # the graph is spent
+        if best is not None:
+            grads[known] = best.grads[known]
+        if new_batch or best is None:
+            assert p is not None
+            self._best = _Best(x.copy(), y.copy(), p.losses.copy(), p.scores.copy(), grads.copy())
+        elif p is not None:
+            better = kept & (p.losses > best.losses)
+            best.x[better], best.y[better], best.grads[better] = x[better], y[better], grads[better]
+            best.losses[better], best.scores[better] = p.losses[better], p.scores[better]
+        return grads
+
+    def predict(  # type: ignore[override]
+        self, x: np.ndarray, batch_size: int = 128, training_mode: bool = False, **kwargs: object
+    ) -> np.ndarray:
+        p, best = self._pass, self._best
+        if (
+            training_mode
+            or not self._plain(x, kwargs)
+            or self.postprocessing_defences
+            or p is None
+            or len(x) > batch_size  # ART would split it into other batch shapes
+        ):
+            return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
+        kept = _same_rows(x, p.x)
+        if kept.all():
+            return p.scores.copy()
+        if best is None or not (kept | _same_rows(x, best.x)).all():
+            return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
+        return np.where(kept[:, None], p.scores, best.scores)
+
+
+def square(
+    classifier: PyTorchClassifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    queries: int,
+    p_init: float,
+    batch_size: int,
+    *,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Untargeted L-inf Square Attack (ART `SquareAttack`, Andriushchenko et al. 2020).
+
+    Gradient-free (scores only, `queries` iterations of random square updates): a defence that
+    masks gradients (BPDA-style or shattered) cannot hide from it, so a Square accuracy below the
+    white-box one is a red flag for the white-box evaluation. The model's scores are cached per
+    image (`RowCache`): ART asks for most of them twice or three times an iteration.
+    """
+    check_inputs(x, y, eps, batch_size)
+    if eps == 0 or len(x) == 0:
+        return x.copy()
+    device = next(classifier.model.parameters()).device
+    cached = make_art_classifier(
+        RowCache(classifier.model), x.shape[1:], classifier.nb_classes, device
+    )
+    attack = SquareAttack(
+        cached,
+        norm=np.inf,
+        eps=float(eps),
+        max_iter=int(queries),
+        p_init=float(p_init),
+        nb_restarts=1,
+        batch_size=int(batch_size),
+        verbose=False,
+    )
+    with seeded(seed), torch.no_grad():
+        adv = attack.generate(x=x, y=np.eye(classifier.nb_classes, dtype=np.float32)[y])
+    return np.asarray(adv, dtype=np.float32)
