@@ -25,7 +25,9 @@ from advdenoise.params import DataParams, load_params
 def _load(d: DataParams, seed: int, data_root: Path, workers: int) -> data.LabelledImages:
     names = data.class_names(d.classes)
     if d.is_synthetic:
-        return synthetic.generate_images(d.synthetic_counts, names, d.image_size, seed)
+        return synthetic.generate_images(
+            d.synthetic_counts, names, d.image_size, seed, workers=workers
+        )
     source = Path(d.source)  # relative to the working directory (the project root under DVC)
     kwargs = {
         "min_side": d.min_side,

@@ -25,6 +25,17 @@ def test_deterministic_and_seed_dependent() -> None:
     assert not np.array_equal(x1, x3)
 
 
+def test_images_do_not_depend_on_the_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(synthetic, "_BATCH_PIXELS", 3 * 32 * 32)  # batches of 3 slices
+    counts = {"non-COVID": 5, "COVID": 6}
+    x1, y1, ids1 = synthetic.generate(counts, CLASSES, 32, seed=3, workers=1)
+    x4, y4, ids4 = synthetic.generate(counts, CLASSES, 32, seed=3, workers=4)
+    assert np.array_equal(x1, x4) and np.array_equal(y1, y4) and list(ids1) == list(ids4)
+    for k, (label, name) in enumerate(zip(y4, ids4, strict=True)):  # each slice in its place
+        rng = generator(3, synthetic.SYNTHETIC_STREAM, int(label), int(name.split("/")[-1]))
+        assert np.array_equal(x4[k, 0], synthetic.render_slice(rng, 32, lesions=label == 1))
+
+
 def test_counts_labels_ids_and_format() -> None:
     x, y, ids = synthetic.generate({"non-COVID": 3, "COVID": 7}, CLASSES, 48, seed=0)
     assert x.shape == (10, 1, 48, 48) and x.dtype == np.uint8

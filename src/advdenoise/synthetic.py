@@ -41,6 +41,7 @@ to make the task harder.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -223,10 +224,13 @@ def generate(
     image_size: int,
     seed: int,
     style: Style = DEFAULT_STYLE,
+    workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generate `counts[name]` slices per class; returns (x uint8 N x 1 x S x S, y int64, ids).
 
     `classes[label]` is the class name of `label`; label 0 is clean lungs, label 1 has lesions.
+    Every slice draws from its own generator, so `workers` threads render batches of slices at
+    once (NumPy computes outside the GIL) and the images do not depend on `workers`.
     """
     if len(classes) != 2:
         raise PipelineError(
@@ -234,17 +238,23 @@ def generate(
             f"{len(classes)}: {list(classes)}"
         )
     jobs = [(label, i) for label, name in enumerate(classes) for i in range(counts[name])]
-    x = np.zeros((len(jobs), 1, image_size, image_size), dtype=np.uint8)
     batch = max(1, _BATCH_PIXELS // image_size**2)
-    noise = np.empty((batch, 4, image_size, image_size), dtype=np.float32)
-    for start in range(0, len(jobs), batch):
-        todo = jobs[start : start + batch]
+
+    def render_batch(todo: Sequence[tuple[int, int]]) -> np.ndarray:
+        noise = np.empty((len(todo), 4, image_size, image_size), dtype=np.float32)
         drawn = [
             _draw(generator(seed, SYNTHETIC_STREAM, label, i), label == 1, style, noise[j])
             for j, (label, i) in enumerate(todo)
         ]
         stacked = {k: np.stack([d[k] for d in drawn]) for k in drawn[0]}
-        x[start : start + len(todo), 0] = _render(stacked, noise[: len(todo)], image_size, style)
+        return _render(stacked, noise, image_size, style)
+
+    x = np.zeros((len(jobs), 1, image_size, image_size), dtype=np.uint8)
+    starts = range(0, len(jobs), batch)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        rendered = pool.map(render_batch, [jobs[s : s + batch] for s in starts])
+        for start, images in zip(starts, rendered, strict=True):
+            x[start : start + len(images), 0] = images
     y = np.asarray([label for label, _ in jobs], dtype=np.int64)
     ids = np.asarray([synthetic_id(classes[label], i) for label, i in jobs], dtype=str)
     return x, y, ids
@@ -256,9 +266,10 @@ def generate_images(
     image_size: int,
     seed: int,
     style: Style = DEFAULT_STYLE,
+    workers: int = 1,
 ) -> LabelledImages:
     """The synthetic dataset in the loader's form (every image its own duplicate group)."""
-    x, y, ids = generate(counts, classes, image_size, seed, style)
+    x, y, ids = generate(counts, classes, image_size, seed, style, workers)
     return LabelledImages(
         x=x, y=y, files=ids, groups=np.arange(len(y), dtype=np.int64), classes=tuple(classes)
     )
