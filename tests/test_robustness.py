@@ -231,6 +231,8 @@ def test_reused_passes_serve_moved_rows_from_their_best_point() -> None:
             reused.loss_gradient(mixed, labels), plain.loss_gradient(mixed, labels)
         )
         assert calls == [6, 6]  # one full pass each
+        calls[:] = []  # x1: rows 0-2 in that last pass, rows 3-5 at their best point
+        assert np.array_equal(reused.predict(x1), plain.predict(x1)) and calls == [6]
 
 
 def test_row_cache_runs_each_new_row_once() -> None:

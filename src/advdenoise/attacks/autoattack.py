@@ -193,7 +193,8 @@ class _ReusedPasses(PyTorchClassifier):
         if new_batch or best is None:
             assert p is not None
             self._best = _Best(x.copy(), y.copy(), p.losses.copy(), p.scores.copy(), grads.copy())
-        elif p is not None:
+        elif kept.any():  # rows of the pass p, in a batch of best's shape
+            assert p is not None
             better = kept & (p.losses > best.losses)
             best.x[better], best.y[better], best.grads[better] = x[better], y[better], grads[better]
             best.losses[better], best.scores[better] = p.losses[better], p.scores[better]
@@ -211,12 +212,14 @@ class _ReusedPasses(PyTorchClassifier):
             or len(x) > batch_size  # ART would split it into other batch shapes
         ):
             return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
-        kept = _same_rows(x, p.x)
+        kept = _same_rows(x, p.x)  # all False unless the shapes match
         if kept.all():
             return p.scores.copy()
         if best is None or not (kept | _same_rows(x, best.x)).all():
             return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
-        return np.where(kept[:, None], p.scores, best.scores)
+        scores = best.scores.copy()
+        scores[kept] = p.scores[kept]
+        return scores
 
 
 def square(
