@@ -121,6 +121,24 @@ def test_feature_squeezing_rounds_to_bit_depth() -> None:
     np.testing.assert_allclose(out, np.rint(x * 7) / 7, atol=1e-6)
 
 
+@pytest.mark.parametrize("bits", [1, 3, 5, 8])
+def test_feature_squeezing_equals_arts_bit_for_bit_with_an_identity_gradient(bits: int) -> None:
+    levels = 2**bits - 1
+    k = np.arange(levels + 1, dtype=np.float64)
+    ties = ((k[:-1] + 0.5) / levels).astype(np.float32)  # half-way: rounding half to even
+    near = np.concatenate([np.nextafter(ties, 0), np.nextafter(ties, 1)])
+    rng = np.random.default_rng(bits)
+    values = np.concatenate([ties, near, (k / 255).astype(np.float32), rng.random(4000)])
+    x = np.clip(values, 0, 1).astype(np.float32)
+    x = np.resize(x, (len(x) // 64 + 1) * 64).reshape(-1, 1, 8, 8)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    out = dfn.feature_squeezing(bits)(xt)
+    reference = dfn.art_feature_squeezing(bits)(torch.from_numpy(x))  # ART's NumPy, float32 out
+    assert torch.equal(out, reference) and out.dtype == torch.float32
+    (grad,) = torch.autograd.grad((out * torch.arange(out.numel()).view_as(out)).sum(), xt)
+    assert torch.equal(grad, torch.arange(out.numel(), dtype=torch.float32).view_as(out))
+
+
 def test_bpda_gradient_through_jpeg_equals_identity_gradient() -> None:
     cnn, x, y = _tiny_problem(n=8)
     jpeg = dfn.build_defence("jpeg", section("robustness"))

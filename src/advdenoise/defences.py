@@ -5,8 +5,11 @@ Every defence maps [0, 1] images N x 1 x H x W to [0, 1] images, so that
 
 - `none`: the identity (the undefended CNN);
 - `ae`, `ae_adv`, `ae_guided`: autoencoders (differentiable as they are);
-- `feature_squeezing`, `jpeg`: ART's preprocessors in the forward pass and BPDA (Athalye et al.
-  2018: the identity as the backward pass) because rounding and JPEG have no useful gradient;
+- `feature_squeezing`, `jpeg`: a quantiser in the forward pass and BPDA (Athalye et al. 2018: the
+  identity as the backward pass), because rounding and JPEG have no useful gradient. JPEG is ART's
+  preprocessor (PIL, on the host); feature squeezing is ART's re-expressed in torch
+  (`FeatureSqueezing`, bit-for-bit equal to ART's output; the tests check it) so that it runs on
+  the images' device;
 - `spatial_smoothing`: ART's SpatialSmoothing (median filter) re-expressed in torch
   (`MedianSmoothing`, bit-for-bit equal to ART's output; the tests check it), so the attack gets
   its exact gradient, which flows to the pixel each window selects. Calling ART's NumPy filter in
@@ -170,11 +173,41 @@ class _Median9(torch.autograd.Function):
         return out
 
 
-def feature_squeezing(bits: int) -> ArtPreprocessing:
-    """ART FeatureSqueezing (bit-depth reduction) on [0, 1] images; BPDA identity backward."""
-    from art.defences.preprocessor import FeatureSqueezing
+class FeatureSqueezing(nn.Module):
+    """ART's FeatureSqueezing (bit-depth reduction) on [0, 1] images, in torch on the images'
+    device; BPDA identity backward.
 
-    squeeze = FeatureSqueezing(clip_values=(0.0, 1.0), bit_depth=int(bits))
+    ART multiplies the float32 images by its float64 number of levels, so it rounds (half to
+    even) and divides in float64 before the float32 result; so does this, and the values are
+    ART's bit for bit (tests/test_defences.py). Why not ART's own: on a GPU every forward pass
+    would cross to the host and back (`art_feature_squeezing` keeps it as the reference).
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.levels = float(np.rint(2**bits - 1))
+
+    def _squeeze(self, x: torch.Tensor) -> torch.Tensor:
+        squeezed = x.detach().double().mul_(self.levels).round_().div_(self.levels)
+        return squeezed.float().clamp_(0.0, 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Bpda.apply(x, self._squeeze, None)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels:g}, backward=identity"
+
+
+def feature_squeezing(bits: int) -> FeatureSqueezing:
+    """ART FeatureSqueezing (bit-depth reduction) on [0, 1] images in torch; BPDA identity backward."""
+    return FeatureSqueezing(bits)
+
+
+def art_feature_squeezing(bits: int) -> ArtPreprocessing:
+    """ART's own FeatureSqueezing (NumPy, on the host) with a BPDA identity backward (reference)."""
+    from art.defences.preprocessor import FeatureSqueezing as ArtFeatureSqueezing
+
+    squeeze = ArtFeatureSqueezing(clip_values=(0.0, 1.0), bit_depth=int(bits))
     return ArtPreprocessing("feature_squeezing", lambda a: squeeze(a)[0])
 
 
