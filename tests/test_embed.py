@@ -12,7 +12,7 @@ import torch
 import yaml
 from threadpoolctl import threadpool_limits
 
-from advdenoise import embed
+from advdenoise import embed, projection
 from advdenoise.adversarial import save_adversarial
 from advdenoise.data import Split, Splits, save_splits, to_float
 from advdenoise.errors import PipelineError
@@ -112,12 +112,12 @@ def test_subsample_is_seeded_sorted_and_bounded():
     assert np.array_equal(embed.subsample(10, 30, np.random.default_rng(0)), np.arange(10))
 
 
-@pytest.mark.parametrize("method", embed.EMBEDDINGS)
+@pytest.mark.parametrize("method", projection.EMBEDDINGS)
 def test_embeddings_are_deterministic_with_a_seed(method):
     # two blobs plus exact duplicates (like the features of a collapsed denoiser's outputs); the
     # stage test below repeats a whole run and compares every output byte for byte
     x = np.vstack([_gauss(30, 10, 1), _gauss(30, 10, 2, shift=4.0), np.ones((20, 10))])
-    runs = [embed.embed_2d(x, method, seed=3, perplexity=10, neighbors=8) for _ in range(3)]
+    runs = [projection.embed_2d(x, method, seed=3, perplexity=10, neighbors=8) for _ in range(3)]
     assert runs[0].shape == (80, 2)
     assert all(np.array_equal(runs[0], r) for r in runs[1:])
     a = runs[0]
@@ -127,7 +127,7 @@ def test_embeddings_are_deterministic_with_a_seed(method):
 
 def test_unknown_embedding_is_an_error():
     with pytest.raises(PipelineError, match="unknown embedding"):
-        embed.embed_2d(_gauss(10, 3, 0), "lle", seed=0)
+        projection.embed_2d(_gauss(10, 3, 0), "lle", seed=0)
 
 
 # --------------------------------------------------------------------------- stage end to end
@@ -204,7 +204,7 @@ def test_stage_end_to_end_on_tiny_data(tmp_path, capsys):
     for space in embed.SPACES:
         for m in ("fgsm", "pgd"):
             assert -1.0 <= metrics[f"{space}.{m}.silhouette"] <= 1.0
-            for where in ("full", *embed.EMBEDDINGS):
+            for where in ("full", *projection.EMBEDDINGS):
                 assert 0.0 <= metrics[f"{space}.{m}.probe_auroc.{where}"] <= 1.0
         frame = pd.read_csv(paths["plots"] / f"{space}_tsne.csv")
         assert list(frame.columns) == ["x", "y", "group", "label"]
@@ -248,7 +248,7 @@ def test_umap_on_exact_neighbours_equals_umaps_own_small_data_run():
     import umap
 
     x = np.vstack([_gauss(60, 12, 1), _gauss(60, 12, 2, shift=3.0), np.ones((20, 12))])
-    idx, dist = embed.exact_neighbours(x, 8)
+    idx, dist = projection.exact_neighbours(x, 8)
     assert (dist[:, 0] == 0).all() and (np.diff(dist, axis=1) >= 0).all()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -267,9 +267,9 @@ def test_umap_kernels_compile_once_per_environment():
     import sys
 
     code = (
-        "import numpy as np; from advdenoise import embed; from umap import umap_;"
-        "embed.embed_2d(np.random.default_rng(0).normal(size=(30, 4)), 'umap', 0);"
-        "print(sorted(embed.cache_umap_kernels()), bool(umap_.smooth_knn_dist.stats.cache_hits))"
+        "import numpy as np; from advdenoise import projection; from umap import umap_;"
+        "projection.embed_2d(np.random.default_rng(0).normal(size=(30, 4)), 'umap', 0);"
+        "print(sorted(projection.cache_umap_kernels()), bool(umap_.smooth_knn_dist.stats.cache_hits))"
     )
     runs = [
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
