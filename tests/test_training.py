@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -124,6 +125,36 @@ def test_fit_is_reproducible(splits_dir: Path) -> None:
         runs.append((fit.history, [p.detach().clone() for p in model.parameters()]))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
+
+
+def test_training_reads_the_device_once_an_epoch_not_once_a_batch(
+    splits_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU every host read of a loss waits for the queued work: the loop must not read per
+    batch. Counts the project's `float(tensor)` and `.item()` calls (torch's optimiser reads its
+    CPU step counter) over one epoch of 16 and of 2 batches."""
+    x, y, xv, yv = _tensors(splits_dir)
+    reads = []
+    for method in ("__float__", "item"):
+        original = getattr(torch.Tensor, method)
+
+        def counted(self: torch.Tensor, _original=original) -> object:
+            if "advdenoise" in sys._getframe(1).f_code.co_filename:
+                reads.append(1)
+            return _original(self)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    counts = []
+    for batch in (4, 32):
+        reads.clear()
+        fit_classifier(Classifier(SIZE, [4, 8]), x[:64], y[:64], xv, yv, epochs=1, lr=1e-3,
+                       batch_size=batch, seed=0, device="cpu", progress=False)  # fmt: skip
+        data = combined_images(x[:32].numpy(), {"gaussian": 0.1}, 0, 0)
+        fit_denoiser(Autoencoder(SIZE, [4, 8], 2), data.inputs, data.targets, xv, xv, epochs=1,
+                     lr=1e-3, batch_size=batch, seed=0, device="cpu", progress=False,
+                     target_index=data.target_index)  # fmt: skip
+        counts.append(len(reads))
+    assert counts[0] == counts[1] > 0
 
 
 def test_denoiser_training_decreases_loss(splits_dir: Path) -> None:

@@ -27,13 +27,14 @@ _VAL_STREAM = 12  # seed stream of the fixed validation and test noise
 def gaussian_corruption(
     sigmas: Sequence[float],
 ) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    """x + sigma_i * N(0, 1), sigma_i drawn per image from `sigmas` with the training generator."""
+    """x + sigma_i * N(0, 1), sigma_i drawn per image from `sigmas` with the training generator
+    (on the CPU, so the noise does not depend on the device x is on)."""
     levels = torch.tensor([float(s) for s in sigmas])
 
     def corrupt(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         pick = torch.randint(len(levels), (len(x),), generator=gen)
         noise = torch.randn(x.shape, generator=gen)
-        return x + levels[pick].view(-1, 1, 1, 1) * noise
+        return x + (levels[pick].view(-1, 1, 1, 1) * noise).to(x.device)
 
     return corrupt
 

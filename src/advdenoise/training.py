@@ -1,8 +1,10 @@
 """Training loops for the classifier and the denoising autoencoders (Adam, seeded mini-batches).
 
-Images stay uint8 (or float) tensors in memory and are scaled per batch; batches come from a
-seeded permutation (`torch.Generator(seed)`) instead of a DataLoader, which is faster on a CPU and
-reproducible. Both loops keep the weights of the best validation epoch: a single test number from
+Images stay uint8 (or float) tensors on the training device for the whole fit and are scaled per
+batch; batches come from a seeded permutation (`torch.Generator(seed)`, on the CPU, so the order and
+the augmentation do not depend on the device) instead of a DataLoader, which is faster on a CPU and
+reproducible. Losses and counts add up on the device and are read once an epoch: a GPU is never
+made to wait for the host inside an epoch. Both loops keep the weights of the best validation epoch: a single test number from
 the last epoch can swing widely between epochs, validation-based selection does not look at test.
 Without a validation set the last epoch's weights are kept.
 """
@@ -10,7 +12,6 @@ Without a validation set the last epoch's weights are kept.
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -93,7 +94,7 @@ def _fit(
     model: nn.Module,
     optimiser: torch.optim.Optimizer,
     n_train: int,
-    step: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, int, float]],
+    step: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, int, torch.Tensor | None]],
     validate: Callable[[], dict[str, float]] | None,
     score: Callable[[dict[str, float]], tuple[float, ...]],
     *,
@@ -104,7 +105,7 @@ def _fit(
     desc: str,
     on_epoch: Callable[[dict[str, float]], None] | None,
 ) -> FitResult:
-    """Shared loop: `step(idx, gen)` returns (loss, batch size, n_correct or NaN); keep the best.
+    """Shared loop: `step(idx, gen)` returns (loss, batch size, n_correct or None); keep the best.
 
     Trains in the channels-last layout (on a CPU the convolutions of these nets run 1.4x (CNN) to
     2.2x (autoencoder) faster; bench/training_throughput.py) and hands the model back contiguous.
@@ -112,6 +113,7 @@ def _fit(
     if n_train == 0:
         raise ValueError("cannot train on an empty training set")
     model.to(memory_format=torch.channels_last)  # in place: the optimiser keeps its parameters
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(int(seed))
     history: list[dict[str, float]] = []
     best: tuple[float, ...] | None = None
@@ -122,7 +124,8 @@ def _fit(
     for epoch in range(1, epochs + 1):
         model.train()
         order = _permutation(n_train, generator)
-        total_loss = total_correct = 0.0
+        total_loss = torch.zeros((), dtype=torch.float64, device=device)  # read once an epoch
+        total_correct: torch.Tensor | None = None
         bar = tqdm(
             range(0, n_train, batch_size),
             desc=f"{desc} epoch {epoch}/{epochs}",
@@ -137,15 +140,15 @@ def _fit(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total_loss += float(loss.detach()) * n
-            total_correct += correct
-            bar.set_postfix(loss=f"{total_loss / (s + n):.4f}", refresh=False)
+            total_loss += loss.detach().double() * n  # the sum of float(loss) * n, in float64
+            if correct is not None:
+                total_correct = correct if total_correct is None else total_correct + correct
         bar.close()
         seconds += time.perf_counter() - start
         seen += n_train
-        record = {"epoch": float(epoch), "train.loss": total_loss / n_train}
-        if not math.isnan(total_correct):
-            record["train.accuracy"] = total_correct / n_train
+        record = {"epoch": float(epoch), "train.loss": float(total_loss) / n_train}
+        if total_correct is not None:
+            record["train.accuracy"] = float(total_correct) / n_train
         if validate is not None:
             record.update(validate())
             current = score(record)
@@ -188,15 +191,16 @@ def fit_classifier(
     """
     model.to(device)
     optimiser = adam(model, lr)
-    y_train = y_train.long()
+    x_train, y_train = x_train.to(device), y_train.long().to(device)
 
-    def step(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int, float]:
+    def step(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int, torch.Tensor]:
+        idx = idx.to(device)
         x = to_float(x_train[idx])
         if augment:
             x = augment_batch(x, gen)
-        x, y = x.to(device), y_train[idx].to(device)
+        y = y_train[idx]
         logits = model(x)
-        correct = float((logits.detach().argmax(1) == y).sum())
+        correct = (logits.detach().argmax(1) == y).sum()
         return F.cross_entropy(logits, y), len(idx), correct
 
     def validate() -> dict[str, float]:
@@ -249,8 +253,8 @@ def fit_denoiser(
 
     inputs[i] is paired with targets[target_index[i]] (default: targets[i]); the index lets many
     noisy copies share one clean target without duplicating it in memory. Tensors are uint8 or
-    float images in [0, 1]. `corrupt(batch, generator)` (float batch on the CPU) draws fresh
-    corruption of each training batch from the training generator, so it is seeded too.
+    float images in [0, 1]. `corrupt(batch, generator)` (float batch on the training device) draws
+    fresh corruption of each training batch from the (CPU) training generator, so it is seeded too.
     """
     model.to(device)
     loss_fn = loss_fn or F.mse_loss
@@ -259,23 +263,25 @@ def fit_denoiser(
     v_index = val_target_index if val_target_index is not None else torch.arange(len(val_inputs))
     if len(t_index) != len(inputs) or len(v_index) != len(val_inputs):
         raise ValueError("target index length must equal the number of inputs")
+    inputs, targets, t_index = inputs.to(device), targets.to(device), t_index.to(device)
 
-    def step(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int, float]:
+    def step(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int, None]:
+        idx = idx.to(device)
         x = to_float(inputs[idx])
         if corrupt is not None:
             x = corrupt(x, gen)
-        t = to_float(targets[t_index[idx]]).to(device)
-        return loss_fn(model(x.to(device)), t), len(idx), math.nan
+        t = to_float(targets[t_index[idx]])
+        return loss_fn(model(x), t), len(idx), None
 
     def validate() -> dict[str, float]:
         model.eval()
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=device)
         with torch.inference_mode():
             for s in range(0, len(val_inputs), eval_batch_size):
                 x = to_float(val_inputs[s : s + eval_batch_size]).to(device)
                 t = to_float(val_targets[v_index[s : s + eval_batch_size]]).to(device)
-                total += float(loss_fn(model(x), t)) * len(x)
-        return {"val.loss": total / len(val_inputs)}
+                total += loss_fn(model(x), t).double() * len(x)
+        return {"val.loss": float(total) / len(val_inputs)}
 
     return _fit(
         model,
