@@ -17,12 +17,9 @@ import pandas as pd
 
 from advdenoise import cli
 from advdenoise import robustness as rob
-from advdenoise.adversarial import load_adversarial
-from advdenoise.data import evaluation_subset, load_splits, to_float
 from advdenoise.errors import entrypoint
 from advdenoise.figures import robustness as figs
 from advdenoise.io import save_figure, write_csv
-from advdenoise.models import MODEL_FILE, load_autoencoder, load_classifier
 from advdenoise.verdicts import verdicts
 
 AUTOENCODERS = {"ae": "autoencoder", "ae_adv": "ae_adv", "ae_guided": "ae_guided"}
@@ -35,30 +32,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--adversarial", "--metrics", "--plots",
     )  # fmt: skip
     params, device = cli.start(args)
-    cfg, attack = params.robustness, params.attack
-    splits = load_splits(args.data)
-    cnn = load_classifier(args.classifier / MODEL_FILE, device, splits.image_size)
-    x, y = to_float(splits.test.x).numpy(), splits.test.y
-    oblivious = load_adversarial(args.adversarial, x)
-    rob.check_oblivious_sets(oblivious, cfg, str(args.adversarial))
-    subset = evaluation_subset(y, cfg.max_images, params.seed, rob.SUBSET_STREAM)
-    x, y, oblivious = x[subset], y[subset], oblivious.take(subset)
-    autoencoders = {
-        name: load_autoencoder(getattr(args, arg) / MODEL_FILE, device, splits.image_size)
-        for name, arg in AUTOENCODERS.items()
-        if name in cfg.defences or name == "ae"
-    }
-    results = rob.evaluate_defences(
-        cfg, autoencoders, cnn, x, y, oblivious, attack,
-        seed=params.seed, device=device, nb_classes=len(splits.classes),
-        log=lambda msg: print(f"robustness: {msg}", file=sys.stderr),
+    cfg = params.robustness
+    paths = rob.InputPaths(
+        args.data, args.classifier,
+        tuple((name, getattr(args, arg)) for name, arg in AUTOENCODERS.items()), args.adversarial,
     )  # fmt: skip
+    inputs = rob.load_inputs(paths, params, device)
+    x, y, oblivious = inputs.x, inputs.y, inputs.oblivious
+    log = lambda msg: print(f"robustness: {msg}", file=sys.stderr)  # noqa: E731
+    if cfg.workers > 1:
+        results = rob.evaluate_in_processes(paths, params, log)
+    else:
+        results = rob.evaluate_defences(
+            cfg, inputs.autoencoders, inputs.cnn, x, y, oblivious, params.attack,
+            seed=params.seed, device=device, nb_classes=inputs.nb_classes, log=log,
+        )  # fmt: skip
     scores = rob.robustness_metrics(results)
     scores.update(
         rob.evaluate_detector(
-            autoencoders["ae"], cnn, x, y, oblivious, attack, cfg, seed=params.seed, device=device
+            inputs.autoencoders["ae"], inputs.cnn, x, y, oblivious, params.attack, cfg,
+            seed=params.seed, device=device,
         )
-    )
+    )  # fmt: skip
     table = rob.robustness_table(results)
     curves = rob.robustness_curves(results)
 

@@ -442,7 +442,10 @@ def test_stages_end_to_end(tmp_path: Path) -> None:
     assert list(verdict.text) == [v.text for v in verdicts(scores)]
     for name in ("curves.csv", "curves_worst.csv", "robustness.png", "curves.png"):
         assert (plots / name).stat().st_size > 0
-    # same params, same bytes
+    # same params, same bytes, also with the (defence, eps) cells in two worker processes
+    params = read_yaml((root / "params.yaml").read_text())
+    params["robustness"]["workers"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     assert _run_robustness(root, "metrics/again.json", "plots/again") == 0
     assert (root / "metrics/again.json").read_bytes() == (
         root / "metrics/robustness.json"

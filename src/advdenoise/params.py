@@ -268,8 +268,10 @@ class RobustnessParams:
     detector_eps: float  # eps of the detector evaluation; one of attack.eps_grid
     detector_steps: int  # PGD steps of the detector-aware attack on the reconstruction error
     detector_lambda: float  # weight of the detector term (error over threshold) in its loss
+    workers: int  # processes that evaluate (defence, eps) cells side by side; results do not change
 
     def __post_init__(self) -> None:
+        check_range("robustness.workers", self.workers, 1, 256)
         check(
             self.max_images == 0 or self.max_images >= 20,
             "robustness.max_images",

@@ -20,9 +20,13 @@ white-box evaluation is masked). The reconstruction-error detector is attacked t
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,12 +34,19 @@ import torch
 from torch import nn
 
 from advdenoise import attack_runs, attacks, metrics
-from advdenoise.adversarial import AdversarialSets, check_perturbation
+from advdenoise.adversarial import AdversarialSets, check_perturbation, load_adversarial
 from advdenoise.attack_metrics import MONOTONE_TOLERANCE
+from advdenoise.data import evaluation_subset, load_splits, to_float
 from advdenoise.defences import build_defence, defended_classifier
 from advdenoise.errors import PipelineError
-from advdenoise.models import batched_apply, predict_labels
-from advdenoise.params import DEFENCES, AttackParams, RobustnessParams
+from advdenoise.models import (
+    MODEL_FILE,
+    batched_apply,
+    load_autoencoder,
+    load_classifier,
+    predict_labels,
+)
+from advdenoise.params import DEFENCES, AttackParams, Params, RobustnessParams
 
 THREATS = ("oblivious", "adaptive")
 METHODS = {"oblivious": attack_runs.METHODS, "adaptive": attack_runs.ATTACKS}
@@ -137,12 +148,15 @@ def evaluate_defence(
     seed: int,
     device: torch.device | str,
     nb_classes: int,
+    eps_values: Sequence[float] | None = None,
 ) -> DefenceResult:
-    """Every attack of METHODS on `Sequential(defence, cnn)` at every eps of params.eps_grid.
+    """Every attack of METHODS on `Sequential(defence, cnn)` at every eps of params.eps_grid (or
+    of `eps_values`: a cell of `evaluate_in_processes`; `merge_results` joins them).
 
     For `none` the oblivious and adaptive FGSM/PGD coincide, so those reuse the attack stage's sets
     (same params and ART code). PGD at the headline runs on to 2x steps for the convergence check.
     """
+    eps_values = params.eps_grid if eps_values is None else eps_values
     model = defended_classifier(defence, cnn)
     bs, steps, headline = attack.batch_size, attack.pgd_steps, params.eps
 
@@ -161,11 +175,11 @@ def evaluate_defence(
     di = DEFENCES.index(name) if name in DEFENCES else len(DEFENCES)
     for method in attack_runs.METHODS:
         result.correct[("oblivious", method)] = {
-            e: correct(oblivious.get(method, e), everyone) for e in params.eps_grid
+            e: correct(oblivious.get(method, e), everyone) for e in eps_values
         }
     for method in attack_runs.ATTACKS:
         result.correct[("adaptive", method)] = {}
-    for e in params.eps_grid:
+    for e in eps_values:
         offsets = (di, _eps_key(e))
         cells = result.correct
         if len(rows) == 0:  # nothing classified correctly: nothing to attack
@@ -246,6 +260,114 @@ def evaluate_defences(
         )
         log(f"{name}: {time.perf_counter() - start:.1f} s")
     return results
+
+
+def merge_results(parts: Sequence[DefenceResult]) -> DefenceResult:
+    """One defence's result from its evaluations at disjoint eps, in the order of the eps grid."""
+    first = parts[0]
+    merged = DefenceResult(first.name, first.headline, first.clean, first.chance)
+    merged.random_noise = first.random_noise
+    for part in parts:
+        if part.name != first.name or not np.array_equal(part.clean, first.clean):
+            raise PipelineError(f"cannot merge results of {part.name} into {first.name}")
+        for cell, by_eps in part.correct.items():
+            merged.correct.setdefault(cell, {}).update(by_eps)
+        if part.pgd_2x_steps is not None:
+            merged.pgd_2x_steps = part.pgd_2x_steps
+    return merged
+
+
+@dataclass(frozen=True)
+class InputPaths:
+    """The stage's inputs on disk (its dvc.yaml deps): each worker process reads them itself."""
+
+    data: Path
+    classifier: Path
+    autoencoders: tuple[tuple[str, Path], ...]  # (defence name, model directory)
+    adversarial: Path
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the evaluation reads: the models, the test subset and its oblivious sets."""
+
+    cnn: nn.Module
+    autoencoders: Mapping[str, nn.Module]
+    x: np.ndarray  # float32 in [0, 1]
+    y: np.ndarray
+    oblivious: AdversarialSets
+    nb_classes: int
+
+
+def load_inputs(paths: InputPaths, params: Params, device: torch.device) -> Inputs:
+    """The CNN, the autoencoders the defences need (and `ae`, the detector's), and the seeded
+    subset of the test split (robustness.max_images) with the attack stage's sets for it."""
+    cfg = params.robustness
+    splits = load_splits(paths.data)
+    cnn = load_classifier(paths.classifier / MODEL_FILE, device, splits.image_size)
+    x, y = to_float(splits.test.x).numpy(), splits.test.y
+    oblivious = load_adversarial(paths.adversarial, x)
+    check_oblivious_sets(oblivious, cfg, str(paths.adversarial))
+    subset = evaluation_subset(y, cfg.max_images, params.seed, SUBSET_STREAM)
+    autoencoders = {
+        name: load_autoencoder(path / MODEL_FILE, device, splits.image_size)
+        for name, path in paths.autoencoders
+        if name in cfg.defences or name == "ae"
+    }
+    return Inputs(
+        cnn, autoencoders, x[subset], y[subset], oblivious.take(subset), len(splits.classes)
+    )
+
+
+_WORKER: dict[str, Any] = {}  # a worker process's params, device and inputs
+
+
+def _start_worker(paths: InputPaths, params: Params) -> None:
+    from advdenoise import runtime
+
+    device = runtime.setup(params.seed, params.threads, params.device)
+    _WORKER.update(params=params, device=device, inputs=load_inputs(paths, params, device))
+
+
+def _evaluate_cell(name: str, eps: float) -> tuple[DefenceResult, float]:
+    params: Params = _WORKER["params"]
+    inputs: Inputs = _WORKER["inputs"]
+    start = time.perf_counter()
+    result = evaluate_defence(
+        name, build_defence(name, params.robustness, inputs.autoencoders), inputs.cnn, inputs.x,
+        inputs.y, inputs.oblivious, params.attack, params.robustness, seed=params.seed,
+        device=_WORKER["device"], nb_classes=inputs.nb_classes, eps_values=(eps,),
+    )  # fmt: skip
+    return result, time.perf_counter() - start
+
+
+def evaluate_in_processes(
+    paths: InputPaths, params: Params, log: Callable[[str], None] = lambda _msg: None
+) -> list[DefenceResult]:
+    """`evaluate_defences` in robustness.workers processes, one (defence, eps) cell per task.
+
+    Why: ART's APGD and Square step in NumPy on the host and JPEG runs through PIL, one core's
+    work however fast the device (bench/host_floor.py). Each cell is seeded by (seed, defence,
+    eps, attack) alone, so the results equal the single-process ones (tests/test_robustness.py
+    compares the bytes). Spawned, not forked: a forked child cannot use CUDA.
+    """
+    cfg = params.robustness
+    cells = [(name, e) for name in cfg.defences for e in cfg.eps_grid]
+    pool = ProcessPoolExecutor(
+        min(cfg.workers, len(cells)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(paths, params),
+    )
+    parts: dict[tuple[str, float], DefenceResult] = {}
+    try:
+        futures = [pool.submit(_evaluate_cell, *cell) for cell in cells]
+        for cell, future in zip(cells, futures, strict=True):
+            parts[cell], seconds = future.result()
+            log(f"{cell[0]} eps={cell[1]:g}: {seconds:.1f} s")
+    finally:
+        pool.shutdown(cancel_futures=True)
+    return [merge_results([parts[(name, e)] for e in cfg.eps_grid]) for name in cfg.defences]
 
 
 def checks(result: DefenceResult) -> dict[str, bool]:
