@@ -9,7 +9,7 @@ stages it ran (it must run no training stage). Usage:
 
 The paper's scale on the embedded data (no data to copy to a GPU machine):
     python bench/pipeline.py --set data.image_size=224 --set train_cnn.epochs=50 \
-        --set robustness.max_images=0 --out bench/results/gpu
+        --set robustness.max_images=0 --set robustness.workers=8 --out bench/results/gpu
 
 Writes pipeline.json and pipeline.md (default: bench/results/); the GPU, if any, is named.
 """

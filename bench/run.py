@@ -1,4 +1,5 @@
-"""One command for every benchmark: attack throughput, training throughput, pipeline wall time.
+"""One command for every benchmark: attack throughput, training throughput, the host floor of
+robustness, pipeline wall time.
 
     python bench/run.py          # or: make bench
 
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("attack_throughput", "training_throughput", "pipeline")
+PARTS = ("attack_throughput", "training_throughput", "host_floor", "pipeline")
 
 
 def main() -> None:
