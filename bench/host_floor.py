@@ -66,11 +66,12 @@ def main() -> None:
     classifier = attacks.make_art_classifier(MeanMargin(), x.shape[1:], 2, "cpu")
     jpeg = jpeg_compression(rob.jpeg_quality)
     eps = rob.eps
+    apgd, square = f"apgd ({rob.apgd_steps} steps)", f"square ({rob.square_queries} queries)"
     runs: dict[str, Callable[[], object]] = {
-        f"apgd ({rob.apgd_steps} steps)": lambda: attacks.apgd(
+        apgd: lambda: attacks.apgd(
             classifier, x, y, eps, rob.apgd_steps, rob.apgd_restarts, bs, seed=0
         ),
-        f"square ({rob.square_queries} queries)": lambda: attacks.square(
+        square: lambda: attacks.square(
             classifier, x, y, eps, rob.square_queries, rob.square_p_init, bs, seed=0
         ),
         "jpeg (one forward pass)": lambda: jpeg(torch.from_numpy(x)),
@@ -87,10 +88,7 @@ def main() -> None:
 
     cells = len(rob.defences) * len(rob.eps_grid)
     scale = PAPER_TEST_IMAGES / args.images
-    attack_s = seconds[f"apgd ({rob.apgd_steps} steps)"] + seconds[
-        f"square ({rob.square_queries} queries)"
-    ]
-    estimate = cells * attack_s * scale
+    estimate = cells * (seconds[apgd] + seconds[square]) * scale
     result = {
         "machine": f"{runtime.cpu_model()}, {args.threads} torch threads",
         "torch": torch.__version__,

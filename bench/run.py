@@ -1,5 +1,5 @@
 """One command for every benchmark: attack throughput, training throughput, the host floor of
-robustness, pipeline wall time.
+robustness, stage start-up, pipeline wall time.
 
     python bench/run.py          # or: make bench
 
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("attack_throughput", "training_throughput", "host_floor", "pipeline")
+PARTS = ("attack_throughput", "training_throughput", "host_floor", "startup", "pipeline")
 
 
 def main() -> None:
