@@ -39,7 +39,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     inputs = rob.load_inputs(paths, params, device)
     x, y, oblivious = inputs.x, inputs.y, inputs.oblivious
-    log = lambda msg: print(f"robustness: {msg}", file=sys.stderr)  # noqa: E731
+
+    def log(msg: str) -> None:
+        print(f"robustness: {msg}", file=sys.stderr)
+
     if cfg.workers > 1:
         results = rob.evaluate_in_processes(paths, params, log)
     else:

@@ -1,12 +1,12 @@
 """Training loops for the classifier and the denoising autoencoders (Adam, seeded mini-batches).
 
 Images stay uint8 (or float) tensors on the training device for the whole fit and are scaled per
-batch; batches come from a seeded permutation (`torch.Generator(seed)`, on the CPU, so the order and
-the augmentation do not depend on the device) instead of a DataLoader, which is faster on a CPU and
-reproducible. Losses and counts add up on the device and are read once an epoch: a GPU is never
-made to wait for the host inside an epoch. Both loops keep the weights of the best validation epoch: a single test number from
-the last epoch can swing widely between epochs, validation-based selection does not look at test.
-Without a validation set the last epoch's weights are kept.
+batch; batches come from a seeded permutation (`torch.Generator(seed)`, on the CPU, so the order
+and the augmentation do not depend on the device) instead of a DataLoader, which is faster on a
+CPU and reproducible. Losses and counts add up on the device and are read once an epoch, so a GPU
+never waits for the host inside an epoch. Both loops keep the weights of the best validation
+epoch: a single test number from the last epoch can swing widely between epochs, validation-based
+selection does not look at test. Without a validation set the last epoch's weights are kept.
 """
 
 from __future__ import annotations
