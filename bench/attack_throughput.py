@@ -23,6 +23,10 @@ Variants run round-robin, in an order that rotates each round, for several round
 shared and noisy); medians, ratios of medians and paired per-round ratios are reported. Usage:
 
     python bench/attack_throughput.py [--attack pgd|apgd] [--batch 64] [--steps 10] [--reps 15]
+        [--device auto|cpu|cuda] [--out DIR]
+
+With `--device auto` (the default) every variant runs on the GPU where there is one, each timed
+up to its adversarial images back on the host (ART's `generate` returns NumPy arrays).
 
 Writes bench/results/attack_throughput.json and .md (PGD) or attack_throughput_apgd.* (APGD).
 """
@@ -64,6 +68,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--step-fraction", type=float, default=0.25)
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     return p.parse_args()
 
@@ -111,14 +116,15 @@ def _variants(
     import torchattacks
 
     eps, alpha, steps, n = args.eps, args.step_fraction * args.eps, args.steps, len(x)
-    shape = tuple(x.shape[1:])
-    project = attacks.make_art_classifier(model, shape, 2, "cpu")  # channels-last, in place
+    shape, device = tuple(x.shape[1:]), args.device
+    project = attacks.make_art_classifier(model, shape, 2, device)  # channels-last, in place
     contiguous = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     nhwc = copy.deepcopy(model)
 
     def naive(net: nn.Module) -> PyTorchClassifier:
+        kind = "gpu" if device.type == "cuda" else "cpu"
         return PyTorchClassifier(
-            net, nn.CrossEntropyLoss(), shape, 2, clip_values=(0.0, 1.0), device_type="cpu"
+            net, nn.CrossEntropyLoss(), shape, 2, clip_values=(0.0, 1.0), device_type=kind
         )
 
     def generate(classifier: PyTorchClassifier) -> np.ndarray:
@@ -132,21 +138,21 @@ def _variants(
             return generate(nhwc_clf)
 
     naive_clf, nhwc_clf = naive(contiguous), naive(nhwc)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     ta = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
 
     def frozen_plain() -> np.ndarray:
         with attacks.input_gradients_only(model):
-            return plain_pgd(model, xt, yt, eps, alpha, steps).numpy()
+            return plain_pgd(model, xt, yt, eps, alpha, steps).cpu().numpy()
 
     return {
         "art_project": lambda: attacks.pgd(project, x, y, eps, steps, args.step_fraction, True, n),
         "art_generate": lambda: generate(naive_clf),
         "art_generate_nhwc": lambda: generate(nhwc_clf),
         "art_generate_nhwc_frozen": generate_frozen,
-        "plain_pytorch": lambda: plain_pgd(model, xt, yt, eps, alpha, steps).numpy(),
+        "plain_pytorch": lambda: plain_pgd(model, xt, yt, eps, alpha, steps).cpu().numpy(),
         "plain_frozen": frozen_plain,
-        "torchattacks": lambda: ta(xt, yt).numpy(),
+        "torchattacks": lambda: ta(xt, yt).cpu().numpy(),
     }
 
 
@@ -156,7 +162,7 @@ def _apgd_variants(
     import torchattacks
 
     eps, steps, n = args.eps, args.steps, len(x)
-    project = attacks.make_art_classifier(model, tuple(x.shape[1:]), 2, "cpu")  # channels-last
+    project = attacks.make_art_classifier(model, tuple(x.shape[1:]), 2, args.device)
 
     def generate() -> np.ndarray:
         attack = AutoProjectedGradientDescent(
@@ -166,19 +172,25 @@ def _apgd_variants(
         with attacks.input_gradients_only(model):
             return attack.generate(x=x, y=y)
 
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt = torch.from_numpy(x).to(args.device), torch.from_numpy(y).to(args.device)
     ta = torchattacks.APGD(model, eps=eps, steps=steps, n_restarts=1, loss="ce", seed=0)
     return {
         "art_project": lambda: attacks.apgd(project, x, y, eps, steps, 1, n),
         "art_generate": generate,
-        "torchattacks": lambda: ta(xt, yt).detach().numpy(),
+        "torchattacks": lambda: ta(xt, yt).detach().cpu().numpy(),
     }
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
 
 
 def main() -> None:
     args = _parse()
     torch.set_num_threads(args.threads)
+    args.device = runtime.select_device(args.device)
     model, model_name = _model(args)
+    model.to(args.device)
     size = model.hparams["image_size"]
     x, y, images = _images(args, size)
     variants = (_apgd_variants if args.attack == "apgd" else _variants)(model, x, y, args)
@@ -189,7 +201,8 @@ def main() -> None:
         adv = run()
         assert np.abs(adv - x).max() <= args.eps + 1e-6 and 0 <= adv.min() <= adv.max() <= 1
         with torch.inference_mode():
-            accuracy[name] = float((model(torch.from_numpy(adv)).argmax(1).numpy() == y).mean())
+            logits = model(torch.from_numpy(adv).to(args.device))
+            accuracy[name] = float((logits.argmax(1).cpu().numpy() == y).mean())
     load = os.getloadavg()
     names = list(variants)
     for rep in range(args.reps):  # rounds; the order rotates so that no variant always goes first
@@ -223,7 +236,7 @@ def main() -> None:
             "step_fraction": args.step_fraction, "reps": args.reps, "threads": args.threads,
             "torch": torch.__version__, "cpu": runtime.cpu_model(),
             "cpu_kernels": runtime.environment(torch.device("cpu"))["env.cpu_kernels"],
-            "cpus": os.cpu_count(), "loadavg_1_5_15": load,
+            "cpus": os.cpu_count(), "loadavg_1_5_15": load, "device": _device_name(args.device),
         },
         "variants": rows,
         "ratios": {
@@ -254,7 +267,7 @@ def main() -> None:
         f"# {args.attack.upper()} attack throughput ({model_name}, {images}, {size} px, {args.steps} "
         f"steps, eps {args.eps}, {args.threads} threads, median of {args.reps})",
         "",
-        f"Machine: {runtime.cpu_model()}.",
+        f"Machine: {runtime.cpu_model()}; attacks on {_device_name(args.device)}.",
         "",
         "| variant | median s | min s | median CPU s | image-steps/s (median) "
         "| art_project speed-up | adv. accuracy |",
