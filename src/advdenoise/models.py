@@ -417,8 +417,8 @@ class RowCache(nn.Module):
     clean targets every epoch. Rows not seen yet run through `model` together, in input order.
 
     Rows are keyed by Python's hash of their bytes (SipHash-1-3, 64 bits, keyed per process): 4x
-    the speed of a 128-bit BLAKE2b digest, which took 2 s of a 224 px Square Attack on 100 images
-    with a free model (bench/host_floor.py). Two of n distinct rows share a key with probability
+    the speed of a 128-bit BLAKE2b digest, which took about 3 s of the 7.7-8.0 s of a 224 px Square
+    Attack on 100 images with a free model (bench/host_floor.py). Two of n distinct rows share a key with probability
     about n^2 / 2^65: 2e-11 for the 25k rows of a Square run on 496 images.
     """
 
