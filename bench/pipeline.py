@@ -5,7 +5,13 @@ In a fresh clone of the current commit (what a new user gets): a cold `dvc repro
 RSS of the largest process it waited for; then `dvc exp run -S attack.eps=0.016`, timed, with the
 stages it ran (it must run no training stage). Usage:
 
-    python bench/pipeline.py [--reps 1] [--keep DIR] [--out DIR] [--set KEY=VALUE ...]
+    python bench/pipeline.py [--reps 1] [--workdir DIR] [--target STAGE] [--out DIR]
+        [--set KEY=VALUE ...]
+
+`--target` runs only that stage and those before it (and skips the `exp run`); a second call
+with the same `--workdir` and no `--target` runs the rest, as DVC skips what is done. That splits
+a run that outlasts one command's time limit (a lent GPU machine's) in two; add the two calls'
+stage times.
 
 The paper's scale on the embedded data (no data to copy to a GPU machine):
     python bench/pipeline.py --set data.image_size=224 --set train_cnn.epochs=50 \
@@ -32,6 +38,7 @@ from advdenoise.runtime import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING = {"train_cnn", "train_ae", "train_ae_adv", "train_ae_guided"}
+EXP_RUN = ["-S", "attack.eps=0.016"]
 
 
 def _env() -> dict[str, str]:
@@ -79,18 +86,30 @@ def timed_dvc(args: list[str], cwd: Path) -> dict:
     return {"wall_s": end - start, "stages_s": stages, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
-def bench_once(workdir: Path, overrides: list[str]) -> dict:
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(workdir)], check=True)
+def bench_once(workdir: Path, overrides: list[str], target: str | None) -> dict:
+    """A cold run (resumed where `workdir` holds one), then the headline `exp run` unless a
+    `target` stops the cold run short."""
+    resumed = workdir.exists()
+    if not resumed:
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(workdir)], check=True)
     sets = [a for o in overrides for a in ("-S", o)]
-    cold = timed_dvc(["exp", "run", *sets] if sets else ["repro"], workdir)
-    exp = timed_dvc(["exp", "run", "-S", "attack.eps=0.016"], workdir)
-    return {"cold_repro": cold, "exp_run": exp}
+    targets = [target] if target else []
+    cold = timed_dvc(["exp", "run", *sets, *targets] if sets else ["repro", *targets], workdir)
+    cold["resumed"] = resumed
+    if target:
+        return {"cold_repro": cold}
+    return {"cold_repro": cold, "exp_run": timed_dvc(["exp", "run", *EXP_RUN], workdir)}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--reps", type=int, default=1)
-    p.add_argument("--keep", type=Path, help="keep the last clone here instead of deleting it")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="run in this clone (made if missing, kept after): a later call with it resumes",
+    )
+    p.add_argument("--target", metavar="STAGE", help="run the pipeline up to this stage only")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     p.add_argument(
         "--set",
@@ -100,14 +119,18 @@ def main() -> None:
         help="params override for the cold run (dvc exp run -S), e.g. data.image_size=224",
     )
     args = p.parse_args()
+    if args.workdir and args.reps != 1:
+        p.error("--workdir runs once: leave --reps at 1")
     runs = []
     for _ in range(args.reps):
-        work = Path(tempfile.mkdtemp(prefix="advdenoise-bench-")) / "repo"
-        runs.append(bench_once(work, args.set))
-        if args.keep:
-            shutil.rmtree(args.keep, ignore_errors=True)
-            shutil.move(str(work), args.keep)
-        shutil.rmtree(work.parent, ignore_errors=True)
+        if args.workdir:
+            runs.append(bench_once(args.workdir.resolve(), args.set, args.target))
+            continue
+        scratch = Path(tempfile.mkdtemp(prefix="advdenoise-bench-"))
+        try:
+            runs.append(bench_once(scratch / "repo", args.set, args.target))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def med(values: list[float]) -> float:
         return statistics.median(values)
@@ -118,31 +141,38 @@ def main() -> None:
         "cpu": f"{cpu_model()}, {os.cpu_count()} logical cores",
         "gpu": _gpu_name(),
         "overrides": args.set,
+        "target": args.target,
+        "resumed": runs[0]["cold_repro"]["resumed"],
         "loadavg_1_5_15": os.getloadavg(),
         "cold_repro_s": med([r["cold_repro"]["wall_s"] for r in runs]),
         "cold_repro_peak_rss_mb": max(r["cold_repro"]["peak_rss_mb"] for r in runs),
         "stages_s": {s: med([r["cold_repro"]["stages_s"][s] for r in runs]) for s in stages},
-        "exp_run_s": med([r["exp_run"]["wall_s"] for r in runs]),
-        "exp_run_stages": sorted(runs[0]["exp_run"]["stages_s"]),
-        "exp_run_ran_training": bool(TRAINING & set(runs[0]["exp_run"]["stages_s"])),
         "self_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    if "exp_run" in runs[0]:
+        result["exp_run_s"] = med([r["exp_run"]["wall_s"] for r in runs])
+        result["exp_run_stages"] = sorted(runs[0]["exp_run"]["stages_s"])
+        result["exp_run_ran_training"] = bool(TRAINING & set(result["exp_run_stages"]))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
     config = f"config {' '.join(args.set)}" if args.set else "default config"
     cold = "dvc exp run" if args.set else "dvc repro"
+    part = " (resumed: the stages left)" if result["resumed"] else ""
+    part += f" up to {args.target}" if args.target else ""
     lines = [
         f"# Pipeline on the {config} (median of {args.reps})",
         "",
         f"- machine: {result['cpu']}" + (f", {result['gpu']}" if result["gpu"] else ""),
-        f"- cold `{cold}`: {result['cold_repro_s']:.0f} s, peak RSS "
+        f"- cold `{cold}`{part}: {result['cold_repro_s']:.0f} s, peak RSS "
         f"{result['cold_repro_peak_rss_mb']:.0f} MB",
-        f"- `dvc exp run -S attack.eps=0.016`: {result['exp_run_s']:.0f} s, ran "
-        f"{', '.join(result['exp_run_stages'])} (training re-run: {result['exp_run_ran_training']})",
-        "",
-        "| stage | seconds | share |",
-        "|---|---:|---:|",
     ]
+    if "exp_run_s" in result:
+        lines.append(
+            f"- `dvc exp run {' '.join(EXP_RUN)}`: {result['exp_run_s']:.0f} s, ran "
+            f"{', '.join(result['exp_run_stages'])} "
+            f"(training re-run: {result['exp_run_ran_training']})"
+        )
+    lines += ["", "| stage | seconds | share |", "|---|---:|---:|"]
     total = sum(result["stages_s"].values())
     for s, t in result["stages_s"].items():
         lines.append(f"| {s} | {t:.1f} | {t / total:.0%} |")

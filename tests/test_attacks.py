@@ -198,6 +198,33 @@ def test_attack_leaves_model_trainable_flags_and_global_rng() -> None:
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_seeded_restores_torch_on_the_cpu_and_on_every_cuda_device_in_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    with atk.seeded(1):
+        torch.rand(7)
+    assert torch.equal(torch.rand(3), expected)
+
+    forked = []
+    real = torch.random.fork_rng
+
+    def spy(devices: list[int], device_type: str) -> object:
+        forked.append((list(devices), device_type))
+        return real(devices=[], device_type=device_type)  # this machine has no CUDA to fork
+
+    monkeypatch.setattr(torch.random, "fork_rng", spy)
+    with atk.seeded(1):
+        pass
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with atk.seeded(1):
+        pass
+    assert forked == [([], "cuda"), ([0, 1], "cuda")]  # CUDA's generators once CUDA is in use
+
+
 def test_unknown_method_and_bad_inputs() -> None:
     clf = _clf(_conv_model())
     x, y = _images(4)

@@ -86,19 +86,24 @@ def input_gradients_only(model: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def seeded(seed: int | None) -> Iterator[None]:
-    """Reseed NumPy's global RNG (ART's random starts) and torch for the block, then restore both."""
+    """Reseed NumPy's global RNG (ART's random starts) and torch for the block, then restore both.
+
+    torch's state is restored for the CPU and for every CUDA device once CUDA is in use (the
+    smoothing noise and NoisyAverage draw on the model's device), so what runs after the block
+    draws as if the block had not run, on a GPU too.
+    """
     if seed is None:
         yield
         return
     np_state = np.random.get_state()  # noqa: NPY002 - ART draws from the global NumPy state
-    torch_state = torch.random.get_rng_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     try:
-        np.random.seed(seed)  # noqa: NPY002
-        torch.manual_seed(seed)
-        yield
+        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+            np.random.seed(seed)  # noqa: NPY002
+            torch.manual_seed(seed)
+            yield
     finally:
         np.random.set_state(np_state)  # noqa: NPY002
-        torch.random.set_rng_state(torch_state)
 
 
 def check_inputs(x: np.ndarray, y: np.ndarray, eps: float, batch_size: int) -> None:
