@@ -10,8 +10,8 @@ stages it ran (it must run no training stage). Usage:
 
 `--target` runs only that stage and those before it (and skips the `exp run`); a second call
 with the same `--workdir` and no `--target` runs the rest, as DVC skips what is done. That splits
-a run that outlasts one command's time limit (a lent GPU machine's) in two; add the two calls'
-stage times.
+a run that outlasts a job's time limit (a batch scheduler's, say) into parts whose stage times
+add up to the whole run's.
 
 The paper's scale on the embedded data (no data to copy to a GPU machine):
     python bench/pipeline.py --set data.image_size=224 --set train_cnn.epochs=50 \
