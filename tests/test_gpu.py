@@ -4,8 +4,9 @@ CI and most machines have no GPU, so these run where one is (`pytest tests/test_
 pin two things. Every op of training, attacks and certification has a deterministic CUDA kernel:
 strict mode raises where one has none, while the stages run with warn_only, which would fall back
 silently. So a GPU run repeats bit for bit on the same GPU, driver and library versions. And the
-GPU computes what the CPU computes, up to float rounding (cuDNN's TF32 convolutions included):
-batch order, augmentation and training noise come from CPU generators on either device.
+GPU computes what the CPU computes, up to float rounding: batch order, augmentation and training
+noise come from CPU generators on either device. The comparison runs in full float32 (TF32 off);
+the stages keep PyTorch's defaults, where cuDNN convolutions may use TF32 (about 1e-3 relative).
 """
 
 from __future__ import annotations
@@ -36,36 +37,43 @@ CUDA = torch.device("cuda")
 
 @pytest.fixture(autouse=True)
 def strict_determinism() -> Iterator[None]:
-    """Deterministic algorithms that raise, not warn, where an op has no deterministic CUDA kernel."""
+    """Deterministic algorithms that raise, not warn, where an op has no deterministic CUDA kernel;
+    full float32 arithmetic (no TF32) so that the GPU can be held to the CPU's results."""
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield
     torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
-def _cnn(splits: Splits, device: torch.device, epochs: int = 2) -> nn.Module:
+Trained = tuple[nn.Module, list[dict[str, float]]]  # the model and its per-epoch history
+
+
+def _cnn(splits: Splits, device: torch.device, epochs: int = 2) -> Trained:
     torch.manual_seed(0)
     model = Classifier(TINY_SIZE, [4, 8])
     train, val = splits.train, splits.val
-    fit_classifier(
+    fit = fit_classifier(
         model, torch.from_numpy(train.x), torch.from_numpy(train.y), torch.from_numpy(val.x),
         torch.from_numpy(val.y), epochs=epochs, lr=1e-3, batch_size=16, seed=0, device=device,
         augment=True, progress=False,
     )  # fmt: skip
-    return model
+    return model, fit.history
 
 
-def _denoiser(splits: Splits, device: torch.device) -> nn.Module:
+def _denoiser(splits: Splits, device: torch.device) -> Trained:
     torch.manual_seed(0)
     model = Autoencoder(TINY_SIZE, [4, 8], 2)
     x, xv = torch.from_numpy(splits.train.x), torch.from_numpy(splits.val.x)
-    fit_denoiser(
+    fit = fit_denoiser(
         model, x, x, xv, xv, epochs=2, lr=1e-3, batch_size=16, seed=0, device=device,
         corrupt=gaussian_corruption([0.12, 0.25]), progress=False,
     )  # fmt: skip
-    return model
+    return model, fit.history
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:
@@ -77,18 +85,21 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
 
 @pytest.mark.parametrize("train", [_cnn, _denoiser], ids=["cnn", "denoiser"])
 def test_training_on_cuda_repeats_bit_for_bit_and_agrees_with_the_cpu(
-    tiny_splits: Splits, train: Callable[[Splits, torch.device], nn.Module]
+    tiny_splits: Splits, train: Callable[[Splits, torch.device], Trained]
 ) -> None:
-    first, second = train(tiny_splits, CUDA), train(tiny_splits, CUDA)
+    (first, history), (second, _) = train(tiny_splits, CUDA), train(tiny_splits, CUDA)
     assert _same_weights(first, second)
-    cpu = train(tiny_splits, torch.device("cpu"))
-    for (name, p), q in zip(first.state_dict().items(), cpu.state_dict().values(), strict=True):
-        if p.is_floating_point():
-            torch.testing.assert_close(p.cpu(), q, rtol=2e-2, atol=2e-3, msg=name)
+    # losses, not weights: Adam's first steps are +-lr by the gradient's sign, which rounding can
+    # flip for the odd weight whose gradient is near zero. Another batch order moves the training
+    # loss by 7e-4 (denoiser) to 5e-2 (CNN) relative.
+    _, on_cpu = train(tiny_splits, torch.device("cpu"))
+    for epoch, cpu_epoch in zip(history, on_cpu, strict=True):
+        assert epoch["train.loss"] == pytest.approx(cpu_epoch["train.loss"], rel=2e-4)
+        assert epoch["val.loss"] == pytest.approx(cpu_epoch["val.loss"], rel=2e-4)
 
 
 def test_attacks_and_certificates_on_cuda_repeat_bit_for_bit(tiny_splits: Splits) -> None:
-    cnn = fold_batch_norm(_cnn(tiny_splits, CUDA, epochs=1))
+    cnn = fold_batch_norm(_cnn(tiny_splits, CUDA, epochs=1)[0])
     x, y = to_float(torch.from_numpy(tiny_splits.test.x)).numpy(), tiny_splits.test.y
     clf = attacks.make_art_classifier(cnn, x.shape[1:], 2, CUDA)
     params = section("attack", pgd_steps=5)
@@ -110,9 +121,9 @@ def test_attacks_and_certificates_on_cuda_repeat_bit_for_bit(tiny_splits: Splits
 
 
 def test_the_folded_cnn_on_cuda_predicts_what_it_predicts_on_the_cpu(tiny_splits: Splits) -> None:
-    cnn = _cnn(tiny_splits, torch.device("cpu"), epochs=1)
+    cnn = _cnn(tiny_splits, torch.device("cpu"), epochs=1)[0]
     x = torch.from_numpy(tiny_splits.test.x)
     on_cpu = predict_logits(fold_batch_norm(cnn), x, 8, "cpu")
     on_cuda = predict_logits(fold_batch_norm(cnn).to(CUDA), x, 8, CUDA)
     assert on_cuda.device.type == "cpu"  # handed back to the host
-    torch.testing.assert_close(on_cuda, on_cpu, rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(on_cuda, on_cpu, rtol=1e-4, atol=1e-5)
