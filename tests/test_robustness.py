@@ -158,21 +158,35 @@ def test_apgd_and_square_stay_in_the_ball_and_reproduce() -> None:
     assert np.array_equal(attacks.apgd(clf, x, y, 0.0, 5, 1, 8), x)
 
 
-def test_square_with_cached_scores_equals_arts_own_run() -> None:
-    """The score cache removes forward passes only: ART's SquareAttack on the bare classifier, same
-    seed, gives the same images bit for bit."""
+@pytest.mark.parametrize(("channels", "eps", "seed"), [(1, 0.05, 3), (3, 0.3, 4), (3, 0.02, 5)])
+def test_square_equals_arts_own_run(channels: int, eps: float, seed: int) -> None:
+    """The re-expressed loop (`_LinfSquare`) against ART's SquareAttack on the same classifier and
+    seed: the same images bit for bit, while the model sees each candidate once (ART: the current
+    iterates twice more). Pixels at 0, 1 and within eps of them exercise both clamps; 3 classes
+    make the runner-up logit of the loss a choice; 60 queries run through the square schedule."""
     from art.attacks.evasion import SquareAttack
 
-    cnn = _trained_cnn(*_images(48, seed=0))
-    xu, y = _images(16, seed=1)
-    x = xu.astype(np.float32) / 255
-    clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
-    cached = attacks.square(clf, x, y, 0.05, 20, 0.8, 8, seed=3)
-    art = SquareAttack(clf, norm=np.inf, eps=0.05, max_iter=20, p_init=0.8, nb_restarts=1,
+    rng = np.random.default_rng(seed)
+    n, size = 21, 16  # batches of 8, 8 and 5
+    x = rng.choice([0.0, 0.01, 0.5, 0.99, 1.0], size=(n, channels, size, size))
+    x = (x + rng.uniform(-0.02, 0.02, x.shape)).clip(0, 1).astype(np.float32)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, 3)).eval()
+    rows_seen: list[int] = []
+    model[1].register_forward_hook(lambda _m, inputs, _out: rows_seen.append(len(inputs[0])))
+    clf = attacks.make_art_classifier(model, (channels, size, size), 3, "cpu")
+    y = clf.predict(x).argmax(1)  # every image starts correct
+    rows_seen.clear()
+    ours = attacks.square(clf, x, y, eps, 60, 0.8, 8, seed=seed)
+    ours_rows = sum(rows_seen)
+    rows_seen.clear()
+    art = SquareAttack(clf, norm=np.inf, eps=eps, max_iter=60, p_init=0.8, nb_restarts=1,
                        batch_size=8, verbose=False)  # fmt: skip
-    with attacks.seeded(3), torch.no_grad():
-        plain = art.generate(x=x, y=np.eye(2, dtype=np.float32)[y])
-    assert np.array_equal(cached, plain)
+    with attacks.seeded(seed), torch.no_grad():
+        plain = art.generate(x=x, y=np.eye(3, dtype=np.float32)[y])
+    assert np.array_equal(ours, plain)
+    assert (ours != x).any((1, 2, 3)).sum() > 0 and np.abs(ours - x).max() <= eps + 1e-6
+    assert ours_rows < sum(rows_seen) / 2
 
 
 def test_apgd_with_one_forward_per_step_equals_arts_own_run() -> None:

@@ -411,15 +411,12 @@ class RowCache(nn.Module):
     """`model` (a module or any batch function, e.g. `cnn.features`) for forward passes without
     gradients, remembering the output of every input row.
 
-    ART's Square Attack scores each surviving image up to three times an iteration (its current
-    iterate for the robustness test, the same iterate again for the loss, then the candidate),
-    where the candidate is the only new input; the feature-guided denoiser's loss meets the same
-    clean targets every epoch. Rows not seen yet run through `model` together, in input order.
+    The feature-guided denoiser's loss meets the same clean targets every epoch; their features
+    are computed once. Rows not seen yet run through `model` together, in input order.
 
-    Rows are keyed by Python's hash of their bytes (SipHash-1-3, 64 bits, keyed per process): 4x
-    the speed of a 128-bit BLAKE2b digest, which took about 3 s of the 7.7-8.0 s of a 224 px Square
-    Attack on 100 images with a free model (bench/host_floor.py). Two of n distinct rows share a key with probability
-    about n^2 / 2^65: 2e-11 for the 25k rows of a Square run on 496 images.
+    Rows are keyed by Python's hash of their bytes (SipHash-1-3, 64 bits, keyed per process; 4x
+    the speed of a 128-bit BLAKE2b digest). Two of n distinct rows share a key with probability
+    about n^2 / 2^65: 1e-13 for the 2000 training images of the real data.
     """
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor]) -> None:

@@ -3,15 +3,18 @@
 ART's private members used here, each pinned by a test in tests/test_robustness.py:
 `PyTorchClassifier._model`, `._loss`, `._device` and the class of APGD's own estimator (APGD's
 requests answered from the passes it already ran, `_ReusedPasses`), and the `projection` that
-APGD's module imports (float32 projection, swapped for the call):
+APGD's module imports (float32 projection, swapped for the call), and SquareAttack's schedule
+`_get_percentage_of_elements` with its loop re-expressed (`_LinfSquare`):
 test_apgd_with_one_forward_per_step_equals_arts_own_run,
-test_reused_passes_serve_moved_rows_from_their_best_point, tests/test_attacks.py::
-test_linf_projection_equals_arts.
+test_reused_passes_serve_moved_rows_from_their_best_point, test_square_equals_arts_own_run,
+tests/test_attacks.py::test_linf_projection_equals_arts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from unittest import mock
 
 import numpy as np
@@ -27,11 +30,9 @@ from art.utils import check_and_transform_label_format
 from advdenoise.attacks.estimator import (
     check_inputs,
     input_gradients_only,
-    make_art_classifier,
     seeded,
 )
 from advdenoise.attacks.gradient import linf_projection
-from advdenoise.models import RowCache
 
 
 def apgd(
@@ -237,26 +238,106 @@ def square(
 
     Gradient-free (scores only, `queries` iterations of random square updates): a defence that
     masks gradients (BPDA-style or shattered) cannot hide from it, so a Square accuracy below the
-    white-box one is a red flag for the white-box evaluation. The model's scores are cached per
-    image (`RowCache`): ART asks for most of them twice or three times an iteration.
+    white-box one is a red flag for the white-box evaluation. One restart; ART's loop runs as
+    `_LinfSquare` (the same images bit for bit, a fraction of the host time).
     """
     check_inputs(x, y, eps, batch_size)
     if eps == 0 or len(x) == 0:
         return x.copy()
-    device = next(classifier.model.parameters()).device
-    cached = make_art_classifier(
-        RowCache(classifier.model), x.shape[1:], classifier.nb_classes, device
-    )
-    attack = SquareAttack(
-        cached,
-        norm=np.inf,
-        eps=float(eps),
-        max_iter=int(queries),
-        p_init=float(p_init),
-        nb_restarts=1,
-        batch_size=int(batch_size),
-        verbose=False,
-    )
+    attack = _LinfSquare(classifier, float(eps), int(queries), float(p_init), int(batch_size))
     with seeded(seed), torch.no_grad():
         adv = attack.generate(x=x, y=np.eye(classifier.nb_classes, dtype=np.float32)[y])
     return np.asarray(adv, dtype=np.float32)
+
+
+def _logits_diff(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ART SquareAttack's loss (`_get_logits_diff`) from scores already computed: the logit of
+    the true class minus the highest other one (the second highest in ART's argsort)."""
+    correct = np.take_along_axis(scores, np.argmax(y, axis=1)[:, None], axis=1)
+    runner_up = np.take_along_axis(scores, np.argsort(scores, axis=1)[:, -2][:, None], axis=1)
+    return (correct - runner_up)[:, 0]
+
+
+class _LinfSquare(SquareAttack):
+    """ART's SquareAttack (L-inf, one restart) with its `generate` loop re-expressed: the same
+    draws from NumPy's global generator in the same order, the same arithmetic, the same images
+    bit for bit (tests/test_robustness.py checks them against ART's own run). ART's schedule of
+    square sizes (`_get_percentage_of_elements`) and success test (`adv_criterion`) are its own.
+
+    Two costs of ART's loop go, both on the host and growing with the image (bench/host_floor.py):
+    - ART scores every image's current iterate twice an iteration (the robustness test and the
+      loss) and then the candidates, the only new inputs; here the scores of the iterates are kept
+      (in eval mode a row's scores do not depend on its batch), so the model sees each candidate
+      once and nothing is hashed or looked up.
+    - ART builds each candidate in float64 over the whole image: the iterate plus a delta that is
+      zero outside one square, clamped to the eps-ball and the clip values. Outside the square
+      that is the clamp of float32 values, which float32 computes exactly; it is kept for every
+      image (a kept candidate is its own clamp), so only the square is computed per iteration.
+    """
+
+    def __init__(
+        self,
+        estimator: PyTorchClassifier,
+        eps: float,
+        max_iter: int,
+        p_init: float,
+        batch_size: int,
+    ) -> None:
+        super().__init__(
+            estimator,
+            norm=np.inf,
+            eps=eps,
+            max_iter=max_iter,
+            p_init=p_init,
+            nb_restarts=1,
+            batch_size=batch_size,
+            verbose=False,
+        )
+
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs: object) -> np.ndarray:
+        if x.ndim != 4 or x.dtype != np.float32 or y is None or kwargs:
+            raise ValueError("_LinfSquare takes float32 images N x C x H x W and one-hot labels")
+        labels = check_and_transform_label_format(y, nb_classes=self.estimator.nb_classes)
+        predict = functools.partial(self.estimator.predict, batch_size=self.batch_size)
+        clip_lo, clip_hi = self.estimator.clip_values
+        _, channels, height, width = x.shape
+        x_adv = x.copy()
+        scores = predict(x_adv)
+
+        def keep_better(rows: np.ndarray, new: np.ndarray) -> np.ndarray:
+            """ART's update: a candidate replaces the iterate where it lowers the loss."""
+            new_scores, y_rows = predict(new), labels[rows]
+            better = (_logits_diff(new_scores, y_rows) - _logits_diff(scores[rows], y_rows)) < 0.0
+            x_adv[rows[better]], scores[rows[better]] = new[better], new_scores[better]
+            return rows[better]
+
+        def robust_rows() -> np.ndarray:
+            return np.flatnonzero(np.logical_not(self.adv_criterion(scores, labels)))
+
+        rows = robust_rows()
+        if len(rows) == 0:
+            return x_adv
+        # ART's first step: vertical stripes of +-eps
+        stripes = np.random.choice([-1, 1], size=(len(rows), channels, 1, width))  # noqa: NPY002
+        new = np.clip(x[rows] + self.eps * stripes, a_min=clip_lo, a_max=clip_hi)
+        keep_better(rows, new.astype(np.float32))
+
+        lower, upper = x - self.eps, x + self.eps  # float32, as ART's `x_init -/+ self.eps`
+        clamped = np.clip(np.minimum(np.maximum(x_adv, lower), upper), clip_lo, clip_hi)
+        for i_iter in range(self.max_iter):
+            fraction = self._get_percentage_of_elements(i_iter)
+            rows = robust_rows()
+            if len(rows) == 0:
+                break
+            side = max(int(round(math.sqrt(fraction * height * width))), 1)
+            top = np.random.randint(0, height - side)  # noqa: NPY002
+            left = np.random.randint(0, width - side)  # noqa: NPY002
+            step = np.random.choice([-2 * self.eps, 2 * self.eps], size=[channels, 1, 1])  # noqa: NPY002
+            sq = (slice(None), slice(top, top + side), slice(left, left + side))
+            inside = np.maximum(x_adv[(rows, *sq)] + step, lower[(rows, *sq)])  # float64, as ART
+            inside = np.clip(np.minimum(inside, upper[(rows, *sq)]), clip_lo, clip_hi)
+            new = clamped[rows]
+            new[(slice(None), *sq)] = inside  # rounded to float32, as ART's astype
+            kept = keep_better(rows, new)
+            clamped[kept] = x_adv[kept]
+        return x_adv

@@ -103,8 +103,8 @@ def evaluate_in_processes(
     compares the bytes). Spawned, not forked: a forked child cannot use CUDA.
     """
     cfg = params.robustness
-    # smallest eps first: there the attacks break the fewest images, so Square, the costliest,
-    # runs on the most; the cheap cells at large eps fill the gaps at the end
+    # smallest eps first: there the attacks break the fewest images, so Square runs on the most;
+    # the cheap cells at large eps fill the gaps at the end
     cells = [(name, e) for e in cfg.eps_grid for name in cfg.defences]
     pool = ProcessPoolExecutor(
         min(cfg.workers, len(cells)),
