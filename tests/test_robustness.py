@@ -189,6 +189,23 @@ def test_square_equals_arts_own_run(channels: int, eps: float, seed: int) -> Non
     assert ours_rows < sum(rows_seen) / 2
 
 
+def test_square_on_a_cnn_equals_arts_own_run() -> None:
+    """The same with a convolutional net, whose scores the loop keeps from other batches than the
+    ones ART's run would score them in (eval mode: a row's scores do not depend on its batch)."""
+    from art.attacks.evasion import SquareAttack
+
+    cnn = _trained_cnn(*_images(48, seed=0))
+    xu, y = _images(16, seed=1)
+    x = xu.astype(np.float32) / 255
+    clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
+    ours = attacks.square(clf, x, y, 0.05, 20, 0.8, 8, seed=3)
+    art = SquareAttack(clf, norm=np.inf, eps=0.05, max_iter=20, p_init=0.8, nb_restarts=1,
+                       batch_size=8, verbose=False)  # fmt: skip
+    with attacks.seeded(3), torch.no_grad():
+        plain = art.generate(x=x, y=np.eye(2, dtype=np.float32)[y])
+    assert np.array_equal(ours, plain) and not np.array_equal(ours, x)
+
+
 def test_apgd_with_one_forward_per_step_equals_arts_own_run() -> None:
     """Requests answered from earlier passes: ART's APGD on the plain estimator, same seed, gives
     the same images bit for bit, with one model call per step and batch (ART: about two)."""
