@@ -158,14 +158,24 @@ def test_apgd_and_square_stay_in_the_ball_and_reproduce() -> None:
     assert np.array_equal(attacks.apgd(clf, x, y, 0.0, 5, 1, 8), x)
 
 
+def _arts_square(
+    clf, x: np.ndarray, y: np.ndarray, eps: float, queries: int, seed: int
+) -> np.ndarray:
+    """ART's own SquareAttack.generate (p_init 0.8, one restart, batch 8): the reference run."""
+    from art.attacks.evasion import SquareAttack
+
+    art = SquareAttack(clf, norm=np.inf, eps=eps, max_iter=queries, p_init=0.8, nb_restarts=1,
+                       batch_size=8, verbose=False)  # fmt: skip
+    with attacks.seeded(seed), torch.no_grad():
+        return art.generate(x=x, y=np.eye(clf.nb_classes, dtype=np.float32)[y])
+
+
 @pytest.mark.parametrize(("channels", "eps", "seed"), [(1, 0.05, 3), (3, 0.3, 4), (3, 0.02, 5)])
 def test_square_equals_arts_own_run(channels: int, eps: float, seed: int) -> None:
     """The re-expressed loop (`_LinfSquare`) against ART's SquareAttack on the same classifier and
     seed: the same images bit for bit, while the model sees each candidate once (ART: the current
     iterates twice more). Pixels at 0, 1 and within eps of them exercise both clamps; 3 classes
     make the runner-up logit of the loss a choice; 60 queries run through the square schedule."""
-    from art.attacks.evasion import SquareAttack
-
     rng = np.random.default_rng(seed)
     n, size = 21, 16  # batches of 8, 8 and 5
     x = rng.choice([0.0, 0.01, 0.5, 0.99, 1.0], size=(n, channels, size, size))
@@ -180,10 +190,7 @@ def test_square_equals_arts_own_run(channels: int, eps: float, seed: int) -> Non
     ours = attacks.square(clf, x, y, eps, 60, 0.8, 8, seed=seed)
     ours_rows = sum(rows_seen)
     rows_seen.clear()
-    art = SquareAttack(clf, norm=np.inf, eps=eps, max_iter=60, p_init=0.8, nb_restarts=1,
-                       batch_size=8, verbose=False)  # fmt: skip
-    with attacks.seeded(seed), torch.no_grad():
-        plain = art.generate(x=x, y=np.eye(3, dtype=np.float32)[y])
+    plain = _arts_square(clf, x, y, eps, 60, seed)
     assert np.array_equal(ours, plain)
     assert (ours != x).any((1, 2, 3)).sum() > 0 and np.abs(ours - x).max() <= eps + 1e-6
     assert ours_rows < sum(rows_seen) / 2
@@ -192,17 +199,12 @@ def test_square_equals_arts_own_run(channels: int, eps: float, seed: int) -> Non
 def test_square_on_a_cnn_equals_arts_own_run() -> None:
     """The same with a convolutional net, whose scores the loop keeps from other batches than the
     ones ART's run would score them in (eval mode: a row's scores do not depend on its batch)."""
-    from art.attacks.evasion import SquareAttack
-
     cnn = _trained_cnn(*_images(48, seed=0))
     xu, y = _images(16, seed=1)
     x = xu.astype(np.float32) / 255
     clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
     ours = attacks.square(clf, x, y, 0.05, 20, 0.8, 8, seed=3)
-    art = SquareAttack(clf, norm=np.inf, eps=0.05, max_iter=20, p_init=0.8, nb_restarts=1,
-                       batch_size=8, verbose=False)  # fmt: skip
-    with attacks.seeded(3), torch.no_grad():
-        plain = art.generate(x=x, y=np.eye(2, dtype=np.float32)[y])
+    plain = _arts_square(clf, x, y, 0.05, 20, 3)
     assert np.array_equal(ours, plain) and not np.array_equal(ours, x)
 
 
