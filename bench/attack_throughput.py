@@ -15,8 +15,8 @@ One run, same model, batch, eps, step size, steps and random start for every var
   torchattacks      torchattacks.PGD (benchmark-only dependency).
 All variants but the art_generate ones share the same (channels-last) model object.
 With --attack apgd (APGD-CE, step 2 eps, one start, AutoAttack's schedule):
-  art_project       advdenoise.attacks.apgd: ART's AutoProjectedGradientDescent whose estimator
-                    answers repeated requests from the passes it ran (one model pass a step);
+  art_project       advdenoise.attacks.apgd: ART's AutoProjectedGradientDescent with its loop
+                    re-expressed in torch on the model's device (one model pass a step);
   art_generate      the same ART attack as documented, on the same frozen channels-last model;
   torchattacks      torchattacks.APGD (loss "ce").
 Variants run round-robin, in an order that rotates each round, for several rounds (the machine is

@@ -208,11 +208,22 @@ def test_square_on_a_cnn_equals_arts_own_run() -> None:
     assert np.array_equal(ours, plain) and not np.array_equal(ours, x)
 
 
-def test_apgd_with_one_forward_per_step_equals_arts_own_run() -> None:
-    """Requests answered from earlier passes: ART's APGD on the plain estimator, same seed, gives
-    the same images bit for bit, with one model call per step and batch (ART: about two)."""
+def _arts_apgd(
+    clf, x: np.ndarray, y: np.ndarray, eps: float, steps: int, restarts: int, seed: int
+) -> np.ndarray:
+    """ART's own AutoProjectedGradientDescent.generate (CE loss, batch 8): the reference run."""
     from art.attacks.evasion import AutoProjectedGradientDescent
 
+    art = AutoProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=steps,
+                                       targeted=False, nb_random_init=restarts, batch_size=8,
+                                       loss_type="cross_entropy", verbose=False)  # fmt: skip
+    with attacks.seeded(seed), attacks.input_gradients_only(clf.model):
+        return art.generate(x=x, y=y)
+
+
+def test_apgd_with_one_forward_per_step_equals_arts_own_run() -> None:
+    """The re-expressed loop (`_DeviceAPGD`) against ART's APGD on a CNN, same seed: the same
+    images bit for bit, with one model pass per step and batch (ART: about two)."""
     cnn = _trained_cnn(*_images(48, seed=0))
     xu, y = _images(13, seed=1)  # batches of 8 and 5
     x = xu.astype(np.float32) / 255
@@ -220,52 +231,55 @@ def test_apgd_with_one_forward_per_step_equals_arts_own_run() -> None:
     cnn.register_forward_hook(lambda _m, inputs, _out: calls.append(len(inputs[0])))
     clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
     steps, batches = 10, 2
-    reused = attacks.apgd(clf, x, y, 0.05, steps, 1, 8, seed=3)
-    reused_calls, calls[:] = len(calls), []
-    art = AutoProjectedGradientDescent(clf, norm=np.inf, eps=0.05, eps_step=0.1, max_iter=steps,
-                                       targeted=False, nb_random_init=1, batch_size=8,
-                                       loss_type="cross_entropy", verbose=False)  # fmt: skip
-    with attacks.seeded(3), attacks.input_gradients_only(cnn):
-        plain = art.generate(x=x, y=y)
-    assert np.array_equal(reused, plain) and not np.array_equal(reused, x)
-    # ART's two predictions over all images, then per batch the first gradient and each step's loss
-    assert reused_calls == 2 + batches * (1 + steps) < len(calls)
+    ours = attacks.apgd(clf, x, y, 0.05, steps, 1, 8, seed=3)
+    ours_calls, calls[:] = len(calls), []
+    plain = _arts_apgd(clf, x, y, 0.05, steps, 1, seed=3)
+    assert np.array_equal(ours, plain) and not np.array_equal(ours, x)
+    # ART's probability check and first prediction, then per batch the start and each step
+    assert ours_calls == 2 + batches * (1 + steps) < len(calls)
 
 
-def test_reused_passes_serve_moved_rows_from_their_best_point() -> None:
-    """After a step-size checkpoint APGD moves some images back to their best point: their gradient
-    (and predictions) come from the pass that ran there, the others' from the last pass, and equal
-    a full pass over the mixed batch."""
-    cnn = _trained_cnn(*_images(48, seed=0))
-    xu, y = _images(6, seed=1)
-    x = xu.astype(np.float32) / 255
-    labels = np.eye(2, dtype=np.float32)[y]
-    clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
-    plain = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
-    reused = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
-    reused.__class__ = attacks.autoattack._ReusedPasses  # noqa: SLF001
+@pytest.mark.parametrize(
+    ("channels", "eps", "steps", "restarts", "seed"),
+    [(1, 0.03, 1, 1, 3), (3, 0.01, 30, 2, 4), (3, 0.2, 12, 3, 5), (1, 0.004, 25, 1, 6)],
+)
+def test_apgd_equals_arts_own_run(
+    channels: int, eps: float, steps: int, restarts: int, seed: int
+) -> None:
+    """Against ART on a small 3-class net: pixels at and near 0 and 1 (both clamps), step-size
+    checkpoints that move images back to their best point (30 steps at a small eps), restarts on
+    the images still correct, one step, and a short last batch."""
+    rng = np.random.default_rng(seed)
+    n, size = 21, 8  # batches of 8, 8 and 5
+    x = rng.choice([0.0, 0.01, 0.5, 0.99, 1.0], size=(n, channels, size, size))
+    x = (x + rng.uniform(-0.02, 0.02, x.shape)).clip(0, 1).astype(np.float32)
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(channels * size * size, 32), nn.Tanh(), nn.Linear(32, 3)
+    ).eval()
+    clf = attacks.make_art_classifier(model, (channels, size, size), 3, "cpu")
+    y = clf.predict(x).argmax(1)
+    ours = attacks.apgd(clf, x, y, eps, steps, restarts, 8, seed=seed)
+    plain = _arts_apgd(clf, x, y, eps, steps, restarts, seed)
+    assert np.array_equal(ours, plain)
+    assert (ours != x).any((1, 2, 3)).all() and np.abs(ours - x).max() <= eps + 1e-6
+
+
+def test_apgd_stops_where_every_loss_is_zero() -> None:
+    """ART ends a batch's loop once every loss is exactly 0 (logits far beyond float32's reach)."""
+    x = np.random.default_rng(0).uniform(0.6, 0.9, (5, 1, 4, 4)).astype(np.float32)
     calls: list[int] = []
-    cnn.register_forward_hook(lambda _m, inputs, _out: calls.append(len(inputs[0])))
-    with attacks.input_gradients_only(cnn):
-        x1 = np.clip(x + 0.05 * np.sign(reused.loss_gradient(x, labels)), 0, 1)
-        worse = np.clip(x - 0.05 * np.sign(clf.loss_gradient(x, labels)), 0, 1)
-        reused.compute_loss(x1, labels)  # every loss rises: x1 becomes every row's best point
-        reused.loss_gradient(x1, labels)
-        reused.compute_loss(worse, labels)  # lower losses: the best points stay at x1
-        mixed = np.where(np.arange(6)[:, None, None, None] < 3, x1, worse)  # rows 0-2 moved back
-        calls[:] = []
-        grads, scores = reused.loss_gradient(mixed, labels), reused.predict(mixed)
-        assert calls == []  # no model pass: rows 0-2 from x1's pass, 3-5 from worse's graph
-        assert np.array_equal(grads, plain.loss_gradient(mixed, labels))
-        assert np.array_equal(scores, plain.predict(mixed))
-        mixed[5, 0, 0, 0] = 0.5 if mixed[5, 0, 0, 0] != 0.5 else 0.25  # a row never seen
-        calls[:] = []
-        assert np.array_equal(
-            reused.loss_gradient(mixed, labels), plain.loss_gradient(mixed, labels)
-        )
-        assert calls == [6, 6]  # one full pass each
-        calls[:] = []  # x1: rows 0-2 in that last pass, rows 3-5 at their best point
-        assert np.array_equal(reused.predict(x1), plain.predict(x1)) and calls == [6]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[-100.0] * 16, [100.0] * 16]))
+        model[1].bias.zero_()
+    model[1].register_forward_hook(lambda _m, inputs, _out: calls.append(len(inputs[0])))
+    clf = attacks.make_art_classifier(model, (1, 4, 4), 2, "cpu")
+    y = np.ones(5, dtype=np.int64)
+    calls.clear()
+    ours = attacks.apgd(clf, x, y, 0.05, 20, 1, 8, seed=1)
+    assert calls == [1, 5, 5, 5, 5]  # probability check, prediction, start, x_1, x_2: stop
+    assert np.array_equal(ours, _arts_apgd(clf, x, y, 0.05, 20, 1, seed=1))
 
 
 def test_row_cache_runs_each_new_row_once() -> None:

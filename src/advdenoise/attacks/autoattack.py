@@ -1,31 +1,23 @@
 """AutoAttack's pair through ART: APGD-CE and the gradient-free Square Attack.
 
-ART's private members used here, each pinned by a test in tests/test_robustness.py:
-`PyTorchClassifier._model`, `._loss`, `._device` and the class of APGD's own estimator (APGD's
-requests answered from the passes it already ran, `_ReusedPasses`), and the `projection` that
-APGD's module imports (float32 projection, swapped for the call), and SquareAttack's schedule
-`_get_percentage_of_elements` with its loop re-expressed (`_LinfSquare`):
-test_apgd_with_one_forward_per_step_equals_arts_own_run,
-test_reused_passes_serve_moved_rows_from_their_best_point, test_square_equals_arts_own_run,
-tests/test_attacks.py::test_linf_projection_equals_arts.
+Both run ART's attack classes (parameter checks, estimators, schedules) with their `generate`
+loops re-expressed, the same images bit for bit at a fraction of the host time: `_DeviceAPGD`
+and `_LinfSquare`. ART's private member used here, SquareAttack's schedule
+`_get_percentage_of_elements`, and the loops' parity with ART's own runs are pinned by tests in
+tests/test_robustness.py (test_apgd_equals_arts_own_run, test_square_equals_arts_own_run).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from unittest import mock
 
 import numpy as np
 import torch
-from art.attacks.evasion import (
-    AutoProjectedGradientDescent,
-    SquareAttack,
-    auto_projected_gradient_descent,
-)
+from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
 from art.estimators.classification import PyTorchClassifier
-from art.utils import check_and_transform_label_format
+from art.utils import check_and_transform_label_format, random_sphere
+from torch import nn
 
 from advdenoise.attacks.estimator import (
     check_inputs,
@@ -50,12 +42,13 @@ def apgd(
 
     Croce & Hein 2020: step size adapted per image (first step 2 * eps, as in AutoAttack), momentum,
     `restarts` random starts, each on the images still classified correctly. The DLR loss is not
-    offered: it needs at least three classes.
+    offered: it needs at least three classes. ART's loop runs as `_DeviceAPGD` (the same images
+    bit for bit, one model pass per step, the iterates on the model's device).
     """
     check_inputs(x, y, eps, batch_size)
     if eps == 0 or len(x) == 0:
         return x.copy()
-    attack = AutoProjectedGradientDescent(
+    attack = _DeviceAPGD(
         classifier,
         norm=np.inf,
         eps=float(eps),
@@ -67,160 +60,144 @@ def apgd(
         loss_type="cross_entropy",
         verbose=False,
     )
-    if type(attack.estimator) is PyTorchClassifier:  # ART's own CE-loss copy of the classifier
-        attack.estimator.__class__ = _ReusedPasses
-    with (
-        seeded(seed),
-        input_gradients_only(classifier.model),
-        mock.patch.object(auto_projected_gradient_descent, "projection", linf_projection),
-    ):
-        adv = attack.generate(x=x, y=y.astype(np.int64))
+    with seeded(seed), input_gradients_only(classifier.model):
+        adv = attack.generate(x=x, y=np.eye(classifier.nb_classes, dtype=np.float32)[y])
     return np.asarray(adv, dtype=np.float32)
 
 
-@dataclasses.dataclass
-class _Pass:
-    """One forward pass of `_ReusedPasses`: its inputs, labels, per-image losses and scores
-    (logits), and its autograd graph (`logits` from `x_grad`) until a backward pass uses it."""
-
-    x: np.ndarray
-    y: np.ndarray
-    losses: np.ndarray
-    scores: np.ndarray
-    logits: torch.Tensor
-    labels: torch.Tensor
-    x_grad: torch.Tensor | None
+def _where(rows: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Per image (the first axis): `new` where `rows`, else `old` (ART's masked assignments)."""
+    return torch.where(rows.view(-1, *([1] * (new.dim() - 1))), new, old)
 
 
-@dataclasses.dataclass
-class _Best:
-    """Per position of the batch, the highest-loss point that had its gradient computed."""
+class _DeviceAPGD(AutoProjectedGradientDescent):
+    """ART's AutoProjectedGradientDescent (L-inf, untargeted, cross-entropy) with its loop
+    re-expressed in torch on the model's device: the same random starts (NumPy's global
+    generator), the same float32 arithmetic in the same order, the same images bit for bit
+    (tests/test_robustness.py checks them against ART's own run). ART's parameter checks, its
+    loss estimator and its schedule of step-size checkpoints are its own.
 
-    x: np.ndarray
-    y: np.ndarray
-    losses: np.ndarray
-    scores: np.ndarray
-    grads: np.ndarray
-
-
-def _same_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row by row, whether two arrays hold the same bits (so -0.0 differs from 0.0)."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return np.zeros(len(a), dtype=bool)
-    width = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}[a.dtype.itemsize]
-    bits_a = np.ascontiguousarray(a).view(width).reshape(len(a), -1)
-    return np.asarray((bits_a == np.ascontiguousarray(b).view(width).reshape(len(b), -1)).all(1))
-
-
-class _ReusedPasses(PyTorchClassifier):
-    """A PyTorchClassifier that answers APGD's repeated requests from the passes it already ran.
-
-    ART's APGD asks again for passes it has paid for: the gradient at its next iterate, one step
-    after evaluating the loss there; the loss at its start point, right after the gradient there;
-    after a step-size checkpoint, the gradient at each moved image's best point, computed when
-    the image was there; and the predictions at its last iterate, whose loss it has evaluated.
-    Here each forward pass keeps its logits, per-image losses and (until a backward pass uses
-    it) its graph, and each position of the batch keeps the gradient at its highest-loss point.
-    A request is answered from them only for rows whose images and labels hold the same bits as
-    the ones those passes ran on, in a batch of the same shape; anything else runs a full pass
-    as ART's estimator would. In eval mode the rows of a batch do not interact, so the answers
-    are ART's bits (tests/test_robustness.py checks APGD's images against ART's own run).
+    Two costs of ART's loop go (bench/host_floor.py):
+    - ART steps in NumPy on the host, copying each batch's iterates several times a step and
+      sending them to the device and back twice; here they stay on the device, so a GPU is not
+      left waiting for the host.
+    - ART asks the model for passes it has already run: the gradient at its next iterate one step
+      after the loss there, the loss at its start point after the gradient there, after a
+      checkpoint the gradient at each moved image's best point (computed when it was there), and
+      the predictions at its last iterate. Here each iterate is evaluated once: its per-image
+      losses and (from the same graph) the gradient of their mean, as ART's `loss_gradient`
+      computes it; each image keeps the gradient and scores at its best point. In eval mode an
+      image's results do not depend on the others in its batch, so they are ART's bits.
     """
 
-    _pass: _Pass | None = None
-    _best: _Best | None = None
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs: object) -> np.ndarray:
+        if x.ndim != 4 or x.dtype != np.float32 or y is None or kwargs:
+            raise ValueError("_DeviceAPGD takes float32 images N x C x H x W and one-hot labels")
+        if self.norm not in (np.inf, "inf") or self.targeted:
+            raise ValueError("_DeviceAPGD runs the untargeted L-inf attack only")
+        labels = check_and_transform_label_format(y, nb_classes=self.estimator.nb_classes)
+        clip_lo, clip_hi = self.estimator.clip_values
+        x_adv = x.copy()
+        for _ in range(max(1, self.nb_random_init)):
+            robust = np.argmax(self.estimator.predict(x_adv), axis=1) == np.argmax(labels, axis=1)
+            if not robust.any():
+                break
+            x_init, y_robust = x[robust], labels[robust]
+            n, m = len(x_init), int(np.prod(x.shape[1:]))
+            start = x_adv[robust] + random_sphere(n, m, self.eps, self.norm).reshape(
+                x_init.shape
+            ).astype(np.float32)
+            start = np.clip(start, clip_lo, clip_hi)
+            start = x_init + linf_projection(start - x_init, self.eps, self.norm)
+            for lo in range(0, n, self.batch_size):
+                rows = slice(lo, lo + self.batch_size)
+                x_k, fooled = self._attack_batch(start[rows], x_init[rows], y_robust[rows])
+                start[rows][fooled] = x_k[fooled]
+            x_adv[robust] = start
+        return x_adv
 
-    def _plain(self, x: object, kwargs: dict[str, object]) -> bool:
-        return isinstance(x, np.ndarray) and not kwargs and not self.preprocessing_operations
+    def _checkpoints(self) -> list[int]:
+        """ART's iterations at which the step size may halve (Croce & Hein's p_j schedule)."""
+        w = [0.0, 0.22]
+        while w[-1] + max(w[-1] - w[-2] - 0.03, 0.06) <= 1:
+            w.append(w[-1] + max(w[-1] - w[-2] - 0.03, 0.06))
+        return [math.ceil(p * self.max_iter) for p in w]
 
-    def _forward(self, x: np.ndarray, y: np.ndarray) -> _Pass:
-        """ART's forward pass of `loss_gradient`, keeping the graph and the per-image losses."""
-        self._model.eval()  # noqa: SLF001
-        labels = self.reduce_labels(check_and_transform_label_format(y, self.nb_classes))
-        x_grad = torch.tensor(x).to(self._device).requires_grad_(True)  # noqa: SLF001
-        labels_t = torch.from_numpy(labels).to(self._device)  # noqa: SLF001
-        logits = self._model(x_grad)[-1]  # noqa: SLF001
-        loss = self._loss  # noqa: SLF001 - ART's loss object, reduction switched as ART does
-        previous, loss.reduction = loss.reduction, "none"
-        losses = loss(logits, labels_t).detach().cpu().numpy()
-        loss.reduction = previous
-        scores = logits.detach().cpu().numpy().astype(np.float32)  # as ART's predict
-        self._pass = _Pass(x.copy(), y.copy(), losses, scores, logits, labels_t, x_grad)
-        return self._pass
+    def _attack_batch(
+        self, start: np.ndarray, x_init_np: np.ndarray, y: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """ART's loop over one batch: the last iterate, and which images it misclassifies."""
+        estimator = self.estimator
+        device, model = estimator.device, estimator.model.eval()
+        lo, hi = (float(v) for v in estimator.clip_values)
+        labels = torch.from_numpy(np.argmax(y, axis=1)).to(device)
+        x_init = torch.from_numpy(x_init_np).to(device)
+        x_k = torch.from_numpy(start).to(device)
+        n = len(x_k)
 
-    def compute_loss(  # type: ignore[override]
-        self, x: np.ndarray, y: np.ndarray, reduction: str = "none", **kwargs: object
-    ) -> np.ndarray:
-        if not self._plain(x, kwargs) or reduction != "none":
-            self._pass = None
-            return super().compute_loss(x, y, reduction=reduction, **kwargs)
-        y = np.asarray(y)
-        p = self._pass
-        if p is None or not (_same_rows(x, p.x).all() and _same_rows(y, p.y).all()):
-            p = self._forward(x, y)
-        return p.losses.copy()
+        def evaluate(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """One forward pass: the leaf input, the logits and the per-image losses (ART's CE)."""
+            leaf = point.detach().requires_grad_(True)
+            logits = model(leaf)
+            return leaf, logits, nn.functional.cross_entropy(logits, labels, reduction="none")
 
-    def loss_gradient(  # type: ignore[override]
-        self, x: np.ndarray, y: np.ndarray, training_mode: bool = False, **kwargs: object
-    ) -> np.ndarray:
-        if training_mode or not self._plain(x, kwargs):
-            self._pass = None
-            return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
-        y = np.asarray(y)
-        p, best = self._pass, self._best
-        if best is not None and best.x.shape != x.shape:
-            best = None  # another batch shape: its rows would not give ART's bits
-        kept = np.zeros(len(x), dtype=bool)
-        if p is not None and p.x_grad is not None:
-            kept = _same_rows(x, p.x) & _same_rows(y, p.y)
-        known = np.zeros(len(x), dtype=bool)
-        if best is not None and not kept.all():
-            known = ~kept & _same_rows(x, best.x) & _same_rows(y, best.y)
-        new_batch = not (kept.any() or known.any())
-        if not (kept | known).all():  # a full pass, as ART's
-            p = self._forward(x, y)
-            kept, known = np.ones(len(x), dtype=bool), np.zeros(len(x), dtype=bool)
-        grads = np.empty_like(x)
-        if kept.any():
-            assert p is not None and p.x_grad is not None
-            self._model.zero_grad()  # noqa: SLF001
-            self._loss(p.logits, p.labels).backward()  # noqa: SLF001 - ART's loss and reduction
-            if p.x_grad.grad is None:
+        def gradient(leaf: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+            """The gradient of the batch's mean loss, as ART's `loss_gradient`."""
+            losses.mean().backward()
+            if leaf.grad is None:
                 raise ValueError("Gradient term in PyTorch model is `None`.")
-            grads[kept] = p.x_grad.grad.cpu().numpy()[kept]
-            p.x_grad = None  # the graph is spent
-        if best is not None:
-            grads[known] = best.grads[known]
-        if new_batch or best is None:
-            assert p is not None
-            self._best = _Best(x.copy(), y.copy(), p.losses.copy(), p.scores.copy(), grads.copy())
-        elif kept.any():  # rows of the pass p, in a batch of best's shape
-            assert p is not None
-            better = kept & (p.losses > best.losses)
-            best.x[better], best.y[better], best.grads[better] = x[better], y[better], grads[better]
-            best.losses[better], best.scores[better] = p.losses[better], p.scores[better]
-        return grads
+            return leaf.grad
 
-    def predict(  # type: ignore[override]
-        self, x: np.ndarray, batch_size: int = 128, training_mode: bool = False, **kwargs: object
-    ) -> np.ndarray:
-        p, best = self._pass, self._best
-        if (
-            training_mode
-            or not self._plain(x, kwargs)
-            or self.postprocessing_defences
-            or p is None
-            or len(x) > batch_size  # ART would split it into other batch shapes
-        ):
-            return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
-        kept = _same_rows(x, p.x)  # all False unless the shapes match
-        if kept.all():
-            return p.scores.copy()
-        if best is None or not (kept | _same_rows(x, best.x)).all():
-            return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
-        scores = best.scores.copy()
-        scores[kept] = p.scores[kept]
-        return scores
+        checkpoints = self._checkpoints()
+        eta = torch.full((n, 1, 1, 1), self.eps_step, dtype=torch.float32, device=device)
+        count = torch.zeros(n, dtype=torch.float64, device=device)
+        # iteration 0: the gradient at the start, one step, the loss at both points
+        leaf, logits, f_0 = evaluate(x_k)
+        grad = gradient(leaf, f_0)
+        x_1 = x_init + linf_projection(
+            (x_k + eta * grad.sign()).clamp(lo, hi) - x_init, self.eps, self.norm
+        )
+        best_grad, best_scores = grad, logits.detach()
+        leaf, logits, losses = evaluate(x_1)
+        f_1 = losses.detach()
+        up = f_1 >= f_0.detach()
+        f_max = torch.where(up, f_1, f_0.detach())
+        x_max, x_max_m_1 = _where(up, x_1, x_k), x_init
+        best_scores = _where(up, logits.detach(), best_scores)
+        count += up
+        eta_w, f_max_w = eta, f_0.detach()
+        x_k_m_1, x_k = x_k, x_1
+        moved = torch.zeros(n, dtype=torch.bool, device=device)
+        for k in range(1, self.max_iter):
+            # the gradient at x_k: the last pass's, or the best point's for images moved there
+            grad = gradient(leaf, losses)
+            best_grad = _where(up, grad, best_grad)
+            grad = _where(moved & ~up, best_grad, grad)
+            z = (x_k + eta * grad.sign()).clamp(lo, hi)
+            z = x_init + linf_projection(z - x_init, self.eps, self.norm)
+            x_next = x_k + 0.75 * (z - x_k) + 0.25 * (x_k - x_k_m_1)
+            x_next = x_init + linf_projection(x_next.clamp(lo, hi) - x_init, self.eps, self.norm)
+            leaf, logits, losses = evaluate(x_next)
+            f = losses.detach()
+            moved = torch.zeros_like(moved)
+            if bool((f == 0.0).all()):
+                x_k = x_next
+                break
+            up = f > f_max
+            count += up
+            x_max, x_max_m_1 = _where(up, x_next, x_max), _where(up, x_k, x_max_m_1)
+            f_max, best_scores = torch.where(up, f, f_max), _where(up, logits.detach(), best_scores)
+            x_k_m_1, x_k = x_k, x_next
+            if k in checkpoints:
+                since = k - checkpoints[checkpoints.index(k) - 1]
+                moved = (count < 0.75 * since) | ((eta_w == eta).view(n) & (f_max_w == f_max))
+                eta = _where(moved, eta / 2, eta)
+                x_k, x_k_m_1 = _where(moved, x_max, x_k), _where(moved, x_max_m_1, x_k_m_1)
+                count.zero_()
+                eta_w, f_max_w = eta, f_max
+        scores = _where(moved & ~up, best_scores, logits.detach())
+        fooled = np.argmax(scores.cpu().numpy(), axis=1) != np.argmax(y, axis=1)
+        return x_k.detach().cpu().numpy(), fooled
 
 
 def square(
