@@ -9,7 +9,6 @@ tests/test_robustness.py (test_apgd_equals_arts_own_run, test_square_equals_arts
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -63,6 +62,19 @@ def apgd(
     with seeded(seed), input_gradients_only(classifier.model):
         adv = attack.generate(x=x, y=np.eye(classifier.nb_classes, dtype=np.float32)[y])
     return np.asarray(adv, dtype=np.float32)
+
+
+def _plain_model(estimator: PyTorchClassifier) -> tuple[torch.device, nn.Module]:
+    """The estimator's device and its model in eval mode, which the re-expressed loops call
+    themselves: so ART's estimator must not pre- or postprocess (`make_art_classifier`'s do not)."""
+    if estimator.preprocessing_operations or estimator.postprocessing_defences:
+        raise ValueError("the re-expressed ART loops need an estimator without pre/postprocessing")
+    return estimator.device, estimator.model.eval()
+
+
+def _on(rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Row indices (NumPy) as an index tensor on `device`."""
+    return torch.from_numpy(rows).to(device)
 
 
 def _where(rows: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
@@ -127,9 +139,8 @@ class _DeviceAPGD(AutoProjectedGradientDescent):
         self, start: np.ndarray, x_init_np: np.ndarray, y: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """ART's loop over one batch: the last iterate, and which images it misclassifies."""
-        estimator = self.estimator
-        device, model = estimator.device, estimator.model.eval()
-        lo, hi = (float(v) for v in estimator.clip_values)
+        device, model = _plain_model(self.estimator)
+        lo, hi = (float(v) for v in self.estimator.clip_values)
         labels = torch.from_numpy(np.argmax(y, axis=1)).to(device)
         x_init = torch.from_numpy(x_init_np).to(device)
         x_k = torch.from_numpy(start).to(device)
@@ -236,12 +247,15 @@ def _logits_diff(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 class _LinfSquare(SquareAttack):
-    """ART's SquareAttack (L-inf, one restart) with its `generate` loop re-expressed: the same
-    draws from NumPy's global generator in the same order, the same arithmetic, the same images
-    bit for bit (tests/test_robustness.py checks them against ART's own run). ART's schedule of
-    square sizes (`_get_percentage_of_elements`) and success test (`adv_criterion`) are its own.
+    """ART's SquareAttack (L-inf, one restart) with its `generate` loop re-expressed in torch on
+    the model's device: the same draws from NumPy's global generator in the same order, the same
+    arithmetic, the same images bit for bit (tests/test_robustness.py checks them against ART's
+    own run). ART's schedule of square sizes (`_get_percentage_of_elements`), its loss and its
+    success test (`adv_criterion`) are its own, and run in NumPy on the scores, as in ART.
 
-    Two costs of ART's loop go, both on the host and growing with the image (bench/host_floor.py):
+    Three costs of ART's loop go, all on the host and growing with the image (bench/host_floor.py):
+    - ART keeps the images on the host and sends every batch of candidates to the model's device;
+      here they stay on the device, and only their scores (a few numbers each) come back.
     - ART scores every image's current iterate twice an iteration (the robustness test and the
       loss) and then the candidates, the only new inputs; here the scores of the iterates are kept
       (in eval mode a row's scores do not depend on its batch), so the model sees each candidate
@@ -275,17 +289,29 @@ class _LinfSquare(SquareAttack):
         if x.ndim != 4 or x.dtype != np.float32 or y is None or kwargs:
             raise ValueError("_LinfSquare takes float32 images N x C x H x W and one-hot labels")
         labels = check_and_transform_label_format(y, nb_classes=self.estimator.nb_classes)
-        predict = functools.partial(self.estimator.predict, batch_size=self.batch_size)
+        device, model = _plain_model(self.estimator)
         clip_lo, clip_hi = self.estimator.clip_values
         _, channels, height, width = x.shape
-        x_adv = x.copy()
+
+        def predict(images: torch.Tensor) -> np.ndarray:
+            """ART's `predict` (batches of batch_size, float32 scores) of images on the device."""
+            return np.concatenate(
+                [
+                    model(part).cpu().numpy().astype(np.float32)
+                    for part in images.split(self.batch_size)
+                ]
+            )
+
+        x_t = torch.from_numpy(x).to(device)
+        x_adv = x_t.clone()
         scores = predict(x_adv)
 
-        def keep_better(rows: np.ndarray, new: np.ndarray) -> np.ndarray:
+        def keep_better(rows: np.ndarray, new: torch.Tensor) -> np.ndarray:
             """ART's update: a candidate replaces the iterate where it lowers the loss."""
             new_scores, y_rows = predict(new), labels[rows]
             better = (_logits_diff(new_scores, y_rows) - _logits_diff(scores[rows], y_rows)) < 0.0
-            x_adv[rows[better]], scores[rows[better]] = new[better], new_scores[better]
+            x_adv[_on(rows[better], device)] = new[_on(np.flatnonzero(better), device)]
+            scores[rows[better]] = new_scores[better]
             return rows[better]
 
         def robust_rows() -> np.ndarray:
@@ -293,14 +319,15 @@ class _LinfSquare(SquareAttack):
 
         rows = robust_rows()
         if len(rows) == 0:
-            return x_adv
+            return x.copy()
         # ART's first step: vertical stripes of +-eps
         stripes = np.random.choice([-1, 1], size=(len(rows), channels, 1, width))  # noqa: NPY002
         new = np.clip(x[rows] + self.eps * stripes, a_min=clip_lo, a_max=clip_hi)
-        keep_better(rows, new.astype(np.float32))
+        keep_better(rows, torch.from_numpy(new.astype(np.float32)).to(device))
 
-        lower, upper = x - self.eps, x + self.eps  # float32, as ART's `x_init -/+ self.eps`
-        clamped = np.clip(np.minimum(np.maximum(x_adv, lower), upper), clip_lo, clip_hi)
+        lower, upper = x_t - self.eps, x_t + self.eps  # float32, as ART's `x_init -/+ self.eps`
+        lo, hi = float(clip_lo), float(clip_hi)
+        clamped = torch.minimum(torch.maximum(x_adv, lower), upper).clamp(lo, hi)
         for i_iter in range(self.max_iter):
             fraction = self._get_percentage_of_elements(i_iter)
             rows = robust_rows()
@@ -310,11 +337,14 @@ class _LinfSquare(SquareAttack):
             top = np.random.randint(0, height - side)  # noqa: NPY002
             left = np.random.randint(0, width - side)  # noqa: NPY002
             step = np.random.choice([-2 * self.eps, 2 * self.eps], size=[channels, 1, 1])  # noqa: NPY002
-            sq = (slice(None), slice(top, top + side), slice(left, left + side))
-            inside = np.maximum(x_adv[(rows, *sq)] + step, lower[(rows, *sq)])  # float64, as ART
-            inside = np.clip(np.minimum(inside, upper[(rows, *sq)]), clip_lo, clip_hi)
-            new = clamped[rows]
-            new[(slice(None), *sq)] = inside  # rounded to float32, as ART's astype
-            kept = keep_better(rows, new)
+            sq = (slice(None), slice(None), slice(top, top + side), slice(left, left + side))
+            at = _on(rows, device)
+            inside = torch.maximum(  # float64, as ART
+                x_adv[sq][at] + torch.from_numpy(step).to(device), lower[sq][at]
+            )
+            inside = torch.minimum(inside, upper[sq][at]).clamp(lo, hi)
+            new = clamped[at]
+            new[sq] = inside  # rounded to float32, as ART's astype
+            kept = _on(keep_better(rows, new), device)
             clamped[kept] = x_adv[kept]
-        return x_adv
+        return x_adv.cpu().numpy()

@@ -97,8 +97,8 @@ def evaluate_in_processes(
 ) -> list[DefenceResult]:
     """`evaluate_defences` in robustness.workers processes, one (defence, eps) cell per task.
 
-    Why: ART's APGD and Square step in NumPy on the host and JPEG runs through PIL, one core's
-    work however fast the device (bench/host_floor.py). Each cell is seeded by (seed, defence,
+    Why: a cell's work off the device (JPEG through PIL, the Python and NumPy around each attack
+    step) is one core's however fast the device (bench/host_floor.py). Each cell is seeded by (seed, defence,
     eps, attack) alone, so the results equal the single-process ones (tests/test_robustness.py
     compares the bytes). Spawned, not forked: a forked child cannot use CUDA.
     """
