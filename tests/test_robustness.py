@@ -158,6 +158,22 @@ def test_apgd_and_square_stay_in_the_ball_and_reproduce() -> None:
     assert np.array_equal(attacks.apgd(clf, x, y, 0.0, 5, 1, 8), x)
 
 
+def test_the_re_expressed_loops_refuse_an_estimator_that_preprocesses() -> None:
+    """They call the model themselves, so ART's preprocessing would be skipped: refused."""
+    from art.estimators.classification import PyTorchClassifier
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    clf = PyTorchClassifier(model, nn.CrossEntropyLoss(), (1, 4, 4), 2, clip_values=(0.0, 1.0),
+                            preprocessing=(0.5, 0.25))  # fmt: skip
+    x, y = np.full((3, 1, 4, 4), 0.5, dtype=np.float32), np.array([0, 1, 0])
+    for run in (
+        lambda: attacks.apgd(clf, x, y, 0.05, 2, 1, 8),
+        lambda: attacks.square(clf, x, y, 0.05, 2, 0.8, 8),
+    ):
+        with pytest.raises(ValueError, match="pre/postprocessing"):
+            run()
+
+
 def _arts_square(
     clf, x: np.ndarray, y: np.ndarray, eps: float, queries: int, seed: int
 ) -> np.ndarray:

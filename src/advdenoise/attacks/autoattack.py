@@ -121,8 +121,8 @@ class _DeviceAPGD(AutoProjectedGradientDescent):
             ).astype(np.float32)
             start = np.clip(start, clip_lo, clip_hi)
             start = x_init + linf_projection(start - x_init, self.eps, self.norm)
-            for lo in range(0, n, self.batch_size):
-                rows = slice(lo, lo + self.batch_size)
+            for first in range(0, n, self.batch_size):
+                rows = slice(first, first + self.batch_size)
                 x_k, fooled = self._attack_batch(start[rows], x_init[rows], y_robust[rows])
                 start[rows][fooled] = x_k[fooled]
             x_adv[robust] = start
