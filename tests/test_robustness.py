@@ -174,6 +174,13 @@ def test_the_re_expressed_loops_refuse_an_estimator_that_preprocesses() -> None:
             run()
 
 
+def _edge_images(seed: int, channels: int, size: int) -> np.ndarray:
+    """21 images (batches of 8, 8 and 5) whose pixels sit at and near 0, 1/2 and 1: both clamps."""
+    rng = np.random.default_rng(seed)
+    x = rng.choice([0.0, 0.01, 0.5, 0.99, 1.0], size=(21, channels, size, size))
+    return (x + rng.uniform(-0.02, 0.02, x.shape)).clip(0, 1).astype(np.float32)
+
+
 def _arts_square(
     clf, x: np.ndarray, y: np.ndarray, eps: float, queries: int, seed: int
 ) -> np.ndarray:
@@ -192,10 +199,8 @@ def test_square_equals_arts_own_run(channels: int, eps: float, seed: int) -> Non
     seed: the same images bit for bit, while the model sees each candidate once (ART: the current
     iterates twice more). Pixels at 0, 1 and within eps of them exercise both clamps; 3 classes
     make the runner-up logit of the loss a choice; 60 queries run through the square schedule."""
-    rng = np.random.default_rng(seed)
-    n, size = 21, 16  # batches of 8, 8 and 5
-    x = rng.choice([0.0, 0.01, 0.5, 0.99, 1.0], size=(n, channels, size, size))
-    x = (x + rng.uniform(-0.02, 0.02, x.shape)).clip(0, 1).astype(np.float32)
+    size = 16
+    x = _edge_images(seed, channels, size)
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, 3)).eval()
     rows_seen: list[int] = []
@@ -265,10 +270,8 @@ def test_apgd_equals_arts_own_run(
     """Against ART on a small 3-class net: pixels at and near 0 and 1 (both clamps), step-size
     checkpoints that move images back to their best point (30 steps at a small eps), restarts on
     the images still correct, one step, and a short last batch."""
-    rng = np.random.default_rng(seed)
-    n, size = 21, 8  # batches of 8, 8 and 5
-    x = rng.choice([0.0, 0.01, 0.5, 0.99, 1.0], size=(n, channels, size, size))
-    x = (x + rng.uniform(-0.02, 0.02, x.shape)).clip(0, 1).astype(np.float32)
+    size = 8
+    x = _edge_images(seed, channels, size)
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Flatten(), nn.Linear(channels * size * size, 32), nn.Tanh(), nn.Linear(32, 3)
@@ -292,7 +295,6 @@ def test_apgd_stops_where_every_loss_is_zero() -> None:
     model[1].register_forward_hook(lambda _m, inputs, _out: calls.append(len(inputs[0])))
     clf = attacks.make_art_classifier(model, (1, 4, 4), 2, "cpu")
     y = np.ones(5, dtype=np.int64)
-    calls.clear()
     ours = attacks.apgd(clf, x, y, 0.05, 20, 1, 8, seed=1)
     assert calls == [1, 5, 5, 5, 5]  # probability check, prediction, start, x_1, x_2: stop
     assert np.array_equal(ours, _arts_apgd(clf, x, y, 0.05, 20, 1, seed=1))

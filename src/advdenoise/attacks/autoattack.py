@@ -131,8 +131,8 @@ class _DeviceAPGD(AutoProjectedGradientDescent):
     def _checkpoints(self) -> list[int]:
         """ART's iterations at which the step size may halve (Croce & Hein's p_j schedule)."""
         w = [0.0, 0.22]
-        while w[-1] + max(w[-1] - w[-2] - 0.03, 0.06) <= 1:
-            w.append(w[-1] + max(w[-1] - w[-2] - 0.03, 0.06))
+        while (p := w[-1] + max(w[-1] - w[-2] - 0.03, 0.06)) <= 1:
+            w.append(p)
         return [math.ceil(p * self.max_iter) for p in w]
 
     def _attack_batch(
@@ -159,24 +159,26 @@ class _DeviceAPGD(AutoProjectedGradientDescent):
                 raise ValueError("Gradient term in PyTorch model is `None`.")
             return leaf.grad
 
+        def project(point: torch.Tensor) -> torch.Tensor:
+            """ART's clip to the valid range, then projection onto the eps-ball around x_init."""
+            return x_init + linf_projection(point.clamp(lo, hi) - x_init, self.eps, self.norm)
+
         checkpoints = self._checkpoints()
         eta = torch.full((n, 1, 1, 1), self.eps_step, dtype=torch.float32, device=device)
         count = torch.zeros(n, dtype=torch.float64, device=device)
         # iteration 0: the gradient at the start, one step, the loss at both points
-        leaf, logits, f_0 = evaluate(x_k)
-        grad = gradient(leaf, f_0)
-        x_1 = x_init + linf_projection(
-            (x_k + eta * grad.sign()).clamp(lo, hi) - x_init, self.eps, self.norm
-        )
+        leaf, logits, losses = evaluate(x_k)
+        grad, f_0 = gradient(leaf, losses), losses.detach()
+        x_1 = project(x_k + eta * grad.sign())
         best_grad, best_scores = grad, logits.detach()
         leaf, logits, losses = evaluate(x_1)
         f_1 = losses.detach()
-        up = f_1 >= f_0.detach()
-        f_max = torch.where(up, f_1, f_0.detach())
+        up = f_1 >= f_0
+        f_max = torch.where(up, f_1, f_0)
         x_max, x_max_m_1 = _where(up, x_1, x_k), x_init
         best_scores = _where(up, logits.detach(), best_scores)
         count += up
-        eta_w, f_max_w = eta, f_0.detach()
+        eta_w, f_max_w = eta, f_0
         x_k_m_1, x_k = x_k, x_1
         moved = torch.zeros(n, dtype=torch.bool, device=device)
         for k in range(1, self.max_iter):
@@ -184,10 +186,8 @@ class _DeviceAPGD(AutoProjectedGradientDescent):
             grad = gradient(leaf, losses)
             best_grad = _where(up, grad, best_grad)
             grad = _where(moved & ~up, best_grad, grad)
-            z = (x_k + eta * grad.sign()).clamp(lo, hi)
-            z = x_init + linf_projection(z - x_init, self.eps, self.norm)
-            x_next = x_k + 0.75 * (z - x_k) + 0.25 * (x_k - x_k_m_1)
-            x_next = x_init + linf_projection(x_next.clamp(lo, hi) - x_init, self.eps, self.norm)
+            z = project(x_k + eta * grad.sign())
+            x_next = project(x_k + 0.75 * (z - x_k) + 0.25 * (x_k - x_k_m_1))
             leaf, logits, losses = evaluate(x_next)
             f = losses.detach()
             moved = torch.zeros_like(moved)
