@@ -6,8 +6,8 @@ here, on the CPU, their figures are what the loops' own arithmetic costs, which 
 over, leaving a few numbers a step on the host (APGD's stop test, Square's scores). The model is
 nearly free (the mean intensity, scaled into logits with a margin no eps of the grid can cross):
 every image stays correct, so APGD runs all its steps and Square all its queries on every image
-(the case of a robust defence, the upper bound). Per cell (one defence at one eps) on --images images at
---image-size px, with the attack settings of params.yaml; then the paper-scale estimate:
+(the case of a robust defence, the upper bound). Per cell (one defence at one eps) on --images
+images at --image-size px, with the attack settings of params.yaml; then the paper-scale estimate:
 defences x eps cells on the 496 test images of the real data (`robustness.max_images: 0`).
 
     python bench/host_floor.py [--image-size 224] [--images 100] [--reps 3]

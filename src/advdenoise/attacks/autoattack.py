@@ -108,6 +108,7 @@ class _DeviceAPGD(AutoProjectedGradientDescent):
         if self.norm not in (np.inf, "inf") or self.targeted:
             raise ValueError("_DeviceAPGD runs the untargeted L-inf attack only")
         labels = check_and_transform_label_format(y, nb_classes=self.estimator.nb_classes)
+        device, model = _plain_model(self.estimator)
         clip_lo, clip_hi = self.estimator.clip_values
         x_adv = x.copy()
         for _ in range(max(1, self.nb_random_init)):
@@ -123,7 +124,9 @@ class _DeviceAPGD(AutoProjectedGradientDescent):
             start = x_init + linf_projection(start - x_init, self.eps, self.norm)
             for first in range(0, n, self.batch_size):
                 rows = slice(first, first + self.batch_size)
-                x_k, fooled = self._attack_batch(start[rows], x_init[rows], y_robust[rows])
+                x_k, fooled = self._attack_batch(
+                    device, model, start[rows], x_init[rows], y_robust[rows]
+                )
                 start[rows][fooled] = x_k[fooled]
             x_adv[robust] = start
         return x_adv
@@ -136,10 +139,14 @@ class _DeviceAPGD(AutoProjectedGradientDescent):
         return [math.ceil(p * self.max_iter) for p in w]
 
     def _attack_batch(
-        self, start: np.ndarray, x_init_np: np.ndarray, y: np.ndarray
+        self,
+        device: torch.device,
+        model: nn.Module,
+        start: np.ndarray,
+        x_init_np: np.ndarray,
+        y: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """ART's loop over one batch: the last iterate, and which images it misclassifies."""
-        device, model = _plain_model(self.estimator)
         lo, hi = (float(v) for v in self.estimator.clip_values)
         labels = torch.from_numpy(np.argmax(y, axis=1)).to(device)
         x_init = torch.from_numpy(x_init_np).to(device)

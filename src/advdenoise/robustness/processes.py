@@ -100,7 +100,8 @@ def evaluate_in_processes(
     Why: a cell's work off the device (JPEG through PIL, the Python and NumPy around each attack
     step) is one core's however fast the device (bench/host_floor.py). Each cell is seeded by
     (seed, defence, eps, attack) alone, so the results equal the single-process ones
-    (tests/test_robustness.py compares the bytes). Spawned, not forked: a forked child cannot use CUDA.
+    (tests/test_robustness.py compares the bytes). Spawned, not forked: a forked child cannot use
+    CUDA.
     """
     cfg = params.robustness
     # smallest eps first: there the attacks break the fewest images, so Square runs on the most;
