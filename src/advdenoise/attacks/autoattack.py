@@ -1,7 +1,7 @@
 """AutoAttack's pair through ART: APGD-CE and the gradient-free Square Attack.
 
-Both run ART's attack classes (parameter checks, estimators, schedules) with their `generate`
-loops re-expressed, the same images bit for bit at a fraction of the host time: `_DeviceAPGD`
+Both run ART's attack classes (parameter checks, estimators) with their `generate` loops
+re-expressed, the same images bit for bit at a fraction of the host time: `_DeviceAPGD`
 and `_LinfSquare`. ART's private member used here, SquareAttack's schedule
 `_get_percentage_of_elements`, and the loops' parity with ART's own runs are pinned by tests in
 tests/test_robustness.py (test_apgd_equals_arts_own_run, test_square_equals_arts_own_run).
@@ -86,8 +86,9 @@ class _DeviceAPGD(AutoProjectedGradientDescent):
     """ART's AutoProjectedGradientDescent (L-inf, untargeted, cross-entropy) with its loop
     re-expressed in torch on the model's device: the same random starts (NumPy's global
     generator), the same float32 arithmetic in the same order, the same images bit for bit
-    (tests/test_robustness.py checks them against ART's own run). ART's parameter checks, its
-    loss estimator and its schedule of step-size checkpoints are its own.
+    (tests/test_robustness.py checks them against ART's own run). ART's parameter checks and its
+    CE-loss copy of the estimator (whose model, device and predictions the loop uses) are its
+    own; the schedule of step-size checkpoints, local to ART's `generate`, is `_checkpoints`.
 
     Two costs of ART's loop go (bench/host_floor.py):
     - ART steps in NumPy on the host, copying each batch's iterates several times a step and
