@@ -23,14 +23,14 @@ test: setup
 
 # Compare this run's metrics with the committed ones: bit for bit, else within 2 seed sd.
 verify: setup
-	python -m advdenoise.verify --metrics metrics --seeds bench/results/seeds/summary.csv
+	python -m advdenoise.sweeps.verify --metrics metrics --seeds bench/results/seeds/summary.csv
 
 # The default config for seeds 0, 1, 2 as DVC experiments, then mean ± sd (about 35 min on 2 cores).
 seeds: setup
 	dvc exp run --queue -S 'seed=0,1,2'
 	dvc exp run --run-all
 	mkdir -p bench/results/seeds
-	python -m advdenoise.seeds --out bench/results/seeds/summary.md --csv bench/results/seeds/summary.csv
+	python -m advdenoise.sweeps.seeds --out bench/results/seeds/summary.md --csv bench/results/seeds/summary.csv
 
 bench: setup
 	python bench/run.py

@@ -49,9 +49,11 @@ from art.attacks.evasion import AutoProjectedGradientDescent, ProjectedGradientD
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
-from advdenoise import attacks, runtime
-from advdenoise.data import SPLITS_FILE, load_splits
-from advdenoise.models import MODEL_FILE, Classifier, load_classifier
+from advdenoise import attacks
+from advdenoise.core import runtime
+from advdenoise.data.splits import SPLITS_FILE, load_splits
+from advdenoise.models.classifier import Classifier
+from advdenoise.models.files import MODEL_FILE, load_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 

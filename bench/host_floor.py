@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from advdenoise import attacks, runtime
-from advdenoise.defences import jpeg_compression
-from advdenoise.params import load_params
+from advdenoise import attacks
+from advdenoise.core import runtime
+from advdenoise.core.params import load_params
+from advdenoise.defences.jpeg import jpeg_compression
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_TEST_IMAGES = 496  # test split of the real data (2481 images, 20%)

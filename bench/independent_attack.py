@@ -23,12 +23,13 @@ import numpy as np
 import torch
 import torchattacks
 
-from advdenoise import runtime
-from advdenoise.data import evaluation_subset, load_splits, to_float
-from advdenoise.defences import build_defence, defended_classifier
-from advdenoise.models import MODEL_FILE, load_autoencoder, load_classifier, predict_labels
-from advdenoise.params import load_params
-from advdenoise.robustness import SUBSET_STREAM
+from advdenoise.core import runtime
+from advdenoise.core.params import load_params
+from advdenoise.data.splits import evaluation_subset, load_splits, to_float
+from advdenoise.defences.registry import build_defence, defended_classifier
+from advdenoise.evaluation.robustness.evaluation import SUBSET_STREAM
+from advdenoise.models.files import MODEL_FILE, load_autoencoder, load_classifier
+from advdenoise.models.inference import predict_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTOENCODERS = {"ae": "train_ae", "ae_adv": "train_ae_adv", "ae_guided": "train_ae_guided"}

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from advdenoise.runtime import cpu_model
+from advdenoise.core.runtime import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING = {"train_cnn", "train_ae", "train_ae_adv", "train_ae_guided"}

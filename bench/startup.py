@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from advdenoise.runtime import cpu_model
+from advdenoise.core.runtime import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from advdenoise import runtime
-from advdenoise.models import Autoencoder, Classifier
-from advdenoise.params import load_params
-from advdenoise.training import fit_classifier, fit_denoiser
+from advdenoise.core import runtime
+from advdenoise.core.params import load_params
+from advdenoise.models.autoencoder import Autoencoder
+from advdenoise.models.classifier import Classifier
+from advdenoise.training.loops import fit_classifier, fit_denoiser
 
 ROOT = Path(__file__).resolve().parents[1]
 

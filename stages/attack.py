@@ -17,14 +17,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from advdenoise import attack_metrics as am
-from advdenoise import attack_runs, cli, metrics
 from advdenoise import attacks as atk
-from advdenoise.adversarial import save_adversarial
-from advdenoise.data import load_splits, to_float
-from advdenoise.errors import entrypoint
-from advdenoise.io import write_csv
-from advdenoise.models import load_classifier, predict_logits
+from advdenoise.attacks import runs as attack_runs
+from advdenoise.attacks.sets import save_adversarial
+from advdenoise.core import cli
+from advdenoise.core.errors import entrypoint
+from advdenoise.core.io import write_csv
+from advdenoise.data.splits import load_splits, to_float
+from advdenoise.evaluation import attack as am
+from advdenoise.evaluation import metrics
+from advdenoise.models.files import load_classifier
+from advdenoise.models.inference import predict_logits
 
 
 @entrypoint

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from advdenoise import certify as cert
-from advdenoise import cli
-from advdenoise.data import evaluation_subset, load_splits, to_float
-from advdenoise.errors import entrypoint
+from advdenoise.core import cli
+from advdenoise.core.errors import entrypoint
+from advdenoise.core.io import save_figure, write_csv
+from advdenoise.data.splits import evaluation_subset, load_splits, to_float
+from advdenoise.evaluation import certify as cert
 from advdenoise.figures import certify as figs
-from advdenoise.io import save_figure, write_csv
-from advdenoise.models import MODEL_FILE, load_autoencoder, load_classifier
+from advdenoise.models.files import MODEL_FILE, load_autoencoder, load_classifier
 
 
 @entrypoint

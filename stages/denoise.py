@@ -13,14 +13,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from advdenoise import cli
-from advdenoise.adversarial import load_adversarial
-from advdenoise.data import load_splits, to_float
-from advdenoise.denoise import analyse
-from advdenoise.errors import entrypoint
+from advdenoise.attacks.sets import load_adversarial
+from advdenoise.core import cli
+from advdenoise.core.errors import entrypoint
+from advdenoise.core.io import save_figure, write_csv
+from advdenoise.data.splits import load_splits, to_float
+from advdenoise.evaluation.denoise import analyse
 from advdenoise.figures import denoise as figs
-from advdenoise.io import save_figure, write_csv
-from advdenoise.models import load_autoencoder, load_classifier, predict_logits, reconstruct
+from advdenoise.models.files import load_autoencoder, load_classifier
+from advdenoise.models.inference import predict_logits, reconstruct
 
 
 @entrypoint

@@ -8,13 +8,14 @@ from collections.abc import Sequence
 
 from threadpoolctl import threadpool_limits
 
-from advdenoise import cli, embed, runtime
-from advdenoise.adversarial import load_adversarial
-from advdenoise.data import load_splits, to_float
-from advdenoise.errors import entrypoint
+from advdenoise.attacks.sets import load_adversarial
+from advdenoise.core import cli, runtime
+from advdenoise.core.errors import entrypoint
+from advdenoise.core.io import save_figure, write_csv
+from advdenoise.data.splits import load_splits, to_float
+from advdenoise.evaluation import embed
 from advdenoise.figures import embed as figs
-from advdenoise.io import save_figure, write_csv
-from advdenoise.models import MODEL_FILE, load_autoencoder, load_classifier
+from advdenoise.models.files import MODEL_FILE, load_autoencoder, load_classifier
 
 
 @entrypoint

@@ -1,6 +1,6 @@
 """prepare: read the dataset (or generate the synthetic default), split it, write the splits.
 
-Outputs: <out>/splits.npz (advdenoise.data contract), <metrics> (counts per split and class,
+Outputs: <out>/splits.npz (advdenoise.data.splits contract), <metrics> (counts per split and class,
 duplicate groups, skipped files, a mean-intensity shortcut baseline), <plots>/samples.png and
 <plots>/counts.csv. `--data-root` is the DVC-tracked folder for real data; `data.source` is read.
 """
@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from advdenoise import cli, data, folders, synthetic
-from advdenoise.errors import entrypoint
+from advdenoise.core import cli
+from advdenoise.core.errors import entrypoint
+from advdenoise.core.io import save_figure, write_csv, write_json
+from advdenoise.core.params import DataParams, load_params
+from advdenoise.data import folders, synthetic
+from advdenoise.data import splits as data
 from advdenoise.figures.prepare import samples_figure
-from advdenoise.io import save_figure, write_csv, write_json
-from advdenoise.params import DataParams, load_params
 
 
 def _load(d: DataParams, seed: int, data_root: Path, workers: int) -> data.LabelledImages:

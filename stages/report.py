@@ -6,10 +6,11 @@ import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel 
 
 from collections.abc import Sequence
 
-from advdenoise import cli, report
-from advdenoise.errors import entrypoint
-from advdenoise.io import atomic_path
-from advdenoise.params import load_params
+from advdenoise import report
+from advdenoise.core import cli
+from advdenoise.core.errors import entrypoint
+from advdenoise.core.io import atomic_path
+from advdenoise.core.params import load_params
 
 
 @entrypoint

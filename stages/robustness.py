@@ -15,12 +15,24 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from advdenoise import cli
-from advdenoise import robustness as rob
-from advdenoise.errors import entrypoint
+from advdenoise.core import cli
+from advdenoise.core.errors import entrypoint
+from advdenoise.core.io import save_figure, write_csv
+from advdenoise.evaluation.detector import evaluate_detector
+from advdenoise.evaluation.robustness.evaluation import VIEWS, evaluate_defences
+from advdenoise.evaluation.robustness.processes import (
+    InputPaths,
+    evaluate_in_processes,
+    load_inputs,
+)
+from advdenoise.evaluation.robustness.summary import (
+    robustness_curves,
+    robustness_metrics,
+    robustness_table,
+    wide_curves,
+)
+from advdenoise.evaluation.verdicts import verdicts
 from advdenoise.figures import robustness as figs
-from advdenoise.io import save_figure, write_csv
-from advdenoise.verdicts import verdicts
 
 AUTOENCODERS = {"ae": "autoencoder", "ae_adv": "ae_adv", "ae_guided": "ae_guided"}
 
@@ -33,37 +45,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     params, device = cli.start(args)
     cfg = params.robustness
-    paths = rob.InputPaths(
+    paths = InputPaths(
         args.data, args.classifier,
         tuple((name, getattr(args, arg)) for name, arg in AUTOENCODERS.items()), args.adversarial,
     )  # fmt: skip
-    inputs = rob.load_inputs(paths, params, device)
+    inputs = load_inputs(paths, params, device)
     x, y, oblivious = inputs.x, inputs.y, inputs.oblivious
 
     def log(msg: str) -> None:
         print(f"robustness: {msg}", file=sys.stderr)
 
     if cfg.workers > 1:
-        results = rob.evaluate_in_processes(paths, params, log)
+        results = evaluate_in_processes(paths, params, log)
     else:
-        results = rob.evaluate_defences(
+        results = evaluate_defences(
             cfg, inputs.autoencoders, inputs.cnn, x, y, oblivious, params.attack,
             seed=params.seed, device=device, nb_classes=inputs.nb_classes, log=log,
         )  # fmt: skip
-    scores = rob.robustness_metrics(results)
+    scores = robustness_metrics(results)
     scores.update(
-        rob.evaluate_detector(
+        evaluate_detector(
             inputs.autoencoders["ae"], inputs.cnn, x, y, oblivious, params.attack, cfg,
             seed=params.seed, device=device,
         )
     )  # fmt: skip
-    table = rob.robustness_table(results)
-    curves = rob.robustness_curves(results)
+    table = robustness_table(results)
+    curves = robustness_curves(results)
 
     write_csv(args.plots / "robustness.csv", table)
     write_csv(args.plots / "curves.csv", curves)
-    for view in rob.VIEWS:
-        write_csv(args.plots / f"curves_{view}.csv", rob.wide_curves(curves, view))
+    for view in VIEWS:
+        write_csv(args.plots / f"curves_{view}.csv", wide_curves(curves, view))
     write_csv(args.plots / "verdict.csv", pd.DataFrame([asdict(v) for v in verdicts(scores)]))
     save_figure(args.plots / "robustness.png", figs.table_figure(table, cfg.eps))
     save_figure(args.plots / "curves.png", figs.curves_figure(curves, cfg.eps))

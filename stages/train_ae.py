@@ -8,14 +8,15 @@ from collections.abc import Sequence
 
 import torch
 
-from advdenoise import cli
-from advdenoise.autoencoder_training import combined_images, denoiser_metrics
-from advdenoise.data import load_splits
-from advdenoise.errors import entrypoint
+from advdenoise.core import cli
+from advdenoise.core.errors import entrypoint
+from advdenoise.core.io import save_figure
+from advdenoise.data.splits import load_splits
 from advdenoise.figures import training as figs
-from advdenoise.io import save_figure
-from advdenoise.models import MODEL_FILE, Autoencoder, load_classifier, save_model
-from advdenoise.training import fit_denoiser, live_curves
+from advdenoise.models.autoencoder import Autoencoder
+from advdenoise.models.files import MODEL_FILE, load_classifier, save_model
+from advdenoise.training.combined import combined_images, denoiser_metrics
+from advdenoise.training.loops import fit_denoiser, live_curves
 
 cli.EVAL_BATCH = 256
 EXAMPLES_PER_NOISE = 3

@@ -10,15 +10,29 @@ import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel 
 
 from collections.abc import Sequence
 
-from advdenoise import adversarial_cli
-from advdenoise.errors import entrypoint
+from advdenoise.core import cli
+from advdenoise.core.errors import entrypoint
+from advdenoise.data.splits import load_splits
+from advdenoise.models.files import MODEL_FILE, load_classifier
+from advdenoise.training.adversarial import train_stage
+from advdenoise.training.loops import live_curves, write_denoiser_outputs
 
 
 @entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
-    adversarial_cli.main(
-        "train_ae_adv", "autoencoder retrained on adversarial images", __doc__, argv
+    args = cli.parse_paths(__doc__, argv, "--data", "--classifier", "--out", "--metrics", "--plots")
+    params, device = cli.start(args)
+    splits = load_splits(args.data)
+    cnn = load_classifier(args.classifier / MODEL_FILE, device, splits.image_size)
+    with live_curves(args.plots / "live") as log:
+        run = train_stage("train_ae_adv", params, cnn, splits, device, cli.EVAL_BATCH, log)
+    write_denoiser_outputs(
+        run,
+        model_path=args.out / MODEL_FILE,
+        plots=args.plots,
+        title="autoencoder retrained on adversarial images",
     )
+    cli.write_metrics(args.metrics, run.metrics, device)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel 
 
 from collections.abc import Sequence
 
-from advdenoise import cli
-from advdenoise.data import load_splits
-from advdenoise.errors import entrypoint
-from advdenoise.gaussian_denoiser import train_gaussian_denoiser
-from advdenoise.models import MODEL_FILE, load_classifier
-from advdenoise.training import live_curves, write_denoiser_outputs
+from advdenoise.core import cli
+from advdenoise.core.errors import entrypoint
+from advdenoise.data.splits import load_splits
+from advdenoise.models.files import MODEL_FILE, load_classifier
+from advdenoise.training.gaussian import train_gaussian_denoiser
+from advdenoise.training.loops import live_curves, write_denoiser_outputs
 
 
 @entrypoint

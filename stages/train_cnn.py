@@ -8,19 +8,16 @@ from collections.abc import Sequence
 
 import torch
 
-from advdenoise import cli, metrics
-from advdenoise.data import load_splits
-from advdenoise.errors import entrypoint
+from advdenoise.core import cli
+from advdenoise.core.errors import entrypoint
+from advdenoise.core.io import save_figure, write_csv
+from advdenoise.data.splits import load_splits
+from advdenoise.evaluation import metrics
 from advdenoise.figures import training as figs
-from advdenoise.io import save_figure, write_csv
-from advdenoise.models import (
-    MODEL_FILE,
-    Classifier,
-    load_classifier,
-    predict_logits,
-    save_model,
-)
-from advdenoise.training import classifier_tables, fit_classifier, live_curves
+from advdenoise.models.classifier import Classifier
+from advdenoise.models.files import MODEL_FILE, load_classifier, save_model
+from advdenoise.models.inference import predict_logits
+from advdenoise.training.loops import classifier_tables, fit_classifier, live_curves
 
 
 @entrypoint

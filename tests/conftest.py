@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from advdenoise.data import Splits, save_splits, split_images
-from advdenoise.params import load_params, read_yaml
-from advdenoise.synthetic import generate_images
+from advdenoise.core.params import load_params, read_yaml
+from advdenoise.data.splits import Splits, save_splits, split_images
+from advdenoise.data.synthetic import generate_images
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 PROJECT_PARAMS = load_params(PARAMS_FILE)

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from advdenoise.adversarial import (
+from advdenoise.attacks.sets import (
     ADVERSARIAL_FILE,
     check_perturbation,
     load_adversarial,
     save_adversarial,
 )
-from advdenoise.errors import PipelineError
-from advdenoise.io import write_npz
+from advdenoise.core.errors import PipelineError
+from advdenoise.core.io import write_npz
 
 
 @pytest.fixture

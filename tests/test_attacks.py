@@ -20,13 +20,15 @@ from art.utils import projection
 from conftest import section, write_params
 from torch import nn
 
-from advdenoise import attack_metrics as am
-from advdenoise import attack_runs
 from advdenoise import attacks as atk
-from advdenoise.adversarial import check_perturbation, load_adversarial, save_adversarial
-from advdenoise.data import Split, Splits, save_splits
-from advdenoise.errors import PipelineError
-from advdenoise.models import Classifier, predict_logits, save_model
+from advdenoise.attacks import runs as attack_runs
+from advdenoise.attacks.sets import check_perturbation, load_adversarial, save_adversarial
+from advdenoise.core.errors import PipelineError
+from advdenoise.data.splits import Split, Splits, save_splits
+from advdenoise.evaluation import attack as am
+from advdenoise.models.classifier import Classifier
+from advdenoise.models.files import save_model
+from advdenoise.models.inference import predict_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stages"))

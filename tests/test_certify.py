@@ -16,8 +16,8 @@ from test_robustness import _stage, _tiny_project
 from torch import nn
 
 from advdenoise import attacks
-from advdenoise import certify as cert
-from advdenoise.params import read_yaml
+from advdenoise.core.params import read_yaml
+from advdenoise.evaluation import certify as cert
 
 SIZE = 8
 torch.set_num_threads(1)
@@ -142,7 +142,7 @@ def test_train_ae_gauss_and_certify_stages(tmp_path: Path) -> None:
 
 
 def test_gaussian_corruption_draws_each_sigma_from_the_generator() -> None:
-    from advdenoise.gaussian_denoiser import gaussian_corruption, noisy_copies, stability_loss
+    from advdenoise.training.gaussian import gaussian_corruption, noisy_copies, stability_loss
 
     corrupt = gaussian_corruption((0.1, 0.5))
     x = torch.full((400, 1, 32, 32), 0.5)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from advdenoise import data
-from advdenoise.data import LabelledImages
-from advdenoise.errors import PipelineError
-from advdenoise.folders import BadImageError, decode_image, load_image_folder
+from advdenoise.core.errors import PipelineError
+from advdenoise.data import splits as data
+from advdenoise.data.folders import BadImageError, decode_image, load_image_folder
+from advdenoise.data.splits import LabelledImages
 
 CLASSES = {"non-COVID": 0, "COVID": 1}
 

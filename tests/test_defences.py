@@ -13,12 +13,17 @@ from PIL import Image
 from scipy.ndimage import median_filter
 from torch import nn
 
-from advdenoise import attack_runs, attacks
-from advdenoise import defences as dfn
-from advdenoise.adversarial_training import craft_mixed, feature_guided_loss
-from advdenoise.errors import PipelineError
-from advdenoise.models import Autoencoder, Classifier, predict_labels
-from advdenoise.params import AUTOENCODER_DEFENCES, DEFENCES
+from advdenoise import attacks
+from advdenoise.attacks import runs as attack_runs
+from advdenoise.core.errors import PipelineError
+from advdenoise.core.params import AUTOENCODER_DEFENCES, DEFENCES
+from advdenoise.defences.median import MedianSmoothing, art_spatial_smoothing
+from advdenoise.defences.registry import build_defence, defended_classifier
+from advdenoise.defences.squeezing import art_feature_squeezing, feature_squeezing
+from advdenoise.models.autoencoder import Autoencoder
+from advdenoise.models.classifier import Classifier
+from advdenoise.models.inference import predict_labels
+from advdenoise.training.adversarial import craft_mixed, feature_guided_loss
 
 torch.set_num_threads(1)
 
@@ -68,7 +73,7 @@ ATTACK = section("attack", eps=0.05, eps_grid=(0.0, 0.05), pgd_steps=5, batch_si
 @pytest.mark.parametrize("window", [2, 3, 5])
 def test_median_smoothing_equals_scipy_and_art(window: int) -> None:
     x = np.random.default_rng(1).random((2, 1, 13, 17)).astype(np.float32)
-    mine = dfn.MedianSmoothing(window)(torch.from_numpy(x)).numpy()
+    mine = MedianSmoothing(window)(torch.from_numpy(x)).numpy()
     art = SpatialSmoothing(window_size=window, channels_first=True, clip_values=(0, 1))(x)[0]
     np.testing.assert_array_equal(
         mine, median_filter(x, size=(1, 1, window, window), mode="reflect")
@@ -78,14 +83,14 @@ def test_median_smoothing_equals_scipy_and_art(window: int) -> None:
 
 def test_spatial_smoothing_is_channels_first() -> None:
     x = _asymmetric()
-    out = dfn.build_defence("spatial_smoothing", section("robustness"))(torch.from_numpy(x)).numpy()
+    out = build_defence("spatial_smoothing", section("robustness"))(torch.from_numpy(x)).numpy()
     expected = median_filter(x, size=(1, 1, 3, 3), mode="reflect")
     np.testing.assert_array_equal(out, expected)
     # ART's default (channels last) would filter along H only and keep the 3 px bar's noise pattern
     wrong = SpatialSmoothing(window_size=3, clip_values=(0, 1))(x)[0]
     assert np.abs(wrong - expected).max() > 0.01
     # the filter commutes with transposing H and W only when it treats them alike
-    out_t = dfn.build_defence("spatial_smoothing", section("robustness"))(
+    out_t = build_defence("spatial_smoothing", section("robustness"))(
         torch.from_numpy(x.transpose(0, 1, 3, 2).copy())
     )
     np.testing.assert_array_equal(out_t.numpy().transpose(0, 1, 3, 2), out)
@@ -94,9 +99,7 @@ def test_spatial_smoothing_is_channels_first() -> None:
 def test_jpeg_is_channels_first_and_equals_pil() -> None:
     x = _asymmetric()
     quality = 50
-    out = dfn.build_defence("jpeg", section("robustness", jpeg_quality=quality))(
-        torch.from_numpy(x)
-    )
+    out = build_defence("jpeg", section("robustness", jpeg_quality=quality))(torch.from_numpy(x))
     out = out.numpy()
     assert out.shape == x.shape
     for img, got in zip(x, out, strict=True):
@@ -115,7 +118,7 @@ def test_jpeg_is_channels_first_and_equals_pil() -> None:
 
 def test_feature_squeezing_rounds_to_bit_depth() -> None:
     x = _asymmetric()
-    out = dfn.build_defence("feature_squeezing", section("robustness", squeeze_bits=3))(
+    out = build_defence("feature_squeezing", section("robustness", squeeze_bits=3))(
         torch.from_numpy(x)
     ).numpy()
     np.testing.assert_allclose(out, np.rint(x * 7) / 7, atol=1e-6)
@@ -132,8 +135,8 @@ def test_feature_squeezing_equals_arts_bit_for_bit_with_an_identity_gradient(bit
     x = np.clip(values, 0, 1).astype(np.float32)
     x = np.resize(x, (len(x) // 64 + 1) * 64).reshape(-1, 1, 8, 8)
     xt = torch.from_numpy(x).requires_grad_(True)
-    out = dfn.feature_squeezing(bits)(xt)
-    reference = dfn.art_feature_squeezing(bits)(torch.from_numpy(x))  # ART's NumPy, float32 out
+    out = feature_squeezing(bits)(xt)
+    reference = art_feature_squeezing(bits)(torch.from_numpy(x))  # ART's NumPy, float32 out
     assert torch.equal(out, reference) and out.dtype == torch.float32
     (grad,) = torch.autograd.grad((out * torch.arange(out.numel()).view_as(out)).sum(), xt)
     assert torch.equal(grad, torch.arange(out.numel(), dtype=torch.float32).view_as(out))
@@ -141,7 +144,7 @@ def test_feature_squeezing_equals_arts_bit_for_bit_with_an_identity_gradient(bit
 
 def test_bpda_gradient_through_jpeg_equals_identity_gradient() -> None:
     cnn, x, y = _tiny_problem(n=8)
-    jpeg = dfn.build_defence("jpeg", section("robustness"))
+    jpeg = build_defence("jpeg", section("robustness"))
     xt = torch.from_numpy(x).requires_grad_(True)
     loss = nn.functional.cross_entropy(cnn(jpeg(xt)), torch.from_numpy(y))
     (grad,) = torch.autograd.grad(loss, xt)
@@ -154,8 +157,8 @@ def test_bpda_gradient_through_jpeg_equals_identity_gradient() -> None:
 
 def test_spatial_smoothing_equals_art_and_routes_gradient_to_the_median_pixel() -> None:
     x = torch.from_numpy(_asymmetric(n=2)).requires_grad_(True)
-    smoothing = dfn.build_defence("spatial_smoothing", section("robustness", smoothing_window=3))
-    reference = dfn.art_spatial_smoothing(3)  # ART's NumPy filter forward, torch median backward
+    smoothing = build_defence("spatial_smoothing", section("robustness", smoothing_window=3))
+    reference = art_spatial_smoothing(3)  # ART's NumPy filter forward, torch median backward
     torch.testing.assert_close(smoothing(x), reference(x), rtol=0, atol=0)
     weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     (grad,) = torch.autograd.grad((smoothing(x) * weights).sum(), x)
@@ -170,21 +173,21 @@ def test_build_defence_maps_unit_interval_and_names_problems() -> None:
     x = torch.from_numpy(_asymmetric(n=2))
     aes = {n: Autoencoder(32, [4, 4, 4], 2) for n in AUTOENCODER_DEFENCES}
     for name in DEFENCES:
-        out = dfn.build_defence(name, section("robustness"), aes)(x)
+        out = build_defence(name, section("robustness"), aes)(x)
         out = out.detach()
         assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1, name
-    torch.testing.assert_close(dfn.build_defence("none", section("robustness"))(x), x)
+    torch.testing.assert_close(build_defence("none", section("robustness"))(x), x)
     with pytest.raises(PipelineError, match="ae_adv"):
-        dfn.build_defence("ae_adv", section("robustness"), {})
+        build_defence("ae_adv", section("robustness"), {})
     with pytest.raises(PipelineError, match="unknown defence"):
-        dfn.build_defence("magic", section("robustness"))
+        build_defence("magic", section("robustness"))
 
 
 @pytest.mark.parametrize("method", ["fgsm", "pgd"])
 def test_adaptive_attack_through_identity_equals_plain_attack(method: str) -> None:
     cnn, x, y = _tiny_problem(n=16)
     plain = _clf(cnn)
-    wrapped = _clf(dfn.defended_classifier(nn.Identity(), cnn))
+    wrapped = _clf(defended_classifier(nn.Identity(), cnn))
     a = _attack(plain, method, x, y, 0.05, ATTACK, seed=3, offsets=(1,))
     b = _attack(wrapped, method, x, y, 0.05, ATTACK, seed=3, offsets=(1,))
     np.testing.assert_array_equal(a, b)
@@ -195,7 +198,7 @@ def test_adaptive_attack_at_least_as_strong_as_oblivious() -> None:
     cnn, x, y = _tiny_problem(n=32)
     torch.manual_seed(0)
     denoiser = nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False))
-    defended = dfn.defended_classifier(denoiser, cnn)
+    defended = defended_classifier(denoiser, cnn)
     eps = 0.12  # the classes differ by 0.2 in mean brightness
     oblivious = _attack(_clf(cnn), "pgd", x, y, eps, ATTACK)
     adaptive = _attack(_clf(defended), "pgd", x, y, eps, ATTACK)
@@ -251,8 +254,8 @@ def test_median9_gradient_equals_sort_gradient_without_ties() -> None:
     x = torch.rand(2, 1, 9, 11, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x.requires_grad_(True)
     weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    (fast,) = torch.autograd.grad((dfn.MedianSmoothing(3)(x) * weights).sum(), x)
-    xp = dfn.MedianSmoothing._pad_symmetric(dfn.MedianSmoothing._pad_symmetric(x, 1, 1, 2), 1, 1, 3)
+    (fast,) = torch.autograd.grad((MedianSmoothing(3)(x) * weights).sum(), x)
+    xp = MedianSmoothing._pad_symmetric(MedianSmoothing._pad_symmetric(x, 1, 1, 2), 1, 1, 3)
     patches = nn.functional.unfold(xp, kernel_size=3)  # (N, 9, H*W)
     slow = patches.sort(dim=1).values[:, 4, :].reshape(x.shape)
     (expected,) = torch.autograd.grad((slow * weights).sum(), x)

@@ -12,12 +12,14 @@ import pytest
 import torch
 from conftest import section, write_params
 
-from advdenoise import attack_runs
 from advdenoise import attacks as atk
-from advdenoise.adversarial import save_adversarial
-from advdenoise.data import Split, Splits, save_splits
+from advdenoise.attacks import runs as attack_runs
+from advdenoise.attacks.sets import save_adversarial
+from advdenoise.data.splits import Split, Splits, save_splits
 from advdenoise.figures import denoise as figs
-from advdenoise.models import Autoencoder, Classifier, save_model
+from advdenoise.models.autoencoder import Autoencoder
+from advdenoise.models.classifier import Classifier
+from advdenoise.models.files import save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stages"))

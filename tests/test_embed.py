@@ -12,12 +12,14 @@ import torch
 import yaml
 from threadpoolctl import threadpool_limits
 
-from advdenoise import embed, projection
-from advdenoise.adversarial import save_adversarial
-from advdenoise.data import Split, Splits, save_splits, to_float
-from advdenoise.errors import PipelineError
-from advdenoise.models import MODEL_FILE, Autoencoder, Classifier, save_model
-from advdenoise.params import read_yaml
+from advdenoise.attacks.sets import save_adversarial
+from advdenoise.core.errors import PipelineError
+from advdenoise.core.params import read_yaml
+from advdenoise.data.splits import Split, Splits, save_splits, to_float
+from advdenoise.evaluation import embed, projection
+from advdenoise.models.autoencoder import Autoencoder
+from advdenoise.models.classifier import Classifier
+from advdenoise.models.files import MODEL_FILE, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -267,7 +269,7 @@ def test_umap_kernels_compile_once_per_environment():
     import sys
 
     code = (
-        "import numpy as np; from advdenoise import projection; from umap import umap_;"
+        "import numpy as np; from advdenoise.evaluation import projection; from umap import umap_;"
         "projection.embed_2d(np.random.default_rng(0).normal(size=(30, 4)), 'umap', 0);"
         "print(sorted(projection.cache_umap_kernels()), bool(umap_.smooth_knn_dist.stats.cache_hits))"
     )

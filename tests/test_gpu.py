@@ -24,12 +24,14 @@ from conftest import TINY_SIZE, section
 from torch import nn
 
 from advdenoise import attacks
-from advdenoise.adversarial import check_perturbation
-from advdenoise.attack_runs import attack
-from advdenoise.data import Splits, to_float
-from advdenoise.gaussian_denoiser import gaussian_corruption
-from advdenoise.models import Autoencoder, Classifier, fold_batch_norm, predict_logits
-from advdenoise.training import fit_classifier, fit_denoiser
+from advdenoise.attacks.runs import attack
+from advdenoise.attacks.sets import check_perturbation
+from advdenoise.data.splits import Splits, to_float
+from advdenoise.models.autoencoder import Autoencoder
+from advdenoise.models.classifier import Classifier, fold_batch_norm
+from advdenoise.models.inference import predict_logits
+from advdenoise.training.gaussian import gaussian_corruption
+from advdenoise.training.loops import fit_classifier, fit_denoiser
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

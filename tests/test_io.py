@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from advdenoise.errors import PipelineError
-from advdenoise.io import atomic_path, read_json, read_npz, write_json, write_npz
+from advdenoise.core.errors import PipelineError
+from advdenoise.core.io import atomic_path, read_json, read_npz, write_json, write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 

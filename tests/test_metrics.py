@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from advdenoise import metrics
-from advdenoise.errors import PipelineError
+from advdenoise.core.errors import PipelineError
+from advdenoise.evaluation import metrics
 
 # 6 images, label 1 positive. Probabilities of class 1:
 P1 = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.45])

@@ -8,20 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from advdenoise.errors import PipelineError
-from advdenoise.models import (
-    MODEL_FILE,
-    Autoencoder,
-    Classifier,
-    UpsampleConv,
-    fold_batch_norm,
-    load_autoencoder,
-    load_classifier,
-    predict_features,
-    predict_logits,
-    reconstruct,
-    save_model,
-)
+from advdenoise.core.errors import PipelineError
+from advdenoise.models.autoencoder import Autoencoder, UpsampleConv
+from advdenoise.models.classifier import Classifier, fold_batch_norm
+from advdenoise.models.files import MODEL_FILE, load_autoencoder, load_classifier, save_model
+from advdenoise.models.inference import predict_features, predict_logits, reconstruct
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from advdenoise.errors import ParamsError
-from advdenoise.params import AttackParams, load_params, parse_params, read_yaml
+from advdenoise.core.errors import ParamsError
+from advdenoise.core.params import AttackParams, load_params, parse_params, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import yaml
 
-from advdenoise.io import flatten
-from advdenoise.params import read_yaml
+from advdenoise.core.io import flatten
+from advdenoise.core.params import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])  # the one stage list
@@ -174,7 +174,7 @@ def test_seed_sweep_and_its_aggregation(repo: Path, tmp_path: Path) -> None:
     proc = run(["dvc", "exp", "run", "--run-all"], copy)
     show = copy / "show.json"
     show.write_text(run(["dvc", "exp", "show", "--json"], copy).stdout)
-    out = run([sys.executable, "-m", "advdenoise.seeds", "--show", str(show)], copy).stdout
+    out = run([sys.executable, "-m", "advdenoise.sweeps.seeds", "--show", str(show)], copy).stdout
     assert out.startswith("Seeds: 0 (") and ", 1 (" in out.splitlines()[0], out + proc.stdout
     row = next(line for line in out.splitlines() if line.startswith("| train_cnn:test.accuracy"))
     assert row.endswith("| 2 |")  # both seeds report it

@@ -13,8 +13,8 @@ import pytest
 from conftest import write_params
 from PIL import Image
 
-from advdenoise.data import SPLITS, load_splits
-from advdenoise.params import read_yaml
+from advdenoise.core.params import read_yaml
+from advdenoise.data.splits import SPLITS, load_splits
 
 ROOT = Path(__file__).parents[1]
 REAL_DATA = (ROOT / "../shared/datasets/sarscov2-ct").resolve()
@@ -200,7 +200,7 @@ def test_another_dataset_by_params_alone_with_nested_images_noted(
 
 
 def test_max_pixels_governs_above_pillows_own_limit(tmp_path: Path) -> None:
-    from advdenoise.folders import BadImageError, decode_image
+    from advdenoise.data.folders import BadImageError, decode_image
 
     with Image.open(_folder(tmp_path / "d") / "COVID" / "COVID (0).png") as im:
         data = (tmp_path / "d" / "COVID" / "COVID (0).png").read_bytes()

@@ -15,25 +15,34 @@ import yaml
 from conftest import section, write_params
 from torch import nn
 
-from advdenoise import attack_runs, attacks
-from advdenoise import robustness as rob
-from advdenoise.adversarial import AdversarialSets, save_adversarial
-from advdenoise.data import Split, Splits, evaluation_subset, save_splits
-from advdenoise.defences import defended_classifier
-from advdenoise.models import (
-    MODEL_FILE,
-    Autoencoder,
-    Classifier,
-    RowCache,
-    load_autoencoder,
-    save_model,
+from advdenoise import attacks
+from advdenoise.attacks import runs as attack_runs
+from advdenoise.attacks.sets import AdversarialSets, save_adversarial
+from advdenoise.core.params import AUTOENCODER_DEFENCES, DEFENCES, read_yaml
+from advdenoise.data.splits import Split, Splits, evaluation_subset, save_splits
+from advdenoise.defences.registry import defended_classifier
+from advdenoise.evaluation.detector import evaluate_detector
+from advdenoise.evaluation.robustness.evaluation import (
+    METHODS,
+    THREATS,
+    VIEWS,
+    DefenceResult,
+    evaluate_defence,
+    evaluate_defences,
 )
-from advdenoise.params import (
-    AUTOENCODER_DEFENCES,
-    DEFENCES,
-    read_yaml,
+from advdenoise.evaluation.robustness.summary import (
+    checks,
+    robustness_curves,
+    robustness_metrics,
+    robustness_table,
+    square_breaks,
+    wide_curves,
 )
-from advdenoise.verdicts import verdicts
+from advdenoise.evaluation.verdicts import verdicts
+from advdenoise.models.autoencoder import Autoencoder
+from advdenoise.models.classifier import Classifier
+from advdenoise.models.files import MODEL_FILE, load_autoencoder, save_model
+from advdenoise.training.adversarial import RowCache
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -98,20 +107,20 @@ def test_table_has_every_cell_and_checks_are_reported() -> None:
     torch.manual_seed(0)
     aes = {n: Autoencoder(SIZE, [4, 4, 4], 2) for n in AUTOENCODER_DEFENCES}
     params = section("robustness", eps=0.05, eps_grid=(0.02, 0.05), **FAST)
-    results = rob.evaluate_defences(
+    results = evaluate_defences(
         params, aes, cnn, x, y, oblivious, ATTACK, seed=0, device="cpu", nb_classes=2
     )
-    table = rob.robustness_table(results)
+    table = robustness_table(results)
     assert list(table.defence) == list(DEFENCES)
-    for threat in rob.THREATS:
-        for method in rob.METHODS[threat]:
+    for threat in THREATS:
+        for method in METHODS[threat]:
             assert table[f"{threat}_{method}"].between(0, 1).all()
     assert not table.isna().any().any()
-    metrics = rob.robustness_metrics(results)
+    metrics = robustness_metrics(results)
     for d in DEFENCES:
         for e in params.eps_grid:
-            for threat in rob.THREATS:
-                for method in rob.METHODS[threat]:
+            for threat in THREATS:
+                for method in METHODS[threat]:
                     assert f"{d}.{threat}.{method}.accuracy" in metrics
                     assert f"{d}.eps_{e:g}.{threat}.{method}.accuracy" in metrics
             worst = metrics[f"{d}.eps_{e:g}.worst.accuracy"]
@@ -130,10 +139,10 @@ def test_table_has_every_cell_and_checks_are_reported() -> None:
     # none: both threat models are the same white-box attack on the bare CNN
     assert metrics["none.adaptive.pgd.accuracy"] == metrics["none.oblivious.pgd.accuracy"]
     assert metrics["none.clean_accuracy"] > 0.9 and metrics["none.worst.accuracy"] <= 0.5
-    curves = rob.robustness_curves(results)
-    cells = 2 + 4 + len(rob.VIEWS)  # oblivious methods, adaptive methods, worst cases
+    curves = robustness_curves(results)
+    cells = 2 + 4 + len(VIEWS)  # oblivious methods, adaptive methods, worst cases
     assert len(curves) == len(DEFENCES) * cells * (len(params.eps_grid) + 1)
-    wide = rob.wide_curves(curves, "worst")
+    wide = wide_curves(curves, "worst")
     assert list(wide.columns) == ["eps", *DEFENCES] and list(wide.eps) == [0.0, 0.02, 0.05]
     assert (wide.iloc[0, 1:] >= wide.iloc[-1, 1:]).all()  # clean >= worst case at the largest eps
     found = verdicts(metrics)
@@ -336,7 +345,7 @@ def test_detector_aware_attack_evades_better_than_the_oblivious_one() -> None:
         detector_steps=10,
         detector_lambda=10.0,
     )
-    scores = rob.evaluate_detector(ae, cnn, x, y, oblivious, ATTACK, params, seed=0, device="cpu")
+    scores = evaluate_detector(ae, cnn, x, y, oblivious, ATTACK, params, seed=0, device="cpu")
     for threat in ("oblivious", "adaptive"):
         for key in ("auroc", "tpr_at_5fpr", "attack_success", "evasion_rate"):
             assert 0 <= scores[f"detector.{threat}.{key}"] <= 1
@@ -356,14 +365,14 @@ def test_evaluation_subset_is_stratified_seeded_and_sorted() -> None:
     assert np.array_equal(evaluation_subset(y, 1000, 3, 7), np.arange(400))
 
 
-def _result(**accuracies: dict[float, float]) -> rob.DefenceResult:
+def _result(**accuracies: dict[float, float]) -> DefenceResult:
     """A DefenceResult of 100 images whose per-cell accuracies are the given fractions."""
     n = 100
 
     def mask(acc: float) -> np.ndarray:
         return np.arange(n) < round(acc * n)
 
-    r = rob.DefenceResult("x", 0.03, mask(0.9), pgd_2x_steps=mask(0.30), random_noise=0.85)
+    r = DefenceResult("x", 0.03, mask(0.9), pgd_2x_steps=mask(0.30), random_noise=0.85)
     for key, curve in accuracies.items():
         threat, method = key.split("_")
         r.correct[(threat, method)] = {e: mask(a) for e, a in curve.items()}
@@ -382,10 +391,10 @@ GOOD = {
 
 def test_checks_flag_a_broken_evaluation() -> None:
     good = _result(**GOOD)
-    assert all(rob.checks(good).values())
+    assert all(checks(good).values())
     assert good.worst("worst", 0.03) == 0.3  # nested masks: the worst case is the smallest
     within_one_image = _result(**{**GOOD, "adaptive_pgd": {0.01: 0.5, 0.03: 0.41}})
-    assert rob.checks(within_one_image)["adaptive.pgd_le_fgsm"]  # 0.41 vs FGSM 0.40
+    assert checks(within_one_image)["adaptive.pgd_le_fgsm"]  # 0.41 vs FGSM 0.40
     bad = _result(
         **{
             **GOOD,
@@ -395,7 +404,7 @@ def test_checks_flag_a_broken_evaluation() -> None:
     )
     bad.pgd_2x_steps = np.arange(100) < 10
     bad.random_noise = 0.2
-    failed = {k for k, v in rob.checks(bad).items() if not v}
+    failed = {k for k, v in checks(bad).items() if not v}
     assert failed == {
         "adaptive.pgd_le_fgsm",
         "adaptive.pgd.non_increasing_in_eps",
@@ -550,7 +559,7 @@ def test_independent_pgd_finds_no_notably_lower_accuracy_than_the_worst_case() -
     x = xu.astype(np.float32) / 255
     oblivious = _oblivious(cnn, x, y)
     params = section("robustness", eps=0.02, eps_grid=(0.02,), apgd_steps=20, square_queries=50)
-    result = rob.evaluate_defence(
+    result = evaluate_defence(
         "ae", ae.eval(), cnn, x, y, oblivious, ATTACK, params, seed=0, device="cpu", nb_classes=2
     )
     model = defended_classifier(ae, cnn)
@@ -571,12 +580,12 @@ def test_nothing_left_to_attack_is_no_error() -> None:
     }
     oblivious = AdversarialSets(grid.eps_grid, images)
     params = section("robustness", eps=0.3, eps_grid=(0.3,), **{**FAST, "detector_eps": 0.3})
-    r = rob.evaluate_defence(
+    r = evaluate_defence(
         "none", torch.nn.Identity(), cnn, x, y, oblivious, grid, params, seed=0, device="cpu",
         nb_classes=2,
     )  # fmt: skip
-    assert r.worst("worst", 0.3) == 0.0 and rob.square_breaks(r, 0.3) == 0.0
-    wrong = rob.evaluate_defence(
+    assert r.worst("worst", 0.3) == 0.0 and square_breaks(r, 0.3) == 0.0
+    wrong = evaluate_defence(
         "none", torch.nn.Identity(), cnn, x, 1 - y, oblivious, grid, params, seed=0,
         device="cpu", nb_classes=2,
     )  # fmt: skip

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from advdenoise import portable, runtime
-from advdenoise.errors import ParamsError
+from advdenoise import portable
+from advdenoise.core import runtime
+from advdenoise.core.errors import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
 X86 = platform.machine().lower() in {"x86_64", "amd64"}
@@ -42,7 +43,7 @@ def test_every_stage_imports_the_kernel_pin_before_anything_else(stage: str) -> 
 def _kernels_in_a_fresh_process(**env: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if k not in {portable.SWITCH, *portable.PINNED}}
     code = (
-        "import advdenoise.portable, torch; from advdenoise import runtime;"
+        "import advdenoise.portable, torch; from advdenoise.core import runtime;"
         "print(runtime.environment(torch.device('cpu'))['env.cpu_kernels'])"
     )
     out = subprocess.run(
@@ -92,7 +93,7 @@ def test_setup_keeps_kernels_deterministic_without_the_nan_fill() -> None:
 def test_setup_switches_kernels_to_deterministic_without_loading_the_compiler() -> None:
     """use_deterministic_algorithms imports torch._inductor (1-2 s per stage); setup must not."""
     code = (
-        "import sys, torch; from advdenoise import runtime; runtime.setup(0, 1, 'cpu');"
+        "import sys, torch; from advdenoise.core import runtime; runtime.setup(0, 1, 'cpu');"
         "print(torch.are_deterministic_algorithms_enabled(),"
         " torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor' in sys.modules)"
     )
@@ -103,7 +104,7 @@ def test_setup_switches_kernels_to_deterministic_without_loading_the_compiler() 
 def test_setup_freezes_the_collector_at_exit() -> None:
     """The shutdown collections are skipped: gc is frozen when the process exits, not before."""
     code = (
-        "import atexit, gc; from advdenoise import runtime;"
+        "import atexit, gc; from advdenoise.core import runtime;"
         "atexit.register(lambda: print('at exit', gc.get_freeze_count() > 0));"  # runs after setup's
         "runtime.setup(0, 1, 'cpu'); runtime.setup(0, 1, 'cpu');"
         "print('running', gc.get_freeze_count() > 0)"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from advdenoise import seeds
+from advdenoise.sweeps import seeds
 
 
 def _robustness(none: float, ae: float, ae_clean: float = 0.8) -> dict:

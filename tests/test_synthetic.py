@@ -9,9 +9,9 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from advdenoise import synthetic
-from advdenoise.errors import PipelineError
-from advdenoise.runtime import generator
+from advdenoise.core.errors import PipelineError
+from advdenoise.core.runtime import generator
+from advdenoise.data import synthetic
 
 CLASSES = ("non-COVID", "COVID")
 

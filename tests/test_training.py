@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from advdenoise import noise
-from advdenoise.autoencoder_training import combined_images
-from advdenoise.data import Split, Splits, save_splits
-from advdenoise.models import Autoencoder, Classifier, load_autoencoder, load_classifier
-from advdenoise.params import read_yaml
-from advdenoise.training import adam, augment_batch, fit_classifier, fit_denoiser, live_curves
+from advdenoise.core.params import read_yaml
+from advdenoise.data.splits import Split, Splits, save_splits
+from advdenoise.models.autoencoder import Autoencoder
+from advdenoise.models.classifier import Classifier
+from advdenoise.models.files import load_autoencoder, load_classifier
+from advdenoise.training import noise
+from advdenoise.training.combined import combined_images
+from advdenoise.training.loops import adam, augment_batch, fit_classifier, fit_denoiser, live_curves
 
 SIZE = 32
 
@@ -59,7 +61,7 @@ def params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _tensors(d: Path) -> tuple[torch.Tensor, ...]:
-    from advdenoise.data import load_splits
+    from advdenoise.data.splits import load_splits
 
     s = load_splits(d)
     return tuple(torch.from_numpy(a) for a in (s.train.x, s.train.y, s.val.x, s.val.y))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from advdenoise import verify
+from advdenoise.sweeps import verify
 
 
 def _git(cwd: Path, *args: str) -> None:

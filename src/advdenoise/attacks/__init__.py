@@ -1,7 +1,7 @@
 """Attacks and certification through the Adversarial Robustness Toolbox (ART).
 
 FGSM, PGD (L-inf, and L2 with EOT), APGD-CE, the Square Attack, a detector-aware PGD, and
-randomized smoothing (CERTIFY, PREDICT); `attack_runs` calls them by name, seeded per cell.
+randomized smoothing (CERTIFY, PREDICT); `runs` calls them by name, seeded per cell.
 - `estimator`: the ART wrapper every attack takes (`make_art_classifier`), seeding, frozen weights;
 - `gradient`: FGSM, L-inf PGD and its checkpoints, the detector-aware PGD;
 - `autoattack`: APGD-CE and the Square Attack, AutoAttack's pair;

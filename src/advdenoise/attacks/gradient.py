@@ -36,16 +36,16 @@ from art.attacks.evasion.projected_gradient_descent.projected_gradient_descent_p
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
-from advdenoise.adversarial import check_perturbation
 from advdenoise.attacks.estimator import (
     check_inputs,
     input_gradients_only,
     make_art_classifier,
     seeded,
 )
-from advdenoise.errors import PipelineError
-from advdenoise.models import DetectorAware, EvadeLoss
-from advdenoise.params import AttackParams
+from advdenoise.attacks.objectives import DetectorAware, EvadeLoss
+from advdenoise.attacks.sets import check_perturbation
+from advdenoise.core.errors import PipelineError
+from advdenoise.core.params import AttackParams
 
 
 def fgsm(

@@ -24,7 +24,7 @@ from advdenoise.attacks.estimator import (
     seeded,
 )
 from advdenoise.attacks.gradient import make_pgd
-from advdenoise.models import NoisyAverage
+from advdenoise.attacks.objectives import NoisyAverage
 
 
 def make_smoothed_classifier(

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from advdenoise.data import Split, Splits
+from advdenoise.data.splits import Split, Splits
 
 
 def samples_figure(splits: Splits, per_class: int = 8, title: str = "") -> Figure:

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from advdenoise.errors import PipelineError
-from advdenoise.io import flatten, read_json
-from advdenoise.params import Params
+from advdenoise.core.errors import PipelineError
+from advdenoise.core.io import flatten, read_json
+from advdenoise.core.params import Params
 from advdenoise.report.document import Block, Image, Paragraph, metrics_table
 
 STAGES = (

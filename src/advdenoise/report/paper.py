@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from advdenoise.params import Params
+from advdenoise.core.params import Params
 from advdenoise.report.document import (
     Paragraph,
     Section,

@@ -6,10 +6,10 @@ import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
+from advdenoise.evaluation.verdicts import MARGIN, defences_in
 from advdenoise.report.document import Block, Bullets, Paragraph, Section, Table, pct
 from advdenoise.report.inputs import Inputs, Metrics, not_run, stage_results
 from advdenoise.report.rules import defence_verdicts
-from advdenoise.verdicts import MARGIN, defences_in
 
 # (threat, method) columns of the robustness table at the headline eps, then the worst cases
 ROBUSTNESS_COLUMNS = (

@@ -5,7 +5,7 @@
 - an attack "lowers accuracy" when it costs >= 5 percentage points;
 - denoising "restores" accuracy when it recovers >= 80% of the accuracy the attack took, "partly" for
   20-80%, "does not" below 20%;
-- the defence verdicts are the one rule of `advdenoise.verdicts` (the same as
+- the defence verdicts are the one rule of `advdenoise.evaluation.verdicts` (the same as
   plots/robustness/verdict.csv): worst case over every attack at robustness.eps, a 10-point margin
   over the undefended CNN, and within 10 points of the defence's own clean accuracy to "defend".
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from advdenoise.evaluation.verdicts import verdicts
 from advdenoise.report.inputs import Metrics
-from advdenoise.verdicts import verdicts
 
 PAPER: dict[str, Any] = {
     "title": "Findings on Adversarial Robustness through Autoencoder-Based Denoising for Image "

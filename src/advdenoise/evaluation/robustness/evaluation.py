@@ -1,0 +1,242 @@
+"""Evaluating one defence: every attack at every eps, per image, into a `DefenceResult`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from advdenoise import attacks
+from advdenoise.attacks import runs as attack_runs
+from advdenoise.attacks.sets import AdversarialSets, check_perturbation
+from advdenoise.core.errors import PipelineError
+from advdenoise.core.params import DEFENCES, AttackParams, RobustnessParams
+from advdenoise.core.seeding import eps_key
+from advdenoise.defences.registry import build_defence, defended_classifier
+from advdenoise.models.inference import predict_labels
+
+THREATS = ("oblivious", "adaptive")
+METHODS = {"oblivious": attack_runs.METHODS, "adaptive": attack_runs.ATTACKS}
+VIEWS = (*THREATS, "worst")  # the worst case within each threat model, and over both
+_STREAM = 6  # seed stream of this stage (attack_runs.offset_seed's)
+SUBSET_STREAM = 7  # data.evaluation_subset stream of this stage
+
+
+def sign_noise(x: np.ndarray, eps: float, seed: int) -> np.ndarray:
+    """x + eps * uniform random signs, clipped to [0, 1]: the random floor of the same L-inf size."""
+    rng = np.random.default_rng([seed, _STREAM, 99])
+    signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=x.shape)
+    return np.clip(x + np.float32(eps) * signs, 0.0, 1.0).astype(np.float32)
+
+
+def check_oblivious_sets(oblivious: AdversarialSets, params: RobustnessParams, where: str) -> None:
+    """The attack stage must have crafted FGSM and PGD sets at every eps evaluated here."""
+    wanted = [*params.eps_grid, params.detector_eps]
+    missing = [e for e in wanted if not any(abs(e - o) < 1e-12 for o in oblivious.eps)]
+    if missing or not set(attack_runs.METHODS) <= set(oblivious.methods):
+        raise PipelineError(
+            f"{where}: needs fgsm and pgd sets at every eps of robustness.eps_grid"
+            f" {list(params.eps_grid)} and at robustness.detector_eps {params.detector_eps:g};"
+            f" it has {list(oblivious.methods)} at {list(oblivious.eps)} (add the missing eps"
+            f" {missing} to attack.eps_grid and attack.methods)"
+        )
+
+
+@dataclass
+class DefenceResult:
+    """Per-image correctness of one defence: clean, and correct[(threat, method)][eps]."""
+
+    name: str
+    headline: float
+    clean: np.ndarray  # bool per image
+    chance: float = 0.5  # majority-class rate of the labels: a constant classifier's accuracy
+    correct: dict[tuple[str, str], dict[float, np.ndarray]] = field(default_factory=dict)
+    pgd_2x_steps: np.ndarray | None = None  # bool per image, PGD with 2x steps at the headline
+    random_noise: float = float("nan")
+
+    @property
+    def n_images(self) -> int:
+        return len(self.clean)
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.clean.mean())
+
+    @property
+    def eps_values(self) -> list[float]:
+        return sorted(next(iter(self.correct.values())))
+
+    def accuracy(self, threat: str, method: str, eps: float) -> float:
+        return float(self.correct[(threat, method)][eps].mean())
+
+    def _alive(self, eps: float, cells: Iterable[tuple[str, str]], with_2x: bool) -> np.ndarray:
+        """Images correct clean and under every attack cell in `cells` (and PGD-2x if asked)."""
+        alive = self.clean.copy()
+        for cell in cells:
+            alive &= self.correct[cell][eps]
+        if with_2x and eps == self.headline and self.pgd_2x_steps is not None:
+            alive &= self.pgd_2x_steps
+        return alive
+
+    def survivors(self, view: str, eps: float) -> np.ndarray:
+        """Images correct under every attack of `view` (a threat, or "worst": all of them)."""
+        cells = [c for c in self.correct if view in (c[0], "worst")]
+        return self._alive(eps, cells, with_2x=view != "oblivious")
+
+    def gradient_survivors(self, eps: float) -> np.ndarray:
+        """Images correct under every gradient-based attack at `eps` (what Square then attacks)."""
+        cells = [
+            c
+            for c, by_eps in self.correct.items()
+            if c[1] not in attack_runs.BLACK_BOX and eps in by_eps
+        ]
+        return self._alive(eps, cells, with_2x=True)
+
+    def worst(self, view: str, eps: float) -> float:
+        return float(self.survivors(view, eps).mean())
+
+
+def evaluate_defence(
+    name: str,
+    defence: nn.Module,
+    cnn: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    oblivious: AdversarialSets,
+    attack: AttackParams,
+    params: RobustnessParams,
+    *,
+    seed: int,
+    device: torch.device | str,
+    nb_classes: int,
+    eps_values: Sequence[float] | None = None,
+) -> DefenceResult:
+    """Every attack of METHODS on `Sequential(defence, cnn)` at every eps of params.eps_grid (or
+    of `eps_values`: a cell of `evaluate_in_processes`; `merge_results` joins them).
+
+    For `none` the oblivious and adaptive FGSM/PGD coincide, so those reuse the attack stage's sets
+    (same params and ART code). PGD at the headline runs on to 2x steps for the convergence check.
+    """
+    eps_values = params.eps_grid if eps_values is None else eps_values
+    model = defended_classifier(defence, cnn)
+    bs, steps, headline = attack.batch_size, attack.pgd_steps, params.eps
+
+    def correct(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(y), dtype=bool)
+        if len(rows):
+            out[rows] = predict_labels(model, images, bs, device) == y[rows]
+        return out
+
+    everyone = np.arange(len(y))
+    clean = correct(x, everyone)
+    result = DefenceResult(name, headline, clean, float(np.bincount(y).max() / len(y)))
+    classifier = attacks.make_art_classifier(model, x.shape[1:], nb_classes, device)
+    rows = np.flatnonzero(clean)  # attacks need only the images classified correctly
+    xa, ya = x[rows], y[rows]
+    di = DEFENCES.index(name) if name in DEFENCES else len(DEFENCES)
+    for method in attack_runs.METHODS:
+        result.correct[("oblivious", method)] = {
+            e: correct(oblivious.get(method, e), everyone) for e in eps_values
+        }
+    for method in attack_runs.ATTACKS:
+        result.correct[("adaptive", method)] = {}
+    for e in eps_values:
+        offsets = (di, eps_key(e))
+        cells = result.correct
+        if len(rows) == 0:  # nothing classified correctly: nothing to attack
+            for method in attack_runs.ATTACKS:
+                cells[("adaptive", method)][e] = np.zeros(len(y), dtype=bool)
+            continue
+        if name == "none":  # the attack stage's sets: same params and ART code
+            for method in attack_runs.METHODS:
+                cells[("adaptive", method)][e] = cells[("oblivious", method)][e]
+        else:
+            (fgsm,) = attack_runs.run_attacks(classifier, "fgsm", xa, ya, e, attack)
+            cells[("adaptive", "fgsm")][e] = correct(fgsm, rows)
+        if name != "none" or e == headline:
+            with_2x = e == headline
+            advs = attack_runs.run_attacks(
+                classifier, "pgd", xa, ya, e, attack, seed=seed, offsets=offsets,
+                checkpoints=(steps, 2 * steps) if with_2x else (),
+            )  # fmt: skip
+            if name != "none":
+                cells[("adaptive", "pgd")][e] = correct(advs[0], rows)
+            if with_2x:
+                result.pgd_2x_steps = correct(advs[-1], rows)
+        apgd = attacks.apgd(
+            classifier, xa, ya, e, params.apgd_steps, params.apgd_restarts, bs,
+            seed=attack_runs.offset_seed(seed, *offsets, 1),
+        )  # fmt: skip
+        check_perturbation(xa, apgd, e, f"{name}: apgd eps={e:g}")
+        cells[("adaptive", "apgd")][e] = correct(apgd, rows)
+        # Square, as in AutoAttack, on the images every gradient-based attack left correct
+        left = np.flatnonzero(result.gradient_survivors(e))
+        cells[("adaptive", "square")][e] = np.zeros(len(y), dtype=bool)
+        if len(left):
+            square = attacks.square(
+                classifier, x[left], y[left], e, params.square_queries, params.square_p_init, bs,
+                seed=attack_runs.offset_seed(seed, *offsets, 2),
+            )  # fmt: skip
+            check_perturbation(x[left], square, e, f"{name}: square eps={e:g}")
+            cells[("adaptive", "square")][e] = correct(square, left)
+    noisy = sign_noise(x, headline, seed)
+    check_perturbation(x, noisy, headline, f"{name}: random sign noise")
+    result.random_noise = float(correct(noisy, everyone).mean())
+    return result
+
+
+def evaluate_defences(
+    params: RobustnessParams,
+    autoencoders: Mapping[str, nn.Module],
+    cnn: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    oblivious: AdversarialSets,
+    attack: AttackParams,
+    *,
+    seed: int,
+    device: torch.device | str,
+    nb_classes: int,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> list[DefenceResult]:
+    """`evaluate_defence` for every defence of params.defences (times to `log`)."""
+    results = []
+    for name in params.defences:
+        start = time.perf_counter()
+        defence = build_defence(name, params, autoencoders)
+        results.append(
+            evaluate_defence(
+                name,
+                defence,
+                cnn,
+                x,
+                y,
+                oblivious,
+                attack,
+                params,
+                seed=seed,
+                device=device,
+                nb_classes=nb_classes,
+            )  # fmt: skip
+        )
+        log(f"{name}: {time.perf_counter() - start:.1f} s")
+    return results
+
+
+def merge_results(parts: Sequence[DefenceResult]) -> DefenceResult:
+    """One defence's result from its evaluations at disjoint eps, in the order of the eps grid."""
+    first = parts[0]
+    merged = DefenceResult(first.name, first.headline, first.clean, first.chance)
+    merged.random_noise = first.random_noise
+    for part in parts:
+        if part.name != first.name or not np.array_equal(part.clean, first.clean):
+            raise PipelineError(f"cannot merge results of {part.name} into {first.name}")
+        for cell, by_eps in part.correct.items():
+            merged.correct.setdefault(cell, {}).update(by_eps)
+        if part.pgd_2x_steps is not None:
+            merged.pgd_2x_steps = part.pgd_2x_steps
+    return merged

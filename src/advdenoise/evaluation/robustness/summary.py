@@ -1,0 +1,129 @@
+"""What the stage reports: the sanity checks, the flat metrics, the table and the curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from advdenoise.attacks import runs as attack_runs
+from advdenoise.core.errors import PipelineError
+from advdenoise.evaluation.attack import MONOTONE_TOLERANCE
+from advdenoise.evaluation.robustness.evaluation import METHODS, THREATS, VIEWS, DefenceResult
+
+CONVERGENCE_TOLERANCE = 0.01  # doubling PGD steps may move accuracy by at most one point
+
+
+def checks(result: DefenceResult) -> dict[str, bool]:
+    """Carlini et al. 2019 sanity checks of one defence's evaluation (True = passed).
+
+    Orderings ("a <= b") tolerate one image, as the attack stage's checks do (a random start can
+    flip a single borderline image); convergence allows CONVERGENCE_TOLERANCE.
+    """
+    tol = MONOTONE_TOLERANCE / max(result.n_images, 1) + 1e-12
+    eps_values, h = result.eps_values, result.headline
+    acc = result.accuracy
+    out: dict[str, bool] = {}
+    for threat in THREATS:
+        out[f"{threat}.pgd_le_fgsm"] = all(
+            acc(threat, "pgd", e) <= acc(threat, "fgsm", e) + tol for e in eps_values
+        )
+        for method in METHODS[threat]:
+            accs = [result.clean_accuracy] + [acc(threat, method, e) for e in eps_values]
+            out[f"{threat}.{method}.non_increasing_in_eps"] = all(
+                b <= a + tol for a, b in zip(accs, accs[1:], strict=False)
+            )
+    pgd_h = acc("adaptive", "pgd", h)
+    pgd_2x = float(result.pgd_2x_steps.mean()) if result.pgd_2x_steps is not None else pgd_h
+    out["pgd_converged"] = abs(pgd_2x - pgd_h) <= CONVERGENCE_TOLERANCE + 1e-12
+    out["random_noise_floor"] = result.random_noise + tol >= max(
+        acc("adaptive", m, h) for m in attack_runs.WHITE_BOX
+    )
+    out["adaptive_le_oblivious"] = pgd_h <= acc("oblivious", "pgd", h) + tol
+    out["black_box_finds_nothing_new"] = all(square_breaks(result, e) <= tol for e in eps_values)
+    return out
+
+
+def square_breaks(result: DefenceResult, eps: float) -> float:
+    """Fraction of images every gradient-based attack left correct that Square then broke."""
+    square = result.correct[("adaptive", "square")][eps]
+    return float((result.gradient_survivors(eps) & ~square).mean())
+
+
+def eps_label(eps: float) -> str:
+    """The eps part of a per-eps metric key, e.g. `eps_0.004`."""
+    return f"eps_{eps:g}"
+
+
+def robustness_metrics(results: Sequence[DefenceResult]) -> dict[str, float | bool]:
+    """Flat metrics: the headline eps per defence, every eps of the grid, and every check.
+
+    Keys at the headline: `<d>.clean_accuracy`, `<d>.<threat>.<method>.accuracy`,
+    `<d>.<view>.worst.accuracy` / `<d>.worst.accuracy`; per eps: `<d>.eps_<e>.<...>.accuracy`.
+    """
+    out: dict[str, float | bool] = {}
+    if results:
+        out["eps"] = float(results[0].headline)
+        out["test_images"] = results[0].n_images
+        out["chance"] = results[0].chance
+    for r in results:
+        out[f"{r.name}.clean_accuracy"] = r.clean_accuracy
+        for e in r.eps_values:
+            at = ("",) if e == r.headline else ()
+            for prefix in (*at, f"{eps_label(e)}."):
+                for threat, method in r.correct:
+                    out[f"{r.name}.{prefix}{threat}.{method}.accuracy"] = r.accuracy(
+                        threat, method, e
+                    )
+                for view in THREATS:
+                    out[f"{r.name}.{prefix}{view}.worst.accuracy"] = r.worst(view, e)
+                out[f"{r.name}.{prefix}worst.accuracy"] = r.worst("worst", e)
+                out[f"{r.name}.{prefix}adaptive.square_breaks"] = square_breaks(r, e)
+        if r.pgd_2x_steps is not None:
+            out[f"{r.name}.adaptive.pgd_2x_steps.accuracy"] = float(r.pgd_2x_steps.mean())
+        out[f"{r.name}.random_noise.accuracy"] = r.random_noise
+        for check, passed in checks(r).items():
+            out[f"checks.{r.name}.{check}"] = bool(passed)
+    out["checks.all_passed"] = all(v for k, v in out.items() if k.startswith("checks."))
+    for key, value in out.items():
+        if not isinstance(value, bool) and not np.isfinite(value):
+            raise PipelineError(f"robustness metric {key} is not finite")
+    return out
+
+
+def robustness_table(results: Sequence[DefenceResult]) -> pd.DataFrame:
+    """One row per defence at the headline eps: clean, every (threat, method), the worst cases."""
+    rows = []
+    for r in results:
+        h = r.headline
+        row: dict[str, object] = {"defence": r.name, "clean_accuracy": r.clean_accuracy}
+        row.update({f"{t}_{m}": r.accuracy(t, m, h) for t, m in r.correct})
+        row["adaptive_pgd_2x_steps"] = (
+            float(r.pgd_2x_steps.mean()) if r.pgd_2x_steps is not None else float("nan")
+        )
+        row.update({f"worst_{v}": r.worst(v, h) for v in VIEWS})
+        row["random_noise"] = r.random_noise
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def robustness_curves(results: Sequence[DefenceResult]) -> pd.DataFrame:
+    """Long table (defence, threat, method, eps, accuracy); method "worst" is the per-image worst
+    case within the threat (threat "worst": over all attacks); eps = 0 is the clean accuracy."""
+    rows = []
+    for r in results:
+        cells = [(t, m) for t, m in r.correct] + [(v, "worst") for v in VIEWS]
+        for threat, method in cells:
+            rows.append((r.name, threat, method, 0.0, r.clean_accuracy))
+            for e in r.eps_values:
+                value = r.worst(threat, e) if method == "worst" else r.accuracy(threat, method, e)
+                rows.append((r.name, threat, method, e, value))
+    return pd.DataFrame(rows, columns=["defence", "threat", "method", "eps", "accuracy"])
+
+
+def wide_curves(curves: pd.DataFrame, threat: str, method: str = "worst") -> pd.DataFrame:
+    """eps + one accuracy column per defence (a DVC linear plot of one threat and method)."""
+    part = curves[(curves.threat == threat) & (curves.method == method)]
+    wide = part.pivot(index="eps", columns="defence", values="accuracy")
+    return wide[list(part.defence.drop_duplicates())].reset_index()

@@ -1,0 +1,189 @@
+"""Across seeds: mean ± sd of the headline figures and whether each defence's verdict holds.
+
+One seed decides nothing: the CNN, the denoisers and the attack starts all move with it. Run the
+pipeline for several seeds as DVC experiments, then aggregate what `dvc exp show --json` reports:
+
+    dvc exp run --queue -S 'seed=0,1,2' && dvc exp run --run-all
+    advdenoise-seeds                      # or: dvc exp show --json | advdenoise-seeds --show -
+
+The baseline commit counts as the run of its seed; of its experiments, only those whose params
+equal the baseline's except for `seed` are used (one per seed, the latest), so other experiments
+in the same repository do not leak in. A defence's verdict
+(`verdicts.verdict`, the rule of the report) is stated only when every seed gives the same one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from advdenoise.core.io import flatten
+from advdenoise.core.params import DEFENCES
+from advdenoise.evaluation.verdicts import verdict
+
+# (metrics file stem, key) of the figures the README quotes; `{d}` expands to every defence
+HEADLINE = (
+    ("train_cnn", "test.accuracy"),
+    ("robustness", "{d}.clean_accuracy"),
+    ("robustness", "{d}.worst.accuracy"),
+    ("robustness", "detector.adaptive.tpr_at_5fpr"),
+    ("embed", "detector.pgd.auroc"),
+    ("certify", "cnn.sigma_0.25.radius_0.25.certified_accuracy"),
+    ("certify", "ae_gauss.sigma_0.25.radius_0.25.certified_accuracy"),
+)
+
+
+SEED_KEY = "params.yaml.seed"  # the run seed, as `_params` flattens it
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    name: str
+    seed: int
+    timestamp: str
+    metrics: dict[str, dict[str, float | bool]]  # metrics file stem -> flat numeric metrics
+
+
+def _params(data: Mapping[str, Any]) -> dict[str, Any]:
+    return flatten({f: (v or {}).get("data", {}) for f, v in (data.get("params") or {}).items()})
+
+
+def _metrics(data: Mapping[str, Any]) -> dict[str, dict[str, float | bool]]:
+    out = {}
+    for path, value in (data.get("metrics") or {}).items():
+        flat = flatten((value or {}).get("data") or {})
+        out[Path(path).stem] = {k: v for k, v in flat.items() if isinstance(v, (int, float))}
+    return out
+
+
+def seed_runs(show: Sequence[Mapping[str, Any]]) -> list[SeedRun]:
+    """The baseline commit and its seed experiments in `dvc exp show --json` output: one run per
+    seed (the latest), sorted by seed."""
+    latest: dict[int, SeedRun] = {}
+
+    def consider(entry: Mapping[str, Any], base: Mapping[str, Any]) -> None:
+        data = entry.get("data") or {}
+        params = _params(data)
+        others = {k: v for k, v in params.items() if k != SEED_KEY}
+        if entry.get("error") or SEED_KEY not in params or others != base:
+            return
+        name = entry.get("name") or str(entry.get("rev", ""))[:7]
+        run = SeedRun(name, int(params[SEED_KEY]), data.get("timestamp") or "", _metrics(data))
+        if run.seed not in latest or run.timestamp > latest[run.seed].timestamp:
+            latest[run.seed] = run
+
+    for commit in show:
+        if commit.get("rev") == "workspace" or not commit.get("data"):
+            continue
+        base = {k: v for k, v in _params(commit["data"]).items() if k != SEED_KEY}
+        consider(commit, base)
+        for exp in commit.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state") not in (None, "success"):
+                continue  # queued, running or failed: its metrics are not (yet) its own
+            for rev in exp.get("revs") or []:
+                consider(rev, base)
+    return [latest[s] for s in sorted(latest)]
+
+
+def _keys(runs: Sequence[SeedRun]) -> list[tuple[str, str]]:
+    present = [
+        d
+        for d in DEFENCES
+        if any(f"{d}.clean_accuracy" in r.metrics.get("robustness", {}) for r in runs)
+    ]
+    keys = []
+    for stem, key in HEADLINE:
+        keys += [(stem, key.format(d=d)) for d in present] if "{d}" in key else [(stem, key)]
+    return keys
+
+
+def summary(runs: Sequence[SeedRun]) -> list[dict[str, Any]]:
+    """Rows of figure, mean, sd (n - 1), min, max and n over the seeds that report the figure."""
+    rows = []
+    for stem, key in _keys(runs):
+        values = [float(r.metrics[stem][key]) for r in runs if key in r.metrics.get(stem, {})]
+        if values:
+            sd = statistics.stdev(values) if len(values) > 1 else math.nan
+            rows.append(
+                {"figure": f"{stem}:{key}", "mean": statistics.fmean(values), "sd": sd,
+                 "min": min(values), "max": max(values), "n": len(values)}
+            )  # fmt: skip
+    return rows
+
+
+def seed_verdicts(runs: Sequence[SeedRun]) -> dict[str, tuple[str, list[str]]]:
+    """Per defence: the verdict if every seed agrees (else "seeds disagree"), and each seed's."""
+    per_seed = [r.metrics.get("robustness", {}) for r in runs]
+    out = {}
+    for d in DEFENCES:
+        if d == "none" or not all(
+            f"{d}.clean_accuracy" in m and "none.clean_accuracy" in m for m in per_seed
+        ):
+            continue
+        labels = [verdict(m, d).label for m in per_seed]
+        out[d] = (labels[0] if len(set(labels)) == 1 else "seeds disagree", labels)
+    return out
+
+
+def markdown(runs: Sequence[SeedRun]) -> str:
+    """The summary and the verdicts as Markdown (percent for accuracies, as the README quotes)."""
+    seeds = ", ".join(f"{r.seed} ({r.name})" for r in runs)
+    lines = [f"Seeds: {seeds}. Figures x 100 (accuracies and rates in %, AUROC x 100).", ""]
+    lines += ["| figure | mean ± sd | min – max | n |", "|---|---|---|---|"]
+    for row in summary(runs):
+        lines.append(
+            f"| {row['figure']} | {100 * row['mean']:.1f} ± {100 * row['sd']:.1f} | "
+            f"{100 * row['min']:.1f} – {100 * row['max']:.1f} | {row['n']} |"
+        )
+    lines += ["", "| defence | verdict over all seeds | per seed |", "|---|---|---|"]
+    for d, (label, labels) in seed_verdicts(runs).items():
+        lines.append(f"| {d} | {label} | {', '.join(labels)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--show",
+        type=Path,
+        help="saved `dvc exp show --json` output ('-': stdin); default: run it here",
+    )
+    p.add_argument("--out", type=Path, help="also write the Markdown here")
+    p.add_argument(
+        "--csv", type=Path, help="also write the summary rows here (read by `make verify`)"
+    )
+    args = p.parse_args(argv)
+    if args.show is None:
+        text = subprocess.run(
+            ["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True
+        ).stdout
+    else:
+        text = sys.stdin.read() if str(args.show) == "-" else args.show.read_text()
+    runs = seed_runs(json.loads(text))
+    if len(runs) < 2:
+        print(f"error: need experiments for at least 2 seeds, found {len(runs)}; run "
+              "dvc exp run --queue -S 'seed=0,1,2' && dvc exp run --run-all", file=sys.stderr)  # fmt: skip
+        return 2
+    text = markdown(runs)
+    if args.out is not None:
+        args.out.write_text(text, encoding="utf-8")
+    if args.csv is not None:
+        pd.DataFrame(summary(runs)).to_csv(args.csv, index=False)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
