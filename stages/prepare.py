@@ -1,8 +1,9 @@
 """prepare: read the dataset (or generate the synthetic default), split it, write the splits.
 
 Outputs: <out>/splits.npz (advdenoise.data.splits contract), <metrics> (counts per split and class,
-duplicate groups, skipped files, a mean-intensity shortcut baseline), <plots>/samples.png and
-<plots>/counts.csv. `--data-root` is the DVC-tracked folder for real data; `data.source` is read.
+duplicate groups, skipped files, a mean-intensity shortcut baseline, the leakage probe),
+<plots>/samples.png, <plots>/counts.csv and <plots>/nn_distance.{csv,png}. `--data-root` is the
+DVC-tracked folder for real data; `data.source` is read.
 """
 
 from __future__ import annotations
@@ -18,33 +19,10 @@ import pandas as pd
 from advdenoise.core import cli
 from advdenoise.core.errors import entrypoint
 from advdenoise.core.io import save_figure, write_csv, write_json
-from advdenoise.core.params import DataParams, load_params
-from advdenoise.data import folders, synthetic
+from advdenoise.core.params import load_params
+from advdenoise.data import folders, leakage, sources
 from advdenoise.data import splits as data
-from advdenoise.figures.prepare import samples_figure
-
-
-def _load(d: DataParams, seed: int, data_root: Path, workers: int) -> data.LabelledImages:
-    names = data.class_names(d.classes)
-    if d.is_synthetic:
-        return synthetic.generate_images(
-            d.synthetic_counts, names, d.image_size, seed, workers=workers
-        )
-    source = Path(d.source)  # relative to the working directory (the project root under DVC)
-    kwargs = {
-        "min_side": d.min_side,
-        "max_pixels": d.max_pixels,
-        "skip_bad_files": d.skip_bad_files,
-        "workers": workers,
-    }
-    images = folders.load_image_folder(source, d.classes, d.image_size, **kwargs)
-    if not source.resolve().is_relative_to(data_root.resolve()):
-        print(
-            f"note: data.source {str(source)!r} is outside {str(data_root)!r}; DVC will not "
-            "notice changes to its images (see data/raw/README.md)",
-            file=sys.stderr,
-        )
-    return images
+from advdenoise.figures.prepare import nn_distance_figure, samples_figure
 
 
 @entrypoint
@@ -52,9 +30,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = cli.parse_paths(__doc__, argv, "--data-root", "--out", "--metrics", "--plots")
     params = load_params(args.params)
     d = params.data
-    images = _load(d, params.seed, args.data_root, params.threads)
-    splits = data.split_images(images, params.seed, d.test_fraction, d.val_fraction)
-    metrics = data.prepare_metrics(images, splits)
+    images = sources.load_images(d, params.seed, params.threads)
+    splits, groups = sources.split_dataset(d, images, params.seed)
+    leak = leakage.probe(images, groups, splits)
+    metrics = {**data.prepare_metrics(images, splits), **leak.metrics()}
     table = pd.DataFrame(
         [(s, c, metrics[f"{s}.{c}"]) for s in data.SPLITS for c in splits.classes],
         columns=["split", "class", "count"],
@@ -67,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(
             f"note: ignored folders not in data.classes: {images.ignored_folders}", file=sys.stderr
         )
+    if not d.is_synthetic and not Path(d.source).resolve().is_relative_to(args.data_root.resolve()):
+        print(
+            f"note: data.source {d.source!r} is outside {str(args.data_root)!r}; DVC will not "
+            "notice changes to its images (see data/raw/README.md)",
+            file=sys.stderr,
+        )
     nested = 0 if d.is_synthetic else folders.count_nested_images(d.source, d.classes)
     if nested:
         print(
@@ -76,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     data.save_splits(args.out, splits)
     write_csv(args.plots / "counts.csv", table)
+    write_csv(args.plots / "nn_distance.csv", leak.nn_distance)
     save_figure(args.plots / "samples.png", fig)
+    save_figure(args.plots / "nn_distance.png", nn_distance_figure(leak, d.split))
     write_json(args.metrics, metrics)
     print(f"prepare: {', '.join(f'{k}={v}' for k, v in metrics.items() if 'total' in k)}")
 

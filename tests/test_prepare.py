@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import write_params
 from PIL import Image
 
@@ -210,3 +211,106 @@ def test_max_pixels_governs_above_pillows_own_limit(tmp_path: Path) -> None:
         decode_image(data, 16, max_pixels=pixels - 1)
     Image.MAX_IMAGE_PIXELS = 10  # a lower Pillow limit left by anyone must not refuse the image
     assert decode_image(data, 16, max_pixels=400_000_000).shape == (16, 16)
+
+
+def _groups_csv(root: Path, rows: list[str]) -> Path:
+    path = root / "groups.csv"
+    path.write_text("file,group\n" + "".join(f"{r}\n" for r in rows))
+    return path
+
+
+def _scan_rows(root: Path) -> list[str]:
+    """Every image of `_folder` in a group of three consecutive files of its class."""
+    return [
+        f"{cls}/{f.name},{cls}-{i // 3}"
+        for cls in ("COVID", "non-COVID")
+        for i, f in enumerate(sorted((root / cls).iterdir()))
+    ]
+
+
+@pytest.mark.parametrize("where", ["auto", "path"])
+def test_grouped_split_from_a_groups_csv(tmp_path: Path, where: str) -> None:
+    source = _folder(tmp_path / "dataset")
+    rows = _scan_rows(source)
+    csv = _groups_csv(source if where == "auto" else tmp_path, rows)
+    groups = "auto" if where == "auto" else f"'{csv}'"
+    lines = f"  source: '{source}'\n  image_size: 32\n  split: grouped\n  groups: {groups}\n"
+    code, paths = _run(tmp_path, _params(tmp_path, lines))
+    assert code == 0
+    metrics = json.loads(paths["metrics"].read_text())
+    # 13 COVID images in 5 groups, 10 non-COVID in 4; copy.png's group and its twin's merge
+    assert metrics["leakage.groups"] == 8 and metrics["leakage.groups_shared"] == 0
+    group = dict(r.split(",") for r in rows)
+    splits = load_splits(paths["out"])
+    side = {group[f]: s for s in SPLITS for f in getattr(splits, s).files}
+    assert len(side) == 9
+    for s in SPLITS:
+        assert all(side[group[f]] == s for f in getattr(splits, s).files)
+    table = pd.read_csv(paths["plots"] / "nn_distance.csv")
+    assert len(table) == metrics["test.total"] and table["distance"].is_monotonic_increasing
+    assert (paths["plots"] / "nn_distance.png").is_file()
+
+
+def _bad_csv(root: Path, case: str) -> None:
+    rows = _scan_rows(root)
+    if case == "missing_file":
+        rows.insert(2, "COVID/nope.png,x")
+    elif case == "no_row":
+        rows = [r for r in rows if not r.startswith("non-COVID/non-COVID (4).png")]
+    elif case == "two_classes":
+        rows = [r.replace("non-COVID-0", "COVID-0") for r in rows]
+    elif case == "malformed":
+        rows[2] = "COVID/COVID (1).png"
+    elif case == "few_groups":
+        rows = [r.rsplit(",", 1)[0] + ("," + r.split("/")[0]) for r in rows]
+    _groups_csv(root, rows)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing_file", "line 4: 'COVID/nope.png'"),
+        ("no_row", "has no row for 1 image(s): 'non-COVID/non-COVID (4).png'"),
+        (
+            "two_classes",
+            "group 'COVID-0' holds two classes: 'non-COVID/non-COVID (0).png' (non-COVID), "
+            "'COVID/COVID (0).png' (COVID)",
+        ),
+        ("malformed", "groups.csv line 4: expected 'file,group'"),
+        ("few_groups", "class 'non-COVID' has only 10 images in 1 group(s): too few to split"),
+    ],
+)
+def test_bad_groups_exit_2_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, case: str, message: str
+) -> None:
+    source = _folder(tmp_path / "dataset")
+    _bad_csv(source, case)
+    lines = f"  source: '{source}'\n  image_size: 32\n  split: grouped\n"
+    code, paths = _run(tmp_path, _params(tmp_path, lines))
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert _written(paths) == []
+
+
+def test_a_groups_csv_with_synthetic_images_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code, paths = _run(tmp_path, _params(tmp_path, TINY + "  groups: ids.csv\n"))
+    err = capsys.readouterr().err
+    assert code == 2 and "data.groups must be 'auto' when data.source is synthetic" in err
+    assert _written(paths) == []
+
+
+def test_random_split_of_the_default_is_the_committed_one(tmp_path: Path) -> None:
+    """`data.split: random` leaves the paper's split as it was: the committed dvc.lock's
+    data/prepare hash (DVC: md5 of the JSON listing of the folder's files) is what prepare writes."""
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]["prepare"]
+    committed = {o["path"]: o["md5"] for o in lock["outs"]}["data/prepare"]
+    code, paths = _run(tmp_path, ROOT / "params.yaml")
+    assert code == 0
+    npz = hashlib.md5((paths["out"] / "splits.npz").read_bytes()).hexdigest()
+    listing = json.dumps([{"md5": npz, "relpath": "splits.npz"}], sort_keys=True)
+    assert hashlib.md5(listing.encode()).hexdigest() + ".dir" == committed
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["leakage.groups"] == metrics["all.total"]  # synthetic: one image, one group
+    assert metrics["leakage.groups_shared"] == 0

@@ -20,7 +20,16 @@ from advdenoise.report import rules
 ROOT = Path(__file__).resolve().parents[1]
 
 METRICS = {
-    "prepare": {"test.COVID": 250, "test.non-COVID": 246, "test.total": 496, "duplicate_groups": 0},
+    "prepare": {
+        "test.COVID": 250,
+        "test.non-COVID": 246,
+        "test.total": 496,
+        "duplicate_groups": 0,
+        "leakage.groups": 98,
+        "leakage.group_size_median": 22,
+        "leakage.groups_shared": 91,
+        "leakage.nn_accuracy": 0.931,
+    },
     "train_cnn": {"test": {"accuracy": 0.8853, "roc_auc": 0.95}, "epochs": 12},
     "train_ae": {"test.clean.psnr": 28.1, "test.cnn_accuracy_denoised": 0.86},
     "attack": {
@@ -118,6 +127,10 @@ def test_report_renders_paper_numbers_figures_and_conclusions(tmp_path):
             data = base64.b64encode((tmp_path / "plots" / stage / name).read_bytes()).decode()
             assert f"data:image/png;base64,{data}" in page
     assert "test 246 250 496" in text  # split sizes: non-COVID, COVID, total
+    assert (
+        "Leakage (random split): 91 of 98 scan groups have images in both train and test, and a "
+        "1-nearest-neighbour lookup of test images among training images scores 93.1%" in text
+    )
     assert "zz_extra.png" in text  # an unknown PNG is shown with its file name
     assert 'src="../' not in page and "file://" not in page  # self-contained
     # conclusions derived from the numbers, with the thresholds

@@ -52,6 +52,9 @@ class DataParams:
     synthetic_counts: dict[str, int]
     test_fraction: float
     val_fraction: float
+    split: Literal["random", "grouped"]  # random: the paper's slice-level split; grouped: by scan
+    groups: str  # "auto" or a `file,group` CSV (see data.groups)
+    group_threshold: float  # RMS distance of consecutive thumbnails that starts a new scan group
     skip_bad_files: bool
     min_side: int
     max_pixels: int
@@ -88,6 +91,20 @@ class DataParams:
                 check_min(f"data.synthetic_counts.{name}", n, 10)
         check_range("data.test_fraction", self.test_fraction, 0.05, 0.5)
         check_range("data.val_fraction", self.val_fraction, 0.0, 0.5)
+        check(
+            self.groups == "auto" or self.groups.endswith(".csv"),
+            "data.groups",
+            "must be 'auto' or the path of a .csv file with the header 'file,group'",
+            self.groups,
+        )
+        check(
+            self.groups == "auto" or not self.is_synthetic,
+            "data.groups",
+            "must be 'auto' when data.source is synthetic (a groups CSV names a dataset's files)",
+            self.groups,
+        )
+        # z-scored thumbnails lie at RMS distance sqrt(2 - 2r) of each other: 0 (equal) to 2
+        check_range("data.group_threshold", self.group_threshold, 0.0, 2.0)
         check_min("data.min_side", self.min_side, 1)
         check(
             self.max_pixels >= self.min_side**2,

@@ -125,8 +125,8 @@ def split_indices(
 ) -> dict[str, np.ndarray]:
     """Stratified, seeded, group-aware split into SPLITS: indices per split.
 
-    Per class, groups of byte-identical images are shuffled (generator(seed, SPLIT_STREAM, label))
-    and dealt to test until round(test_fraction * n) images, then to val until
+    Per class, groups (of byte-identical images, or of one scan's slices) are shuffled
+    (generator(seed, SPLIT_STREAM, label)) and dealt to test until round(test_fraction * n) images, then to val until
     round(val_fraction * (n - n_test)), the rest to train; a group never straddles two splits.
     Each class gets at least one test image (and one val image when val_fraction > 0). Within a
     split the order is a seeded shuffle (classes mixed).
@@ -140,6 +140,14 @@ def split_indices(
         gids = sorted(members)
         order = generator(seed, SPLIT_STREAM, label).permutation(len(gids))
         n = len(idx)
+        needed = 3 if val_fraction > 0 else 2  # one group each for test, (val,) train
+        fractions = f"data.test_fraction={test_fraction} and data.val_fraction={val_fraction}"
+        if len(gids) < needed:
+            raise PipelineError(
+                f"class {name!r} has only {n} images in {len(gids)} group(s): too few to split "
+                f"with {fractions}, which need at least {needed} groups (one each for "
+                f"{'test, val and train' if val_fraction > 0 else 'test and train'})"
+            )
         n_test = max(1, _round(test_fraction * n))
         n_val = max(1, _round(val_fraction * (n - n_test))) if val_fraction > 0 else 0
         counts = dict.fromkeys(SPLITS, 0)
@@ -151,9 +159,11 @@ def split_indices(
             parts[target].append(np.asarray(m, dtype=np.int64))
             counts[target] += len(m)
         if counts["train"] == 0 or (val_fraction > 0 and counts["val"] == 0):
+            biggest = max(len(m) for m in members.values())
             raise PipelineError(
-                f"class {name!r} has only {n} images: too few to split with data.test_fraction="
-                f"{test_fraction} and data.val_fraction={val_fraction}"
+                f"class {name!r} has only {n} images in {len(gids)} group(s) (the largest holds "
+                f"{biggest}): too few to split with {fractions}; the test and val splits took "
+                "every group"
             )
     out = {}
     for stream, s in enumerate(SPLITS, start=len(classes)):
@@ -163,10 +173,19 @@ def split_indices(
 
 
 def split_images(
-    images: LabelledImages, seed: int, test_fraction: float, val_fraction: float
+    images: LabelledImages,
+    seed: int,
+    test_fraction: float,
+    val_fraction: float,
+    groups: np.ndarray | None = None,
 ) -> Splits:
-    """Split a dataset into train/val/test (see `split_indices`)."""
-    idx = split_indices(images.y, images.groups, images.classes, seed, test_fraction, val_fraction)
+    """Split a dataset into train/val/test (see `split_indices`), keeping each group on one side.
+
+    `groups` defaults to the images' duplicate groups (the paper's slice-level split); scan groups
+    give the grouped split.
+    """
+    groups = images.groups if groups is None else groups
+    idx = split_indices(images.y, groups, images.classes, seed, test_fraction, val_fraction)
     parts = {s: Split(images.x[i], images.y[i], images.files[i]) for s, i in idx.items()}
     return Splits(classes=images.classes, **parts)
 

@@ -33,7 +33,11 @@ STAGES = (
 
 # Captions of the known figures, in display order; any other PNG is shown after them by file name.
 CAPTIONS: dict[str, dict[str, str]] = {
-    "prepare": {"samples.png": "Example images of each class from the prepared splits."},
+    "prepare": {
+        "samples.png": "Example images of each class from the prepared splits.",
+        "nn_distance.png": "Leakage probe: each test image's distance to its nearest training "
+        "image; near-copies across the split (slices of one scan) pile up near 0.",
+    },
     "train_cnn": {
         "training_curves.png": "Classifier training: loss and accuracy per epoch (train and "
         "validation); the kept epoch is the best on validation.",

@@ -102,10 +102,24 @@ def configuration(inputs: Inputs) -> Section:
         if rows:
             sec.blocks.append(Paragraph("Split sizes (images per class, metrics/prepare.json):"))
             sec.blocks.append(Table(("split", *columns), rows))
+        if "leakage.nn_accuracy" in prep:
+            sec.blocks.append(Paragraph(leakage_line(p.data.split, prep)))
         sec.blocks.append(Paragraph("All data checks (metrics/prepare.json):"))
         sec.blocks.append(metrics_table(prep))
     sec.blocks += inputs.figures["prepare"]
     return sec
+
+
+def leakage_line(split: str, prep: dict[str, Any]) -> str:
+    """What the leakage probe's figures mean, in one sentence a reader of the split table needs."""
+    return (
+        f"Leakage ({split} split): {num(prep['leakage.groups_shared'])} of "
+        f"{num(prep['leakage.groups'])} scan groups have images in both train and test, and a "
+        f"1-nearest-neighbour lookup of test images among training images scores "
+        f"{pct(prep['leakage.nn_accuracy'])}; near the classifier's accuracy, the test set holds "
+        "near-copies of training images (slices of one scan), and accuracy measures recall of "
+        "scans, not diagnosis."
+    )
 
 
 def paper_vs_run(inputs: Inputs) -> Section:

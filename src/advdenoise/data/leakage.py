@@ -1,0 +1,63 @@
+"""The leakage probe of `prepare`: how much of the test split a lookup in the training split explains.
+
+A 1-nearest-neighbour classifier on 32x32 z-scored thumbnails has no notion of disease; where it
+scores as well as a CNN, test images have near-copies in training (neighbouring slices of one
+scan), and a test accuracy measures recall of the scans rather than diagnosis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.neighbors import KNeighborsClassifier
+
+from advdenoise.core.errors import PipelineError
+from advdenoise.data.groups import THUMBNAIL, thumbnails
+from advdenoise.data.splits import SPLITS, LabelledImages, Splits
+
+
+@dataclass(frozen=True)
+class Leakage:
+    groups: int  # scan groups in the dataset
+    group_size_median: float
+    groups_shared: int  # groups with images in both train and test
+    nn_accuracy: float  # 1-NN on thumbnails, test vs train
+    nn_distance: pd.DataFrame  # per test image: its RMS distance to the nearest training image
+
+    def metrics(self) -> dict[str, int | float]:
+        return {
+            "leakage.groups": self.groups,
+            "leakage.group_size_median": self.group_size_median,
+            "leakage.groups_shared": self.groups_shared,
+            "leakage.nn_accuracy": round(self.nn_accuracy, 6),
+        }
+
+
+def probe(images: LabelledImages, groups: np.ndarray, splits: Splits) -> Leakage:
+    """Measure the leak of `splits` (as written for later stages) given the scan `groups`."""
+    index = {str(f): i for i, f in enumerate(images.files)}
+    if len(index) != len(images.files):
+        raise PipelineError("the leakage probe needs unique file ids")
+    group_of = {s: groups[[index[str(f)] for f in getattr(splits, s).files]] for s in SPLITS}
+    _, sizes = np.unique(groups, return_counts=True)
+    train, test = splits.train, splits.test
+    knn = KNeighborsClassifier(n_neighbors=1).fit(thumbnails(train.x), train.y)
+    test_thumbs = thumbnails(test.x)
+    distance, _ = knn.kneighbors(test_thumbs)
+    table = pd.DataFrame(
+        {
+            "file": test.files,
+            "class": [splits.classes[c] for c in test.y],
+            "distance": np.round(distance[:, 0] / THUMBNAIL, 6),  # Euclidean -> RMS over pixels
+        }
+    ).sort_values(["distance", "file"], kind="stable", ignore_index=True)
+    table.insert(0, "rank", np.arange(len(table)))
+    return Leakage(
+        groups=len(sizes),
+        group_size_median=float(np.median(sizes)),
+        groups_shared=len(np.intersect1d(group_of["train"], group_of["test"])),
+        nn_accuracy=float(knn.score(test_thumbs, test.y)),
+        nn_distance=table,
+    )

@@ -1,0 +1,44 @@
+"""The `prepare` stage's data, as params.yaml's `data` section asks: the images, their scan groups
+and the split (slice-level as in the paper, or by scan).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from advdenoise.core.params import DataParams
+from advdenoise.data import folders, synthetic
+from advdenoise.data.groups import scan_groups
+from advdenoise.data.splits import LabelledImages, Splits, class_names, split_images
+
+
+def load_images(d: DataParams, seed: int, workers: int) -> LabelledImages:
+    """The synthetic default, or the folder `data.source` (relative to the working directory)."""
+    names = class_names(d.classes)
+    if d.is_synthetic:
+        return synthetic.generate_images(
+            d.synthetic_counts, names, d.image_size, seed, workers=workers
+        )
+    return folders.load_image_folder(
+        Path(d.source),
+        d.classes,
+        d.image_size,
+        min_side=d.min_side,
+        max_pixels=d.max_pixels,
+        skip_bad_files=d.skip_bad_files,
+        workers=workers,
+    )
+
+
+def split_dataset(d: DataParams, images: LabelledImages, seed: int) -> tuple[Splits, np.ndarray]:
+    """The splits of `data.split` and the scan groups (which the leakage probe reads either way).
+
+    `random` passes the duplicate groups alone, so it is the paper's slice-level split exactly;
+    `grouped` passes the scan groups, so no scan has slices on two sides.
+    """
+    root = None if d.is_synthetic else Path(d.source)
+    groups = scan_groups(images, d.groups, d.group_threshold, root)
+    chosen = groups if d.split == "grouped" else None
+    return split_images(images, seed, d.test_fraction, d.val_fraction, groups=chosen), groups
