@@ -25,13 +25,17 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from advdenoise.core.params import load_params, read_yaml
+from advdenoise.core.errors import PipelineError
+from advdenoise.core.params import DataParams, load_params, read_yaml
 from advdenoise.data.folders import load_image_folder
-from advdenoise.data.groups import infer_groups, merge, thumbnails
+from advdenoise.data.groups import infer_groups, merge, natural_key, rms_distance, thumbnails
+from advdenoise.data.leakage import probe
+from advdenoise.data.splits import LabelledImages, split_images
 
 ROOT = Path(__file__).resolve().parents[1]
-THRESHOLDS = (0.6, 0.8, 1.0, 1.2, 1.4)
+THRESHOLDS = (0.6, 0.8, 0.9, 1.0, 1.1, 1.2, 1.4)
 SPLITS = ("random", "grouped")
+SEEDS = tuple(range(10))
 
 
 def group_sizes(groups: np.ndarray) -> dict[str, float]:
@@ -45,6 +49,29 @@ def group_sizes(groups: np.ndarray) -> dict[str, float]:
         "size_q3": float(q3),
         "size_max": int(sizes.max()),
     }
+
+
+def grouped_nn_accuracy(images: LabelledImages, groups: np.ndarray, d: DataParams) -> list[float]:
+    """1-NN accuracy of the grouped split, one per seed that can split with these groups."""
+    accs = []
+    for seed in SEEDS:
+        try:
+            splits = split_images(images, seed, d.test_fraction, d.val_fraction, groups=groups)
+        except PipelineError:  # too few groups: the dealing left a split without any
+            continue
+        accs.append(probe(images, groups, splits).nn_accuracy)
+    return accs
+
+
+def consecutive_distances(images: LabelledImages, thumbs: np.ndarray) -> np.ndarray:
+    """RMS distance of each file to the next one in natural order within its class folder."""
+    out = []
+    for label in np.unique(images.y):
+        idx = sorted(
+            np.flatnonzero(images.y == label), key=lambda i: natural_key(str(images.files[i]))
+        )
+        out.append(rms_distance(thumbs[idx[1:]], thumbs[idx[:-1]]))
+    return np.concatenate(out)
 
 
 def run_prepare(source: Path, image_size: int, split: str, work: Path) -> dict:
@@ -71,10 +98,17 @@ def main() -> None:
     d = load_params(ROOT / "params.yaml").data
     images = load_image_folder(args.source, d.classes, args.image_size, workers=2)
     thumbs = thumbnails(images.x)
-    sweep = {
-        f"{t:g}": group_sizes(merge(images.groups, infer_groups(images.files, images.y, thumbs, t)))
-        for t in THRESHOLDS
-    }
+    sweep = {}
+    for t in THRESHOLDS:
+        groups = merge(images.groups, infer_groups(images.files, images.y, thumbs, t))
+        accs = grouped_nn_accuracy(images, groups, d)
+        sweep[f"{t:g}"] = group_sizes(groups) | {
+            "grouped_nn_accuracy_mean": round(float(np.mean(accs)), 4) if accs else None,
+            "grouped_nn_accuracy_sd": round(float(np.std(accs, ddof=1)), 4) if accs else None,
+            "unsplittable_seeds": len(SEEDS) - len(accs),
+        }
+    steps = consecutive_distances(images, thumbs)
+    histogram = np.histogram(steps, bins=np.arange(0, 2.01, 0.1))[0].tolist()
     with tempfile.TemporaryDirectory() as tmp:
         probes = {
             s: run_prepare(args.source.resolve(), args.image_size, s, Path(tmp)) for s in SPLITS
@@ -89,6 +123,7 @@ def main() -> None:
         "image_size": args.image_size,
         "default_threshold": d.group_threshold,
         "threshold_sweep": sweep,
+        "consecutive_distance_histogram": {"bin_width": 0.1, "counts": histogram},
         "probe": {
             s: {k: v for k, v in r["metrics"].items() if k.startswith("leakage.")}
             | {"test.total": r["metrics"]["test.total"], "seconds": r["seconds"]}
@@ -104,14 +139,31 @@ def main() -> None:
         "Groups inferred per `data.group_threshold` (runs of consecutive files per class folder,"
         " byte-identical files merged):",
         "",
-        "| threshold | groups | singletons | size q1 | median | q3 | max |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| threshold | groups | singletons | size q1 | median | q3 | max | grouped 1-NN accuracy |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t, g in sweep.items():
         lines.append(
             f"| {t} | {g['groups']} | {g['singletons']} | {g['size_q1']:g} | "
-            f"{g['size_median']:g} | {g['size_q3']:g} | {g['size_max']} |"
+            f"{g['size_median']:g} | {g['size_q3']:g} | {g['size_max']} | "
+            + (
+                f"{g['grouped_nn_accuracy_mean']:.3f} ± {g['grouped_nn_accuracy_sd']:.3f}"
+                if g["unsplittable_seeds"] == 0
+                else f"{g['unsplittable_seeds']} of {len(SEEDS)} seeds cannot split"
+            )
+            + " |"
         )
+    lines += [
+        "",
+        f"(grouped 1-NN accuracy: the probe's figure under the grouped split, mean ± sd over "
+        f"seeds {SEEDS[0]}-{SEEDS[-1]}; a seed that cannot split, with too few groups in a "
+        "class, is left out and counted.)",
+        "",
+        "RMS distance between consecutive files of a class folder (natural order), counts per bin"
+        " of 0.1 from 0 to 2:",
+        "",
+        "`" + " ".join(map(str, histogram)) + "`",
+    ]
     lines += [
         "",
         f"The `prepare` stage's leakage probe (threshold {d.group_threshold:g}):",

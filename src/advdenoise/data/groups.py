@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -63,18 +64,13 @@ def merge(*partitions: np.ndarray) -> np.ndarray:
     """The finest grouping coarser than every partition: images that share a group in any share one."""
     n = len(partitions[0])
     rows, cols = [], []
-    for labels in partitions:
-        _, first = np.unique(labels, return_inverse=True)
-        anchor = np.full(first.max() + 1, -1, dtype=np.int64)
-        for i, g in enumerate(first):  # each image joined to the first image of its group
-            if anchor[g] < 0:
-                anchor[g] = i
+    for labels in partitions:  # each image joined to the first image of its group
+        _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
         rows.append(np.arange(n))
-        cols.append(anchor[first])
+        cols.append(first[inverse.reshape(-1)])
     r, c = np.concatenate(rows), np.concatenate(cols)
     graph = coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return canonical(labels)
+    return canonical(connected_components(graph, directed=False)[1])
 
 
 def infer_groups(
@@ -143,15 +139,15 @@ def read_groups_csv(path: Path, root: Path, files: Sequence[str]) -> np.ndarray:
 
 def check_one_class(names: np.ndarray, images: LabelledImages) -> None:
     """A group is one scan, so one class: name the group and a file of each class otherwise."""
-    for name in np.unique(names):
-        members = np.flatnonzero(names == name)
-        labels = np.unique(images.y[members])
-        if len(labels) > 1:
-            shown = ", ".join(
-                f"{str(images.files[members[images.y[members] == c][0]])!r} ({images.classes[c]})"
-                for c in labels[:2]
-            )
-            raise PipelineError(f"group {str(name)!r} holds two classes: {shown}")
+    frame = pd.DataFrame({"group": names, "label": images.y, "file": images.files})
+    classes = frame.groupby("group", sort=True)["label"].nunique()
+    if (classes > 1).any():
+        name = classes.index[classes > 1][0]
+        one = frame[frame["group"] == name].drop_duplicates("label").sort_values("label").head(2)
+        shown = ", ".join(
+            f"{f!r} ({images.classes[c]})" for f, c in zip(one["file"], one["label"], strict=True)
+        )
+        raise PipelineError(f"group {name!r} holds two classes: {shown}")
 
 
 def scan_groups(
@@ -162,12 +158,7 @@ def scan_groups(
     `root` is the dataset folder (None for the synthetic default, whose images are each their own
     group: the generator draws every image on its own).
     """
-    if root is None:
-        if groups != "auto":
-            raise PipelineError(
-                f"data.groups {groups!r}: a groups CSV needs a dataset folder, but "
-                "data.source is synthetic (use data.groups: auto)"
-            )
+    if root is None:  # params refuse a groups CSV for synthetic images
         return merge(images.groups)
     csv_path = root / GROUPS_FILE if groups == "auto" else Path(groups)
     if groups == "auto" and not csv_path.is_file():
