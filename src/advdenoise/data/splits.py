@@ -126,8 +126,9 @@ def split_indices(
     """Stratified, seeded, group-aware split into SPLITS: indices per split.
 
     Per class, groups (of byte-identical images, or of one scan's slices) are shuffled
-    (generator(seed, SPLIT_STREAM, label)) and dealt to test until round(test_fraction * n) images, then to val until
-    round(val_fraction * (n - n_test)), the rest to train; a group never straddles two splits.
+    (generator(seed, SPLIT_STREAM, label)) and dealt to test until round(test_fraction * n)
+    images, then to val until round(val_fraction * (n - n_test)), the rest to train; a group never
+    straddles two splits.
     Each class gets at least one test image (and one val image when val_fraction > 0). Within a
     split the order is a seeded shuffle (classes mixed).
     """
