@@ -1,21 +1,20 @@
-"""Attacks and certification through the Adversarial Robustness Toolbox (ART).
+"""Attacks and certification through the Adversarial Robustness Toolbox (ART): FGSM, PGD (L-inf,
+and L2 with EOT), APGD-CE, the Square Attack, a detector-aware PGD and randomized smoothing
+(CERTIFY, PREDICT); `runs` calls them by name, seeded per cell; `sets` keeps adversarial sets."""
 
-FGSM, PGD (L-inf, and L2 with EOT), APGD-CE, the Square Attack, a detector-aware PGD, and
-randomized smoothing (CERTIFY, PREDICT); `runs` calls them by name, seeded per cell.
-- `estimator`: the ART wrapper every attack takes (`make_art_classifier`), seeding, frozen weights;
-- `gradient`: FGSM, L-inf PGD and its checkpoints, the detector-aware PGD;
-- `autoattack`: APGD-CE and the Square Attack, AutoAttack's pair;
-- `smoothing`: randomized smoothing (CERTIFY, PREDICT) and the L2 EOT attack on it.
-This package is the only one that imports ART attacks and estimators (`defences` imports ART's
-preprocessors), and the only one that touches ART's private members; each module lists those it
-touches with the test that pins each (pyproject pins ART to 1.20.x).
-
-Every attack takes any `nn.Module` mapping N x C x H x W images in [0, 1] to logits (the CNN, or
-`Sequential(denoiser, cnn)` for adaptive attacks), wrapped once by `make_art_classifier`.
-
-Conventions: images float32 (N, C, H, W) in [0, 1]; labels int64 class indices (ART turns them
-into one-hot itself); attacks are untargeted and use the true labels (no label-leaking predict).
-"""
+# - `estimator`: the ART wrapper every attack takes (`make_art_classifier`), seeding, frozen weights;
+# - `gradient`: FGSM, L-inf PGD and its checkpoints, the detector-aware PGD;
+# - `autoattack`: APGD-CE and the Square Attack, AutoAttack's pair;
+# - `smoothing`: randomized smoothing (CERTIFY, PREDICT) and the L2 EOT attack on it.
+# This package is the only one that imports ART attacks and estimators (`defences` imports ART's
+# preprocessors), and the only one that touches ART's private members; each module lists those it
+# touches with the test that pins each (pyproject pins ART to 1.20.x).
+#
+# Every attack takes any `nn.Module` mapping N x C x H x W images in [0, 1] to logits (the CNN, or
+# `Sequential(denoiser, cnn)` for adaptive attacks), wrapped once by `make_art_classifier`.
+#
+# Conventions: images float32 (N, C, H, W) in [0, 1]; labels int64 class indices (ART turns them
+# into one-hot itself); attacks are untargeted and use the true labels (no label-leaking predict).
 
 from art.estimators.classification import PyTorchClassifier
 

@@ -1,11 +1,10 @@
-"""The run report: one self-contained HTML page and a Markdown twin, built from stage outputs only.
+"""The run report: one self-contained HTML page and a Markdown twin, built from stage outputs only."""
 
-The report computes nothing new. It reads params.yaml, metrics/<stage>.json and plots/<stage>/*.png
-(`inputs`), phrases conclusions from those numbers with the explicit thresholds of `rules`, builds one
-document model (`document`: the sections of `paper`, `robustness` and `conclusions`) and renders it
-twice through jinja2 templates (`render`). Output is deterministic: fixed section order, sorted keys,
-no timestamps.
-"""
+# The report computes nothing new. It reads params.yaml, metrics/<stage>.json and plots/<stage>/*.png
+# (`inputs`), phrases conclusions from those numbers with the explicit thresholds of `rules`, builds one
+# document model (`document`: the sections of `paper`, `robustness` and `conclusions`) and renders it
+# twice through jinja2 templates (`render`). Output is deterministic: fixed section order, sorted keys,
+# no timestamps.
 
 from __future__ import annotations
 
