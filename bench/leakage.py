@@ -14,8 +14,7 @@ import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel 
 
 import argparse
 import json
-import platform
-import shutil
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import yaml
 
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import DataParams, load_params, read_yaml
+from advdenoise.core.runtime import cpu_model
 from advdenoise.data.folders import load_image_folder
 from advdenoise.data.groups import infer_groups, merge, natural_key, rms_distance, thumbnails
 from advdenoise.data.leakage import probe
@@ -119,7 +119,7 @@ def main() -> None:
     command = f"python bench/leakage.py --source {args.source} --image-size {args.image_size}"
     summary = {
         "command": command,
-        "machine": f"{platform.processor() or platform.machine()}, {shutil.os.cpu_count()} cores",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "image_size": args.image_size,
         "default_threshold": d.group_threshold,
         "threshold_sweep": sweep,
