@@ -91,12 +91,13 @@ def run_prepare(source: Path, image_size: int, split: str, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=ROOT.parent / "shared/datasets/sarscov2-ct")
+    parser.add_argument("--source", type=Path, default=Path("../shared/datasets/sarscov2-ct"))
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "leakage")
     args = parser.parse_args()
     d = load_params(ROOT / "params.yaml").data
-    images = load_image_folder(args.source, d.classes, args.image_size, workers=2)
+    source = ROOT / args.source  # relative to the project root (an absolute path stays as it is)
+    images = load_image_folder(source, d.classes, args.image_size, workers=2)
     thumbs = thumbnails(images.x)
     sweep = {}
     for t in THRESHOLDS:
@@ -110,9 +111,7 @@ def main() -> None:
     steps = consecutive_distances(images, thumbs)
     histogram = np.histogram(steps, bins=np.arange(0, 2.01, 0.1))[0].tolist()
     with tempfile.TemporaryDirectory() as tmp:
-        probes = {
-            s: run_prepare(args.source.resolve(), args.image_size, s, Path(tmp)) for s in SPLITS
-        }
+        probes = {s: run_prepare(source.resolve(), args.image_size, s, Path(tmp)) for s in SPLITS}
     args.out.mkdir(parents=True, exist_ok=True)
     for s, result in probes.items():
         (args.out / f"prepare_{s}.json").write_text(json.dumps(result["metrics"], indent=2) + "\n")
