@@ -116,9 +116,9 @@ def leakage_line(split: str, prep: dict[str, Any]) -> str:
         f"Leakage ({split} split): {num(prep['leakage.groups_shared'])} of "
         f"{num(prep['leakage.groups'])} scan groups have images in both train and test, and a "
         f"1-nearest-neighbour lookup of test images among training images scores "
-        f"{pct(prep['leakage.nn_accuracy'])}; near the classifier's accuracy, the test set holds "
-        "near-copies of training images (slices of one scan), and accuracy measures recall of "
-        "scans, not diagnosis."
+        f"{pct(prep['leakage.nn_accuracy'])}. A lookup that comes near the classifier's "
+        "accuracy means the test set holds near-copies of training images (slices of one scan): "
+        "accuracy then measures recall of scans rather than diagnosis."
     )
 
 
