@@ -167,3 +167,23 @@ def test_probe_sees_the_leak_of_a_random_split(tmp_path) -> None:
     assert leak_r.nn_distance["distance"].median() < leak_g.nn_distance["distance"].median()
     assert list(leak_r.nn_distance.columns) == ["rank", "file", "class", "distance"]
     assert leak_r.nn_distance["distance"].is_monotonic_increasing
+
+
+def test_inference_recovers_the_generators_scans_from_a_folder(tmp_path) -> None:
+    """Synthetic scans written in the Kaggle layout, numbered in slice order: inference, which
+    knows nothing of the generator, finds its scans. Slices of different synthetic scans are more
+    alike than real CT slices of different patients (one generator draws them all), so the
+    threshold is lower than the real data's 1.0."""
+    from advdenoise.data.synthetic import generate_images
+
+    images = generate_images({"non-COVID": 70, "COVID": 70}, tuple(CLASSES), 64, 0, slices=(8, 24))
+    truth = {}
+    for k, (x, label, scan) in enumerate(zip(images.x, images.y, images.scans, strict=True)):
+        cls = images.classes[label]
+        file = f"{cls}/{PREFIX[cls]} ({k + 1}).png"
+        (tmp_path / cls).mkdir(exist_ok=True)
+        Image.fromarray(x[0]).save(tmp_path / file)
+        truth[file] = int(scan)
+    loaded = load_image_folder(tmp_path, CLASSES, 64)
+    found = infer_groups(loaded.files, loaded.y, thumbnails(loaded.x), threshold=0.4)
+    assert adjusted_rand_score([truth[str(f)] for f in loaded.files], found) >= 0.9

@@ -314,3 +314,26 @@ def test_random_split_of_the_default_is_the_committed_one(tmp_path: Path) -> Non
     metrics = json.loads(paths["metrics"].read_text())
     assert metrics["leakage.groups"] == metrics["all.total"]  # synthetic: one image, one group
     assert metrics["leakage.groups_shared"] == 0
+
+
+def test_synthetic_scans_are_the_groups_and_the_random_split_leaks(tmp_path: Path) -> None:
+    scans = "  image_size: 32\n  synthetic_counts: {non-COVID: 60, COVID: 60}\n"
+    scans += "  synthetic_slices: [6, 10]\n"
+    found = {}
+    for split in ("random", "grouped"):
+        code, paths = _run(tmp_path, _params(tmp_path, scans + f"  split: {split}\n"), split)
+        assert code == 0
+        found[split] = json.loads(paths["metrics"].read_text())
+    random, grouped = found["random"], found["grouped"]
+    assert 12 <= random["leakage.groups"] == grouped["leakage.groups"] <= 20
+    assert grouped["leakage.groups_shared"] == 0 < random["leakage.groups_shared"]
+    assert random["leakage.nn_accuracy"] > grouped["leakage.nn_accuracy"]
+
+
+@pytest.mark.parametrize("slices", ["[0, 4]", "[5, 4]", "[8]", "[1, 65]"])
+def test_bad_synthetic_slices_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, slices: str
+) -> None:
+    code, paths = _run(tmp_path, _params(tmp_path, TINY + f"  synthetic_slices: {slices}\n"))
+    assert code == 2 and "data.synthetic_slices must be [min, max]" in capsys.readouterr().err
+    assert _written(paths) == []

@@ -93,3 +93,30 @@ def test_mean_intensity_does_not_give_the_class_away_but_texture_does() -> None:
     hist_acc = _cv_accuracy(hist, y)
     assert mean_acc < 0.7
     assert hist_acc > mean_acc + 0.1
+
+
+def test_scans_have_bounded_lengths_and_number_every_image() -> None:
+    layout = synthetic.scan_layout(100, 1, (8, 24), seed=0)
+    scans, positions, lengths = layout.T
+    assert len(layout) == 100 and scans[0] == 0 and np.all(np.diff(scans) >= 0)
+    assert np.all((lengths >= 8) & (lengths <= 24))
+    for s in np.unique(scans)[:-1]:  # every scan but the last (cut at the count) is whole
+        assert positions[scans == s].tolist() == list(range(int(lengths[scans == s][0])))
+    assert synthetic.scan_layout(5, 0, (1, 1), seed=0)[:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_slices_of_a_scan_are_near_copies_and_scans_differ() -> None:
+    from advdenoise.data.groups import rms_distance, thumbnails
+
+    counts = {"non-COVID": 60, "COVID": 60}
+    images = synthetic.generate_images(counts, CLASSES, 32, seed=0, slices=(8, 24))
+    assert len(np.unique(images.scans)) >= 6
+    assert all(len(np.unique(images.y[images.scans == s])) == 1 for s in np.unique(images.scans))
+    t = thumbnails(images.x)
+    step = rms_distance(t[1:], t[:-1])
+    same = images.scans[1:] == images.scans[:-1]
+    assert step[same].max() < step[~same].min()  # a scan boundary is the largest step
+    independent = synthetic.generate_images(counts, CLASSES, 32, seed=0)
+    assert independent.scans.tolist() == list(range(120))
+    # the first slice of each scan is that scan's anatomy, not the independent image's
+    assert not np.array_equal(images.x, independent.x)

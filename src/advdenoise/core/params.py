@@ -50,6 +50,7 @@ class DataParams:
     image_size: int
     classes: dict[str, int]
     synthetic_counts: dict[str, int]
+    synthetic_slices: tuple[int, ...]  # [min, max] slices per generated scan; [1, 1]: no scans
     test_fraction: float
     val_fraction: float
     split: Literal["random", "grouped"]  # random: the paper's slice-level split; grouped: by scan
@@ -89,6 +90,13 @@ class DataParams:
             )
             for name, n in self.synthetic_counts.items():
                 check_min(f"data.synthetic_counts.{name}", n, 10)
+        lo_hi = self.synthetic_slices
+        check(
+            len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1] <= 64,
+            "data.synthetic_slices",
+            "must be [min, max] slices per scan with 1 <= min <= max <= 64",
+            list(lo_hi),
+        )
         check_range("data.test_fraction", self.test_fraction, 0.05, 0.5)
         check_range("data.val_fraction", self.val_fraction, 0.0, 0.5)
         check(

@@ -155,11 +155,12 @@ def scan_groups(
 ) -> np.ndarray:
     """The scan groups of a dataset for `data.groups` (`auto` or a CSV path), merged with duplicates.
 
-    `root` is the dataset folder (None for the synthetic default, whose images are each their own
-    group: the generator draws every image on its own).
+    `root` is the dataset folder; None for the synthetic default, whose scans the generator knows
+    (with data.synthetic_slices [1, 1] every image is a scan of its own).
     """
     if root is None:  # params refuse a groups CSV for synthetic images
-        return merge(images.groups)
+        known = images.groups if images.scans is None else images.scans
+        return merge(images.groups, known)
     csv_path = root / GROUPS_FILE if groups == "auto" else Path(groups)
     if groups == "auto" and not csv_path.is_file():
         found = infer_groups(images.files, images.y, thumbnails(images.x), threshold)

@@ -18,8 +18,9 @@ def load_images(d: DataParams, seed: int, workers: int) -> LabelledImages:
     """The synthetic default, or the folder `data.source` (relative to the working directory)."""
     names = class_names(d.classes)
     if d.is_synthetic:
+        slices = (d.synthetic_slices[0], d.synthetic_slices[1])
         return synthetic.generate_images(
-            d.synthetic_counts, names, d.image_size, seed, workers=workers
+            d.synthetic_counts, names, d.image_size, seed, workers=workers, slices=slices
         )
     return folders.load_image_folder(
         Path(d.source),

@@ -95,6 +95,7 @@ class LabelledImages:
     skipped: tuple[str, ...] = ()  # "file (reason)" of bad files skipped with data.skip_bad_files
     ignored_folders: tuple[str, ...] = ()  # folders in the root that are not class folders
     ignored_files: int = 0  # non-image entries inside class folders
+    scans: np.ndarray | None = None  # int64, (N,): the scan of each image, where the source knows
 
     @property
     def duplicate_groups(self) -> int:

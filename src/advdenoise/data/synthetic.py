@@ -53,6 +53,24 @@ from advdenoise.data.phantom import render
 from advdenoise.data.splits import LabelledImages
 
 SYNTHETIC_STREAM = 202  # RNG stream offset for the generator (the splitter uses another one)
+SCAN_STREAM = 203  # RNG stream offset of the scans: their lengths and their shared anatomy
+SCAN_DRIFT = 1.0  # how far a scan's slices move from its first anatomy towards a second draw
+# Structure that one scan keeps on every slice (on/off masks, indices, flags); the other parameters
+# move smoothly from slice to slice.
+_SCAN_FIXED = frozenset(
+    (
+        "heart",
+        "trachea",
+        "rib_on",
+        "v_on",
+        "b_on",
+        "b_parent",
+        "d_on",
+        "nod_side",
+        "les_side",
+        "cons_k",
+    )
+)
 SYNTHETIC_PREFIX = "synthetic"
 
 
@@ -215,6 +233,48 @@ def render_slice(
     return _render({k: v[None] for k, v in p.items()}, noise, size, style)[0]
 
 
+# --------------------------------------------------------------------------- scans
+
+
+def scan_layout(n_images: int, label: int, slices: tuple[int, int], seed: int) -> np.ndarray:
+    """(scan, position, length) of each of a class's `n_images` slices, in image order.
+
+    Scan lengths are drawn uniformly from `slices` (generator(seed, SCAN_STREAM, label)); the
+    last scan is cut where the class's count ends.
+    """
+    rng = generator(seed, SCAN_STREAM, label)
+    rows: list[tuple[int, int, int]] = []
+    while len(rows) < n_images:
+        n = int(rng.integers(slices[0], slices[1] + 1))
+        scan = rows[-1][0] + 1 if rows else 0
+        rows += [(scan, k, n) for k in range(n)]
+    return np.asarray(rows[:n_images], dtype=np.int64).reshape(-1, 3)
+
+
+def _draw_scan_slice(
+    seed: int, label: int, i: int, where: np.ndarray, style: Style, noise: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Slice `position` of a scan: the scan's anatomy, moved along it; the slice's own noise.
+
+    A scan draws its anatomy twice (its two ends); slice k of n lies SCAN_DRIFT * k / (n - 1) of
+    the way from the first to the second, with the structure of `_SCAN_FIXED` kept from the first,
+    so lungs, vessels and lesions change smoothly from one slice to the next, as in a CT volume.
+    """
+    scan, position, length = (int(v) for v in where)
+    lesions = label == 1
+    own = _draw(generator(seed, SYNTHETIC_STREAM, label, i), lesions, style, noise)
+    scratch = np.empty_like(noise)
+    ends = [
+        _draw(generator(seed, SCAN_STREAM, label, scan, end), lesions, style, scratch)
+        for end in (0, 1)
+    ]
+    w = SCAN_DRIFT * (position / (length - 1) if length > 1 else 0.0)
+    return {
+        key: ends[0][key] if key in _SCAN_FIXED else (1 - w) * ends[0][key] + w * ends[1][key]
+        for key in own
+    }
+
+
 # --------------------------------------------------------------------------- whole sets
 
 
@@ -225,12 +285,15 @@ def generate(
     seed: int,
     style: Style = DEFAULT_STYLE,
     workers: int = 1,
+    slices: tuple[int, int] = (1, 1),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generate `counts[name]` slices per class; returns (x uint8 N x 1 x S x S, y int64, ids).
 
     `classes[label]` is the class name of `label`; label 0 is clean lungs, label 1 has lesions.
-    Every slice draws from its own generator, so `workers` threads render batches of slices at
-    once (NumPy computes outside the GIL) and the images do not depend on `workers`.
+    `slices` bounds the slices per scan (`scan_layout`); (1, 1) draws every image on its own.
+    Every slice draws from its own generators, so
+    `workers` threads render batches of slices at once (NumPy computes outside the GIL) and the
+    images do not depend on `workers`.
     """
     if len(classes) != 2:
         raise PipelineError(
@@ -238,14 +301,19 @@ def generate(
             f"{len(classes)}: {list(classes)}"
         )
     jobs = [(label, i) for label, name in enumerate(classes) for i in range(counts[name])]
+    layout = {
+        label: scan_layout(counts[name], label, slices, seed) for label, name in enumerate(classes)
+    }
     batch = max(1, _BATCH_PIXELS // image_size**2)
+
+    def draw(label: int, i: int, noise: np.ndarray) -> dict[str, np.ndarray]:
+        if slices == (1, 1):  # independent images, as drawn before scans existed
+            return _draw(generator(seed, SYNTHETIC_STREAM, label, i), label == 1, style, noise)
+        return _draw_scan_slice(seed, label, i, layout[label][i], style, noise)
 
     def render_batch(todo: Sequence[tuple[int, int]]) -> np.ndarray:
         noise = np.empty((len(todo), 4, image_size, image_size), dtype=np.float32)
-        drawn = [
-            _draw(generator(seed, SYNTHETIC_STREAM, label, i), label == 1, style, noise[j])
-            for j, (label, i) in enumerate(todo)
-        ]
+        drawn = [draw(label, i, noise[j]) for j, (label, i) in enumerate(todo)]
         stacked = {k: np.stack([d[k] for d in drawn]) for k in drawn[0]}
         return _render(stacked, noise, image_size, style)
 
@@ -267,9 +335,21 @@ def generate_images(
     seed: int,
     style: Style = DEFAULT_STYLE,
     workers: int = 1,
+    slices: tuple[int, int] = (1, 1),
 ) -> LabelledImages:
-    """The synthetic dataset in the loader's form (every image its own duplicate group)."""
-    x, y, ids = generate(counts, classes, image_size, seed, style, workers)
+    """The synthetic dataset in the loader's form: every image its own duplicate group, and the
+    generator's scan of each image."""
+    x, y, ids = generate(counts, classes, image_size, seed, style, workers, slices)
+    scans, first = [], 0
+    for label, name in enumerate(classes):  # scans numbered across classes, in image order
+        scan = scan_layout(counts[name], label, slices, seed)[:, 0]
+        scans.append(first + scan)
+        first += int(scan[-1]) + 1
     return LabelledImages(
-        x=x, y=y, files=ids, groups=np.arange(len(y), dtype=np.int64), classes=tuple(classes)
+        x=x,
+        y=y,
+        files=ids,
+        groups=np.arange(len(y), dtype=np.int64),
+        classes=tuple(classes),
+        scans=np.concatenate(scans),
     )
