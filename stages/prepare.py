@@ -1,7 +1,8 @@
 """prepare: read the dataset (or generate the synthetic default), split it, write the splits.
 
 Outputs: <out>/splits.npz (advdenoise.data.splits contract), <metrics> (counts per split and class,
-duplicate groups, skipped files, a mean-intensity shortcut baseline, the leakage probe),
+duplicate groups, skipped files, a mean-intensity shortcut baseline, the leakage probe of this
+split and of the other),
 <plots>/samples.png, <plots>/counts.csv and <plots>/nn_distance.{csv,png}. `--data-root` is the
 DVC-tracked folder for real data; `data.source` is read.
 """
@@ -31,9 +32,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = load_params(args.params)
     d = params.data
     images = sources.load_images(d, params.seed, params.threads)
-    splits, groups = sources.split_dataset(d, images, params.seed)
-    leak = leakage.probe(images, groups, splits)
-    metrics = {**data.prepare_metrics(images, splits), **leak.metrics()}
+    both, groups = sources.split_dataset(d, images, params.seed)
+    splits = both[d.split]
+    leaks = {kind: leakage.probe(images, groups, s) for kind, s in both.items()}
+    leak = leaks[d.split]
+    metrics = {**data.prepare_metrics(images, splits), **leakage.leakage_metrics(leaks, d.split)}
     table = pd.DataFrame(
         [(s, c, metrics[f"{s}.{c}"]) for s in data.SPLITS for c in splits.classes],
         columns=["split", "class", "count"],

@@ -328,6 +328,20 @@ def test_synthetic_scans_are_the_groups_and_the_random_split_leaks(tmp_path: Pat
     assert 12 <= random["leakage.groups"] == grouped["leakage.groups"] <= 20
     assert grouped["leakage.groups_shared"] == 0 < random["leakage.groups_shared"]
     assert random["leakage.nn_accuracy"] > grouped["leakage.nn_accuracy"]
+    # each run probes both splits: the other split's figures are those of a run with it
+    for key in ("nn_accuracy", "groups_shared"):
+        for run in (random, grouped):
+            assert run[f"leakage.random.{key}"] == random[f"leakage.{key}"]
+            assert run[f"leakage.grouped.{key}"] == grouped[f"leakage.{key}"]
+
+
+def test_a_grouped_split_that_cannot_be_made_leaves_a_random_run_alone(tmp_path: Path) -> None:
+    source = _folder(tmp_path / "dataset")
+    _bad_csv(source, "few_groups")  # one group per class: no grouped split
+    code, paths = _run(tmp_path, _params(tmp_path, f"  source: '{source}'\n  image_size: 32\n"))
+    assert code == 0
+    metrics = json.loads(paths["metrics"].read_text())
+    assert "leakage.random.nn_accuracy" in metrics and "leakage.grouped.nn_accuracy" not in metrics
 
 
 @pytest.mark.parametrize("slices", ["[0, 4]", "[5, 4]", "[8]", "[1, 65]"])

@@ -29,6 +29,10 @@ METRICS = {
         "leakage.group_size_median": 22,
         "leakage.groups_shared": 91,
         "leakage.nn_accuracy": 0.931,
+        "leakage.random.groups_shared": 91,
+        "leakage.random.nn_accuracy": 0.931,
+        "leakage.grouped.groups_shared": 0,
+        "leakage.grouped.nn_accuracy": 0.584,
     },
     "train_cnn": {"test": {"accuracy": 0.8853, "roc_auc": 0.95}, "epochs": 12},
     "train_ae": {"test.clean.psnr": 28.1, "test.cnn_accuracy_denoised": 0.86},
@@ -131,6 +135,7 @@ def test_report_renders_paper_numbers_figures_and_conclusions(tmp_path):
         "Leakage (random split): 91 of 98 scan groups have images in both train and test, and a "
         "1-nearest-neighbour lookup of test images among training images scores 93.1%" in text
     )
+    assert "random (this run) 91 93.1% grouped 0 58.4%" in text  # both splits side by side
     assert "zz_extra.png" in text  # an unknown PNG is shown with its file name
     assert 'src="../' not in page and "file://" not in page  # self-contained
     # conclusions derived from the numbers, with the thresholds

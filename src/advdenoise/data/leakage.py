@@ -7,6 +7,7 @@ scan), and a test accuracy measures recall of the scans rather than diagnosis.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,3 +62,13 @@ def probe(images: LabelledImages, groups: np.ndarray, splits: Splits) -> Leakage
         nn_accuracy=float(knn.score(test_thumbs, test.y)),
         nn_distance=table,
     )
+
+
+def leakage_metrics(leaks: Mapping[str, Leakage], current: str) -> dict[str, int | float]:
+    """The written split's figures as `leakage.*`, and every probed split's as `leakage.<split>.*`
+    (so that a run shows what the other split would leak)."""
+    out = leaks[current].metrics()
+    for name, leak in leaks.items():
+        out[f"leakage.{name}.groups_shared"] = leak.groups_shared
+        out[f"leakage.{name}.nn_accuracy"] = round(leak.nn_accuracy, 6)
+    return out

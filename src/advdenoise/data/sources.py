@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import DataParams
 from advdenoise.data import folders, synthetic
 from advdenoise.data.groups import scan_groups
@@ -33,13 +34,23 @@ def load_images(d: DataParams, seed: int, workers: int) -> LabelledImages:
     )
 
 
-def split_dataset(d: DataParams, images: LabelledImages, seed: int) -> tuple[Splits, np.ndarray]:
-    """The splits of `data.split` and the scan groups (which the leakage probe reads either way).
+def split_dataset(
+    d: DataParams, images: LabelledImages, seed: int
+) -> tuple[dict[str, Splits], np.ndarray]:
+    """Both splits, keyed "random" and "grouped", and the scan groups.
 
     `random` passes the duplicate groups alone, so it is the paper's slice-level split exactly;
-    `grouped` passes the scan groups, so no scan has slices on two sides.
+    `grouped` passes the scan groups, so no scan has slices on two sides. The split of
+    `data.split` is the one written; the other is only probed for leakage, and left out where it
+    cannot be made (too few groups).
     """
     root = None if d.is_synthetic else Path(d.source)
     groups = scan_groups(images, d.groups, d.group_threshold, root)
-    chosen = groups if d.split == "grouped" else None
-    return split_images(images, seed, d.test_fraction, d.val_fraction, groups=chosen), groups
+    out = {}
+    for kind, by in (("random", None), ("grouped", groups)):
+        try:
+            out[kind] = split_images(images, seed, d.test_fraction, d.val_fraction, groups=by)
+        except PipelineError:
+            if kind == d.split:
+                raise
+    return out, groups

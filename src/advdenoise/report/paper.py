@@ -7,6 +7,7 @@ from typing import Any
 
 from advdenoise.core.params import Params
 from advdenoise.report.document import (
+    Block,
     Paragraph,
     Section,
     Table,
@@ -103,23 +104,37 @@ def configuration(inputs: Inputs) -> Section:
             sec.blocks.append(Paragraph("Split sizes (images per class, metrics/prepare.json):"))
             sec.blocks.append(Table(("split", *columns), rows))
         if "leakage.nn_accuracy" in prep:
-            sec.blocks.append(Paragraph(leakage_line(p.data.split, prep)))
+            sec.blocks += leakage_blocks(p.data.split, prep)
         sec.blocks.append(Paragraph("All data checks (metrics/prepare.json):"))
         sec.blocks.append(metrics_table(prep))
     sec.blocks += inputs.figures["prepare"]
     return sec
 
 
-def leakage_line(split: str, prep: dict[str, Any]) -> str:
-    """What the leakage probe's figures mean, in one sentence a reader of the split table needs."""
-    return (
-        f"Leakage ({split} split): {num(prep['leakage.groups_shared'])} of "
-        f"{num(prep['leakage.groups'])} scan groups have images in both train and test, and a "
-        f"1-nearest-neighbour lookup of test images among training images scores "
-        f"{pct(prep['leakage.nn_accuracy'])}. A lookup that comes near the classifier's "
-        "accuracy means the test set holds near-copies of training images (slices of one scan): "
-        "accuracy then measures recall of scans rather than diagnosis."
-    )
+def leakage_blocks(split: str, prep: dict[str, Any]) -> list[Block]:
+    """What the leakage probe's figures mean; both splits side by side where prepare probed both."""
+    blocks: list[Block] = [
+        Paragraph(
+            f"Leakage ({split} split): {num(prep['leakage.groups_shared'])} of "
+            f"{num(prep['leakage.groups'])} scan groups have images in both train and test, and a "
+            f"1-nearest-neighbour lookup of test images among training images scores "
+            f"{pct(prep['leakage.nn_accuracy'])}. A lookup that comes near the classifier's "
+            "accuracy means the test set holds near-copies of training images (slices of one "
+            "scan): accuracy then measures recall of scans rather than diagnosis."
+        )
+    ]
+    kinds = [k for k in ("random", "grouped") if f"leakage.{k}.nn_accuracy" in prep]
+    if len(kinds) == 2:
+        rows = tuple(
+            (
+                k + (" (this run)" if k == split else ""),
+                num(prep[f"leakage.{k}.groups_shared"]),
+                pct(prep[f"leakage.{k}.nn_accuracy"]),
+            )
+            for k in kinds
+        )
+        blocks.append(Table(("split", "scan groups on both sides", "1-NN accuracy"), rows))
+    return blocks
 
 
 def paper_vs_run(inputs: Inputs) -> Section:
