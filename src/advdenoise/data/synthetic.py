@@ -33,6 +33,10 @@ anatomy, noise and window of image i do not depend on its label (tests use this)
 comes from its own generator seeded with (seed, SYNTHETIC_STREAM, c, i): it does not change when the
 counts change. Rendering is vectorised over batches of images (float32).
 
+Scans (`data.synthetic_slices` other than [1, 1]): the images of a class come in runs of slices of
+one scan (`scan_layout`); a scan's anatomy and lesions are drawn from (seed, SCAN_STREAM, c, scan)
+and move smoothly along its slices, while each slice keeps its own noise (`_draw_scan_slice`).
+
 Difficulty is set by `Style` (see its fields); `DEFAULT_STYLE` aims at a small CNN reaching roughly
 85-95% while global brightness statistics stay near chance. Raise `faint_fraction` or lower `ggo_hu`
 to make the task harder.
@@ -291,9 +295,8 @@ def generate(
 
     `classes[label]` is the class name of `label`; label 0 is clean lungs, label 1 has lesions.
     `slices` bounds the slices per scan (`scan_layout`); (1, 1) draws every image on its own.
-    Every slice draws from its own generators, so
-    `workers` threads render batches of slices at once (NumPy computes outside the GIL) and the
-    images do not depend on `workers`.
+    Every slice draws from its own generators, so `workers` threads render batches of slices at
+    once (NumPy computes outside the GIL) and the images do not depend on `workers`.
     """
     if len(classes) != 2:
         raise PipelineError(
