@@ -28,7 +28,7 @@ from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import DataParams, load_params, read_yaml
 from advdenoise.core.runtime import cpu_model
 from advdenoise.data.folders import load_image_folder
-from advdenoise.data.groups import infer_groups, merge, natural_key, rms_distance, thumbnails
+from advdenoise.data.groups import folder_steps, infer_groups, merge, thumbnails
 from advdenoise.data.leakage import probe
 from advdenoise.data.splits import LabelledImages, split_images
 
@@ -61,17 +61,6 @@ def grouped_nn_accuracy(images: LabelledImages, groups: np.ndarray, d: DataParam
             continue
         accs.append(probe(images, groups, splits).nn_accuracy)
     return accs
-
-
-def consecutive_distances(images: LabelledImages, thumbs: np.ndarray) -> np.ndarray:
-    """RMS distance of each file to the next one in natural order within its class folder."""
-    out = []
-    for label in np.unique(images.y):
-        idx = sorted(
-            np.flatnonzero(images.y == label), key=lambda i: natural_key(str(images.files[i]))
-        )
-        out.append(rms_distance(thumbs[idx[1:]], thumbs[idx[:-1]]))
-    return np.concatenate(out)
 
 
 def run_prepare(source: Path, image_size: int, split: str, work: Path) -> dict:
@@ -108,7 +97,7 @@ def main() -> None:
             "grouped_nn_accuracy_sd": round(float(np.std(accs, ddof=1)), 4) if accs else None,
             "unsplittable_seeds": len(SEEDS) - len(accs),
         }
-    steps = consecutive_distances(images, thumbs)
+    steps = np.concatenate([d for _, d in folder_steps(images.files, images.y, thumbs)])
     histogram = np.histogram(steps, bins=np.arange(0, 2.01, 0.1))[0].tolist()
     with tempfile.TemporaryDirectory() as tmp:
         probes = {s: run_prepare(source.resolve(), args.image_size, s, Path(tmp)) for s in SPLITS}

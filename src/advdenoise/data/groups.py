@@ -73,17 +73,26 @@ def merge(*partitions: np.ndarray) -> np.ndarray:
     return canonical(connected_components(graph, directed=False)[1])
 
 
+def folder_steps(
+    files: np.ndarray, y: np.ndarray, thumbs: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per class folder: its images in natural file order, and each one's RMS distance to the next."""
+    out = []
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        order = np.array(sorted(idx, key=lambda i: natural_key(str(files[i]))), dtype=np.int64)
+        out.append((order, rms_distance(thumbs[order[1:]], thumbs[order[:-1]])))
+    return out
+
+
 def infer_groups(
     files: np.ndarray, y: np.ndarray, thumbs: np.ndarray, threshold: float
 ) -> np.ndarray:
     """Runs of consecutive, similar files within each class folder (see the module docstring)."""
     groups = np.empty(len(files), dtype=np.int64)
     start = 0
-    for label in np.unique(y):
-        idx = np.flatnonzero(y == label)
-        order = np.array(sorted(idx, key=lambda i: natural_key(str(files[i]))), dtype=np.int64)
-        cut = rms_distance(thumbs[order[1:]], thumbs[order[:-1]]) > threshold
-        runs = np.cumsum(np.concatenate([[True], cut]))
+    for order, steps in folder_steps(files, y, thumbs):
+        runs = np.cumsum(np.concatenate([[True], steps > threshold]))
         groups[order] = start + runs - 1
         start += int(runs[-1])
     return canonical(groups)
