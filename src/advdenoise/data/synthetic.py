@@ -35,7 +35,7 @@ counts change. Rendering is vectorised over batches of images (float32).
 
 Scans (`data.synthetic_slices` other than [1, 1]): the images of a class come in runs of slices of
 one scan (`scan_layout`); a scan's anatomy and lesions are drawn from (seed, SCAN_STREAM, c, scan)
-and move smoothly along its slices, while each slice keeps its own noise (`_draw_scan_slice`).
+and move smoothly along its slices, while each slice keeps its own noise (`_blend_scan_slice`).
 
 Difficulty is set by `Style` (see its fields); `DEFAULT_STYLE` aims at a small CNN reaching roughly
 85-95% while global brightness statistics stay near chance. Raise `faint_fraction` or lower `ggo_hu`
@@ -44,6 +44,7 @@ to make the task harder.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -255,26 +256,35 @@ def scan_layout(n_images: int, label: int, slices: tuple[int, int], seed: int) -
     return np.asarray(rows[:n_images], dtype=np.int64).reshape(-1, 3)
 
 
-def _draw_scan_slice(
-    seed: int, label: int, i: int, where: np.ndarray, style: Style, noise: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Slice `position` of a scan: the scan's anatomy, moved along it; the slice's own noise.
-
-    A scan draws its anatomy twice (its two ends); slice k of n lies SCAN_DRIFT * k / (n - 1) of
-    the way from the first to the second, with the structure of `_SCAN_FIXED` kept from the first,
-    so lungs, vessels and lesions change smoothly from one slice to the next, as in a CT volume.
-    """
-    scan, position, length = (int(v) for v in where)
-    lesions = label == 1
-    own = _draw(generator(seed, SYNTHETIC_STREAM, label, i), lesions, style, noise)
-    scratch = np.empty_like(noise)
-    ends = [
-        _draw(generator(seed, SCAN_STREAM, label, scan, end), lesions, style, scratch)
+def _scan_ends(
+    seed: int, label: int, scan: int, style: Style, size: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A scan's anatomy, drawn twice (its two ends) from (seed, SCAN_STREAM, label, scan)."""
+    scratch = np.empty((4, size, size), dtype=np.float32)  # noise fields: each slice has its own
+    first, second = (
+        _draw(generator(seed, SCAN_STREAM, label, scan, end), label == 1, style, scratch)
         for end in (0, 1)
-    ]
+    )
+    return first, second
+
+
+def _blend_scan_slice(
+    own: dict[str, np.ndarray],
+    ends: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
+    position: int,
+    length: int,
+) -> dict[str, np.ndarray]:
+    """Slice `position` of a scan of `length`: the scan's anatomy, moved along it.
+
+    Slice k of n lies SCAN_DRIFT * k / (n - 1) of the way from the first end to the second, with
+    the structure of `_SCAN_FIXED` kept from the first, so lungs, vessels and lesions change
+    smoothly from one slice to the next, as in a CT volume. `own` (the slice's own draw, whose
+    noise fields it keeps) gives only the keys.
+    """
     w = SCAN_DRIFT * (position / (length - 1) if length > 1 else 0.0)
+    first, second = ends
     return {
-        key: ends[0][key] if key in _SCAN_FIXED else (1 - w) * ends[0][key] + w * ends[1][key]
+        key: first[key] if key in _SCAN_FIXED else (1 - w) * first[key] + w * second[key]
         for key in own
     }
 
@@ -309,10 +319,16 @@ def generate(
     }
     batch = max(1, _BATCH_PIXELS // image_size**2)
 
+    @functools.lru_cache(maxsize=64)  # a scan's slices are rendered together, in image order
+    def ends(label: int, scan: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        return _scan_ends(seed, label, scan, style, image_size)
+
     def draw(label: int, i: int, noise: np.ndarray) -> dict[str, np.ndarray]:
+        own = _draw(generator(seed, SYNTHETIC_STREAM, label, i), label == 1, style, noise)
         if slices == (1, 1):  # independent images, as drawn before scans existed
-            return _draw(generator(seed, SYNTHETIC_STREAM, label, i), label == 1, style, noise)
-        return _draw_scan_slice(seed, label, i, layout[label][i], style, noise)
+            return own
+        scan, position, length = (int(v) for v in layout[label][i])
+        return _blend_scan_slice(own, ends(label, scan), position, length)
 
     def render_batch(todo: Sequence[tuple[int, int]]) -> np.ndarray:
         noise = np.empty((len(todo), 4, image_size, image_size), dtype=np.float32)
