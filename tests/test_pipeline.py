@@ -29,7 +29,11 @@ HEADLINE_STAGES = {"denoise", "embed", "report"}  # what a new attack.eps on the
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "data": {"image_size": 32, "synthetic_counts": {"non-COVID": 48, "COVID": 48}},
+    "data": {
+        "image_size": 32,
+        "synthetic_counts": {"non-COVID": 48, "COVID": 48},
+        "synthetic_slices": [2, 4],
+    },
     "train_cnn": {"epochs": 2, "channels": [8, 16, 16, 16]},
     "train_ae": {"epochs": 1, "channels": [8, 8, 8], "latent_channels": 4},
     "attack": {"eps_grid": [0.0, 0.01, 0.03, 0.1], "pgd_steps": 3},

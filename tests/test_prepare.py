@@ -36,7 +36,9 @@ def _params(tmp_path: Path, data_lines: str) -> Path:
     return write_params(tmp_path / "params.yaml", read_yaml(f"data:\n{data_lines}"))
 
 
-TINY = "  image_size: 32\n  synthetic_counts: {non-COVID: 20, COVID: 24}\n"
+TINY = (
+    "  image_size: 32\n  synthetic_counts: {non-COVID: 20, COVID: 24}\n  synthetic_slices: [1, 1]\n"
+)
 
 
 def _run(tmp_path: Path, params: Path, out: str = "out") -> tuple[int, dict[str, Path]]:
@@ -301,19 +303,35 @@ def test_a_groups_csv_with_synthetic_images_is_refused(
     assert _written(paths) == []
 
 
-def test_random_split_of_the_default_is_the_committed_one(tmp_path: Path) -> None:
-    """`data.split: random` leaves the paper's split as it was: the committed dvc.lock's
-    data/prepare hash (DVC: md5 of the JSON listing of the folder's files) is what prepare writes."""
+# The paper's protocol on the embedded data, as it was before synthetic scans and the grouped
+# default: images drawn one by one, the slice-level split. Its splits.npz must not change.
+PAPER_SPLIT = "  synthetic_slices: [1, 1]\n  split: random\n"
+PAPER_SPLIT_HASH = "5518c92e8846e152e741e92d65d43e98.dir"
+
+
+def _committed_prepare_hash() -> str:
     lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]["prepare"]
-    committed = {o["path"]: o["md5"] for o in lock["outs"]}["data/prepare"]
-    code, paths = _run(tmp_path, ROOT / "params.yaml")
+    return {o["path"]: o["md5"] for o in lock["outs"]}["data/prepare"]
+
+
+@pytest.mark.parametrize(
+    ("data_lines", "expected"),
+    [("", _committed_prepare_hash()), (PAPER_SPLIT, PAPER_SPLIT_HASH)],
+    ids=["default", "paper"],
+)
+def test_prepare_writes_the_pinned_splits(tmp_path: Path, data_lines: str, expected: str) -> None:
+    """The default's splits are the committed dvc.lock's data/prepare (DVC: md5 of the JSON listing
+    of the folder's files); the paper's protocol on images drawn one by one still gives its own."""
+    params = _params(tmp_path, data_lines) if data_lines else ROOT / "params.yaml"
+    code, paths = _run(tmp_path, params)
     assert code == 0
     npz = hashlib.md5((paths["out"] / "splits.npz").read_bytes()).hexdigest()
     listing = json.dumps([{"md5": npz, "relpath": "splits.npz"}], sort_keys=True)
-    assert hashlib.md5(listing.encode()).hexdigest() + ".dir" == committed
+    assert hashlib.md5(listing.encode()).hexdigest() + ".dir" == expected
     metrics = json.loads(paths["metrics"].read_text())
-    assert metrics["leakage.groups"] == metrics["all.total"]  # synthetic: one image, one group
-    assert metrics["leakage.groups_shared"] == 0
+    assert metrics["leakage.groups_shared"] == 0  # grouped: no scan on both sides; [1, 1]: no scans
+    one_per_image = metrics["leakage.groups"] == metrics["all.total"]
+    assert one_per_image == (data_lines == PAPER_SPLIT)
 
 
 def test_synthetic_scans_are_the_groups_and_the_random_split_leaks(tmp_path: Path) -> None:
@@ -338,7 +356,8 @@ def test_synthetic_scans_are_the_groups_and_the_random_split_leaks(tmp_path: Pat
 def test_a_grouped_split_that_cannot_be_made_leaves_a_random_run_alone(tmp_path: Path) -> None:
     source = _folder(tmp_path / "dataset")
     _bad_csv(source, "few_groups")  # one group per class: no grouped split
-    code, paths = _run(tmp_path, _params(tmp_path, f"  source: '{source}'\n  image_size: 32\n"))
+    data = f"  source: '{source}'\n  image_size: 32\n  split: random\n"
+    code, paths = _run(tmp_path, _params(tmp_path, data))
     assert code == 0
     metrics = json.loads(paths["metrics"].read_text())
     assert "leakage.random.nn_accuracy" in metrics and "leakage.grouped.nn_accuracy" not in metrics
