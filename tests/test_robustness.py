@@ -420,7 +420,8 @@ def test_verdicts_follow_one_rule_and_the_report_uses_it() -> None:
 
     metrics = {"eps": 0.03, "chance": 0.5, "none.clean_accuracy": 0.9}
     levels = {"none": (0.9, 0.0, 0.0), "good": (0.85, 0.8, 0.8), "partial": (0.85, 0.4, 0.3),
-              "oblivious_only": (0.8, 0.7, 0.02), "useless": (0.8, 0.05, 0.05)}  # fmt: skip
+              "oblivious_only": (0.8, 0.7, 0.02), "useless": (0.8, 0.05, 0.05),
+              "constant": (0.55, 0.52, 0.52)}  # fmt: skip
     for d, (clean, obl, worst) in levels.items():
         metrics |= {f"{d}.clean_accuracy": clean, f"{d}.oblivious.worst.accuracy": obl,
                     f"{d}.adaptive.worst.accuracy": worst, f"{d}.worst.accuracy": worst}  # fmt: skip
@@ -429,7 +430,9 @@ def test_verdicts_follow_one_rule_and_the_report_uses_it() -> None:
     assert {d: v.label for d, v in found.items()} == {
         "none": "undefended", "good": "defends", "partial": "helps partly",
         "oblivious_only": "does not defend", "useless": "does not defend",
+        "constant": "helps partly",  # within MARGIN of clean, but so is answering one class
     }  # fmt: skip
+    assert "within 10 points of always answering the majority class" in found["constant"].text
     assert "only against the oblivious" in found["oblivious_only"].text
     assert "below the 50.0%" in found["partial"].text and "pgd_converged" in found["partial"].text
     assert rules.defence_verdicts(metrics) == [v.text for v in found.values()]

@@ -5,8 +5,10 @@ stage's own verdict.csv cannot disagree. The rule, at the headline eps, on the p
 over every attack (an image is robust only if it survives all of them):
 - a defence *helps* under a threat model when its worst-case accuracy beats the undefended CNN's
   by >= MARGIN;
-- it *defends* when it helps under the adaptive threat model and also stays within MARGIN of its
-  own clean accuracy; only the adaptive model decides (Carlini et al. 2019);
+- it *defends* when it helps under the adaptive threat model, stays within MARGIN of its own clean
+  accuracy and beats the majority-class rate (`chance`) by MARGIN; only the adaptive model decides
+  (Carlini et al. 2019). A defence that turns the CNN into a near-constant answer is trivially
+  "robust", so near chance it only helps partly;
 - below the majority-class rate (`chance`) the accuracy is "below chance" whatever the gain.
 """
 
@@ -67,12 +69,15 @@ def verdict(metrics: Metrics, defence: str) -> Verdict:
     else:
         base = {v: _worst(metrics, "none", v) for v in worst}
         gain = {v: worst[v] - base[v] for v in worst}
-        if gain["worst"] >= MARGIN and worst["worst"] >= clean - MARGIN:
+        near_chance = worst["worst"] < chance + MARGIN
+        if gain["worst"] >= MARGIN and worst["worst"] >= clean - MARGIN and not near_chance:
             label, why = "defends", "robust under every attack, close to its clean accuracy"
         elif gain["worst"] >= MARGIN:
-            label, why = (
-                "helps partly",
-                "better than no defence under every attack, far below clean",
+            label = "helps partly"
+            why = "better than no defence under every attack, " + (
+                f"but within {100 * MARGIN:.0f} points of always answering the majority class"
+                if near_chance
+                else "far below clean"
             )
         elif gain["oblivious"] >= MARGIN:
             label = "does not defend"
