@@ -20,7 +20,7 @@ import math
 import statistics
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ HEADLINE = (
 )
 
 
-SEED_KEY = "params.yaml.seed"  # the run seed, as `_params` flattens it
+SEED_KEY = "params.yaml.seed"  # the run seed, as `flat_params` flattens it
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,13 @@ class SeedRun:
     metrics: dict[str, dict[str, float | bool]]  # metrics file stem -> flat numeric metrics
 
 
-def _params(data: Mapping[str, Any]) -> dict[str, Any]:
+def flat_params(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The params of one `dvc exp show --json` entry's data, flat ("params.yaml.data.split")."""
     return flatten({f: (v or {}).get("data", {}) for f, v in (data.get("params") or {}).items()})
 
 
-def _metrics(data: Mapping[str, Any]) -> dict[str, dict[str, float | bool]]:
+def flat_metrics(data: Mapping[str, Any]) -> dict[str, dict[str, float | bool]]:
+    """The numeric metrics of one entry's data: metrics file stem -> flat metrics."""
     out = {}
     for path, value in (data.get("metrics") or {}).items():
         flat = flatten((value or {}).get("data") or {})
@@ -66,32 +68,38 @@ def _metrics(data: Mapping[str, Any]) -> dict[str, dict[str, float | bool]]:
     return out
 
 
+def experiment_data(
+    show: Sequence[Mapping[str, Any]],
+) -> Iterator[tuple[Mapping[str, Any], dict[str, Any], list[Mapping[str, Any]]]]:
+    """Per commit in `dvc exp show --json` output: its entry, its flat params and the entries of
+    its finished experiments (queued, running or failed ones have no metrics of their own)."""
+    for commit in show:
+        if commit.get("rev") == "workspace" or not commit.get("data"):
+            continue
+        revs: list[Mapping[str, Any]] = []
+        for exp in commit.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state") in (None, "success"):
+                revs += exp.get("revs") or []
+        yield commit, flat_params(commit["data"]), revs
+
+
 def seed_runs(show: Sequence[Mapping[str, Any]]) -> list[SeedRun]:
     """The baseline commit and its seed experiments in `dvc exp show --json` output: one run per
     seed (the latest), sorted by seed."""
     latest: dict[int, SeedRun] = {}
-
-    def consider(entry: Mapping[str, Any], base: Mapping[str, Any]) -> None:
-        data = entry.get("data") or {}
-        params = _params(data)
-        others = {k: v for k, v in params.items() if k != SEED_KEY}
-        if entry.get("error") or SEED_KEY not in params or others != base:
-            return
-        name = entry.get("name") or str(entry.get("rev", ""))[:7]
-        run = SeedRun(name, int(params[SEED_KEY]), data.get("timestamp") or "", _metrics(data))
-        if run.seed not in latest or run.timestamp > latest[run.seed].timestamp:
-            latest[run.seed] = run
-
-    for commit in show:
-        if commit.get("rev") == "workspace" or not commit.get("data"):
-            continue
-        base = {k: v for k, v in _params(commit["data"]).items() if k != SEED_KEY}
-        consider(commit, base)
-        for exp in commit.get("experiments") or []:
-            if (exp.get("executor") or {}).get("state") not in (None, "success"):
-                continue  # queued, running or failed: its metrics are not (yet) its own
-            for rev in exp.get("revs") or []:
-                consider(rev, base)
+    for commit, commit_params, revs in experiment_data(show):
+        base = {k: v for k, v in commit_params.items() if k != SEED_KEY}
+        for entry in [commit, *revs]:
+            data = entry.get("data") or {}
+            params = flat_params(data)
+            others = {k: v for k, v in params.items() if k != SEED_KEY}
+            if entry.get("error") or SEED_KEY not in params or others != base:
+                continue
+            name = entry.get("name") or str(entry.get("rev", ""))[:7]
+            stamp = data.get("timestamp") or ""
+            run = SeedRun(name, int(params[SEED_KEY]), stamp, flat_metrics(data))
+            if run.seed not in latest or run.timestamp > latest[run.seed].timestamp:
+                latest[run.seed] = run
     return [latest[s] for s in sorted(latest)]
 
 
