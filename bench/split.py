@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from advdenoise.core.params import DEFENCES
-from advdenoise.sweeps.seeds import experiment_data, flat_metrics, flat_params
+from advdenoise.sweeps.seeds import experiment_data, flat_metrics, flat_params, read_show
 
 SPLIT_KEY = "params.yaml.data.split"
 FIGURES = (  # (metrics file stem, key, what it is)
@@ -77,16 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--show", type=Path, help="saved `dvc exp show --json` output")
+    p.add_argument("--show", type=Path, help="saved `dvc exp show --json` output ('-': stdin)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "split")
     args = p.parse_args(argv)
-    if args.show is None:
-        text = subprocess.run(
-            ["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True
-        ).stdout
-    else:
-        text = args.show.read_text()
-    runs = split_runs(json.loads(text))
+    runs = split_runs(read_show(args.show))
     if len(runs) < 2:
         print(f"error: need runs of both splits, found {sorted(runs)}; run "
               "dvc exp run -S data.split=random (or grouped)", file=sys.stderr)  # fmt: skip

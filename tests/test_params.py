@@ -154,3 +154,22 @@ def test_numbers_read_as_dvc_reads_them(tmp_path: Path) -> None:
     path.write_text(text.replace("lr: 1e-4", "lr: 1e-x", 1))
     with pytest.raises(ParamsError, match="train_cnn.lr must be a number"):
         load_params(path)
+
+
+def test_dvc_yaml_plots_name_the_columns_params_make() -> None:
+    """dvc.yaml's line plots name their columns, which follow params: robustness.defences and
+    certify.models x sigmas. A column not named there is a `dvc plots show` warning, one named but
+    not written another, so the two must change together."""
+    import yaml
+
+    params = load_params(ROOT / "params.yaml")
+    plots = {}
+    for entry in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]:
+        if isinstance(entry, dict):
+            ((name, spec),) = entry.items()
+            plots[name] = next(iter(spec["y"].values()))
+    defences = list(params.robustness.defences)
+    for view in ("oblivious", "adaptive", "worst"):
+        assert plots[f"robustness_{view}"] == defences, view
+    c = params.certify
+    assert plots["certify_curves"] == [f"{m}_sigma_{s:g}" for m in c.models for s in c.sigmas]

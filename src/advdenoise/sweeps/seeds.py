@@ -83,6 +83,17 @@ def experiment_data(
         yield commit, flat_params(commit["data"]), revs
 
 
+def read_show(path: Path | None) -> list[dict[str, Any]]:
+    """`dvc exp show --json` output: from `path` ('-': stdin), else by running it here."""
+    if path is None:
+        text = subprocess.run(
+            ["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True
+        ).stdout
+    else:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    return json.loads(text)
+
+
 def seed_runs(show: Sequence[Mapping[str, Any]]) -> list[SeedRun]:
     """The baseline commit and its seed experiments in `dvc exp show --json` output: one run per
     seed (the latest), sorted by seed."""
@@ -173,13 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--csv", type=Path, help="also write the summary rows here (read by `make verify`)"
     )
     args = p.parse_args(argv)
-    if args.show is None:
-        text = subprocess.run(
-            ["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True
-        ).stdout
-    else:
-        text = sys.stdin.read() if str(args.show) == "-" else args.show.read_text()
-    runs = seed_runs(json.loads(text))
+    runs = seed_runs(read_show(args.show))
     if len(runs) < 2:
         print(f"error: need experiments for at least 2 seeds, found {len(runs)}; run "
               "dvc exp run --queue -S 'seed=0,1,2' && dvc exp run --run-all", file=sys.stderr)  # fmt: skip
