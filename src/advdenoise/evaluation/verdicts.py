@@ -75,7 +75,7 @@ def verdict(metrics: Metrics, defence: str) -> Verdict:
         elif gain["worst"] >= MARGIN:
             label = "helps partly"
             why = "better than no defence under every attack, " + (
-                f"but within {100 * MARGIN:.0f} points of always answering the majority class"
+                f"but within {100 * MARGIN:.0f} points of the majority-class rate"
                 if near_chance
                 else "far below clean"
             )
