@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for m in cfg.methods
         for i, eps in enumerate(eps_values)
     ]
-    checks = am.sanity_checks(cells, clean_accuracy, len(y))
+    checks = am.sanity_checks(cells, len(y))
     for name, ok in checks.items():
         if not ok:
             print(f"warning: attack sanity check {name} failed (see {args.plots})", file=sys.stderr)
