@@ -123,19 +123,11 @@ def test_table_has_every_cell_and_checks_are_reported() -> None:
                 for method in METHODS[threat]:
                     assert f"{d}.{threat}.{method}.accuracy" in metrics
                     assert f"{d}.eps_{e:g}.{threat}.{method}.accuracy" in metrics
-            worst = metrics[f"{d}.eps_{e:g}.worst.accuracy"]
-            # an image is robust only if it survives every attack
-            each = [
-                v
-                for k, v in metrics.items()
-                if k.startswith(f"{d}.eps_{e:g}.") and k.endswith("accuracy") and "worst" not in k
-            ]
-            assert worst <= min(each) + 1e-12
+            assert f"{d}.eps_{e:g}.worst.accuracy" in metrics
         for key in ("clean_accuracy", "random_noise.accuracy", "adaptive.pgd_2x_steps.accuracy",
                     "adaptive.apgd.accuracy", "adaptive.square.accuracy", "worst.accuracy"):  # fmt: skip
             assert f"{d}.{key}" in metrics
         assert isinstance(metrics[f"checks.{d}.black_box_finds_nothing_new"], bool)
-        assert metrics[f"{d}.adaptive.square_breaks"] >= 0
     # none: both threat models are the same white-box attack on the bare CNN
     assert metrics["none.adaptive.pgd.accuracy"] == metrics["none.oblivious.pgd.accuracy"]
     assert metrics["none.clean_accuracy"] > 0.9 and metrics["none.worst.accuracy"] <= 0.5
@@ -346,12 +338,11 @@ def test_detector_aware_attack_evades_better_than_the_oblivious_one() -> None:
         detector_lambda=10.0,
     )
     scores = evaluate_detector(ae, cnn, x, y, oblivious, ATTACK, params, seed=0, device="cpu")
-    for threat in ("oblivious", "adaptive"):
-        for key in ("auroc", "tpr_at_5fpr", "attack_success", "evasion_rate"):
-            assert 0 <= scores[f"detector.{threat}.{key}"] <= 1
-    # knowing the detector, the attack gets more adversarial images past it
-    assert scores["detector.adaptive.evasion_rate"] >= scores["detector.oblivious.evasion_rate"]
-    assert scores["detector.adaptive.tpr_at_5fpr"] <= scores["detector.oblivious.tpr_at_5fpr"]
+    # knowing the detector, the attack fools the CNN and gets past the detector on every image,
+    # where the oblivious PGD (3 steps) fools the CNN on 9 of 24 (on this machine)
+    adaptive = scores["detector.adaptive.attack_success"], scores["detector.adaptive.evasion_rate"]
+    assert adaptive == (1, 1) and scores["detector.oblivious.evasion_rate"] <= 0.5
+    assert scores["detector.adaptive.tpr_at_5fpr"] < scores["detector.oblivious.tpr_at_5fpr"]
 
 
 def test_evaluation_subset_is_stratified_seeded_and_sorted() -> None:
@@ -377,6 +368,24 @@ def _result(**accuracies: dict[float, float]) -> DefenceResult:
         threat, method = key.split("_")
         r.correct[(threat, method)] = {e: mask(a) for e, a in curve.items()}
     return r
+
+
+def test_the_worst_case_counts_an_image_only_if_it_survives_every_attack() -> None:
+    """Per image, not per attack: adaptive PGD and oblivious FGSM each break a different tenth of
+    the images, so each alone leaves 90% but together 80%; Square's breaks count only on images
+    every gradient attack left, and PGD-2x enters every view but the oblivious one."""
+    every = {0.03: 1.0}
+    r = _result(**{f"{t}_{m}": every for t in THREATS for m in METHODS[t]})
+    r.clean[:] = True
+    r.pgd_2x_steps = np.arange(100) != 99  # one more image falls to twice the PGD steps
+    r.correct[("adaptive", "pgd")][0.03][:10] = False
+    r.correct[("oblivious", "fgsm")][0.03][10:20] = False
+    r.correct[("adaptive", "square")][0.03][[5, 30]] = False  # 5: PGD broke it already
+    assert r.accuracy("adaptive", "pgd", 0.03) == r.accuracy("oblivious", "fgsm", 0.03) == 0.9
+    assert r.worst("oblivious", 0.03) == 0.9
+    assert r.worst("adaptive", 0.03) == 0.88  # PGD's 10, Square's image 30, PGD-2x's image 99
+    assert r.worst("worst", 0.03) == 0.78
+    assert square_breaks(r, 0.03) == 0.01
 
 
 GOOD = {
@@ -505,9 +514,6 @@ def test_stages_end_to_end(tmp_path: Path) -> None:
 
     assert _run_robustness(root, "metrics/robustness.json", "plots/robustness") == 0
     scores = json.loads((root / "metrics/robustness.json").read_text())
-    assert scores["ae_adv.worst.accuracy"] <= scores["ae_adv.adaptive.pgd.accuracy"]
-    assert scores["ae_adv.adaptive.pgd.accuracy"] <= scores["ae_adv.clean_accuracy"]
-    assert 0 <= scores["detector.adaptive.auroc"] <= 1
     assert all(isinstance(v, (bool, int, float)) for k, v in scores.items() if k[:4] != "env.")
     plots = root / "plots/robustness"
     table = pd.read_csv(plots / "robustness.csv")
