@@ -434,7 +434,6 @@ def test_stage_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     cells = [f"{m}.eps_{e:g}.{k}" for m in ("fgsm", "pgd") for e in (0.01, 0.03, 0.05)
              for k in ("accuracy", "success_rate")]  # fmt: skip
     assert sorted(k for k in result if ".eps_" in k) == sorted(cells)
-    assert 0 <= result["pgd.eps_0.03.accuracy"] <= result["fgsm.eps_0.03.accuracy"] + 1 / 12
     assert result["check.fgsm.uses_budget"] is True and result["check.pgd.uses_budget"] is True
     table = pd.read_csv(paths["plots"] / "accuracy.csv")
     assert list(table.columns) == [
