@@ -62,7 +62,7 @@ def sanity_checks(
     - `<method>.monotone`: accuracy does not increase with eps;
     - `<method>.uses_budget`: at every eps > 0 some pixel moves by at least half of eps. FGSM and
       PGD step by eps (or a fraction of it) along the gradient's sign, so an attack that returns
-      its input, or a zero gradient (masking), shows as a perturbation far inside the bound;
+      its input (or FGSM on an all-zero gradient) shows as a perturbation far inside the bound;
     - `pgd_le_fgsm`: PGD accuracy <= FGSM accuracy at every shared eps (only with both methods).
     """
     tol = tolerance / n + 1e-12
