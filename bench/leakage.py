@@ -51,7 +51,9 @@ def group_sizes(groups: np.ndarray) -> dict[str, float]:
     }
 
 
-def grouped_nn_accuracy(images: LabelledImages, groups: np.ndarray, d: DataParams) -> list[float]:
+def grouped_nn_accuracy(
+    images: LabelledImages, thumbs: np.ndarray, groups: np.ndarray, d: DataParams
+) -> list[float]:
     """1-NN accuracy of the grouped split, one per seed that can split with these groups."""
     accs = []
     for seed in SEEDS:
@@ -59,7 +61,7 @@ def grouped_nn_accuracy(images: LabelledImages, groups: np.ndarray, d: DataParam
             splits = split_images(images, seed, d.test_fraction, d.val_fraction, groups=groups)
         except PipelineError:  # too few groups: the dealing left a split without any
             continue
-        accs.append(probe(images, groups, splits).nn_accuracy)
+        accs.append(probe(images, thumbs, groups, splits).nn_accuracy)
     return accs
 
 
@@ -91,7 +93,7 @@ def main() -> None:
     sweep = {}
     for t in THRESHOLDS:
         groups = merge(images.groups, infer_groups(images.files, images.y, thumbs, t))
-        accs = grouped_nn_accuracy(images, groups, d)
+        accs = grouped_nn_accuracy(images, thumbs, groups, d)
         sweep[f"{t:g}"] = group_sizes(groups) | {
             "grouped_nn_accuracy_mean": round(float(np.mean(accs)), 4) if accs else None,
             "grouped_nn_accuracy_sd": round(float(np.std(accs, ddof=1)), 4) if accs else None,

@@ -23,6 +23,7 @@ from advdenoise.core.io import save_figure, write_csv, write_json
 from advdenoise.core.params import load_params
 from advdenoise.data import folders, leakage, sources
 from advdenoise.data import splits as data
+from advdenoise.data.groups import thumbnails
 from advdenoise.figures.prepare import nn_distance_figure, samples_figure
 
 
@@ -34,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     images = sources.load_images(d, params.seed, params.threads)
     both, groups = sources.split_dataset(d, images, params.seed)
     splits = both[d.split]
-    leaks = {kind: leakage.probe(images, groups, s) for kind, s in both.items()}
+    thumbs = thumbnails(images.x)
+    leaks = {kind: leakage.probe(images, thumbs, groups, s) for kind, s in both.items()}
     leak = leaks[d.split]
     metrics = {**data.prepare_metrics(images, splits), **leakage.leakage_metrics(leaks, d.split)}
     table = pd.DataFrame(

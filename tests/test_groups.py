@@ -159,7 +159,8 @@ def test_probe_sees_the_leak_of_a_random_split(tmp_path) -> None:
     assert adjusted_rand_score([truth[str(f)] for f in images.files], groups) == 1.0
     random = data.split_images(images, 0, 0.25, 0.0)
     grouped = data.split_images(images, 0, 0.25, 0.0, groups=groups)
-    leak_r, leak_g = probe(images, groups, random), probe(images, groups, grouped)
+    thumbs = thumbnails(images.x)
+    leak_r, leak_g = (probe(images, thumbs, groups, s) for s in (random, grouped))
     assert leak_r.groups == leak_g.groups == 16 and leak_r.group_size_median == 12
     assert leak_g.groups_shared == 0 and leak_r.groups_shared >= 8
     # neighbouring slices are near-copies: a lookup is right under random, a coin under grouped

@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.neighbors import KNeighborsClassifier
 
 from advdenoise.core.errors import PipelineError
-from advdenoise.data.groups import THUMBNAIL, thumbnails
+from advdenoise.data.groups import THUMBNAIL
 from advdenoise.data.splits import LabelledImages, Splits
 
 
@@ -36,16 +36,21 @@ class Leakage:
         }
 
 
-def probe(images: LabelledImages, groups: np.ndarray, splits: Splits) -> Leakage:
-    """Measure the leak of `splits` (as written for later stages) given the scan `groups`."""
+def probe(
+    images: LabelledImages, thumbs: np.ndarray, groups: np.ndarray, splits: Splits
+) -> Leakage:
+    """Measure the leak of `splits` (as written for later stages) given the scan `groups`.
+
+    `thumbs` are `thumbnails(images.x)`, made once by the caller for every split it probes.
+    """
     index = {str(f): i for i, f in enumerate(images.files)}
     if len(index) != len(images.files):
         raise PipelineError("the leakage probe needs unique file ids")
     train, test = splits.train, splits.test
-    train_groups, test_groups = (groups[[index[str(f)] for f in s.files]] for s in (train, test))
+    train_rows, test_rows = ([index[str(f)] for f in s.files] for s in (train, test))
     _, sizes = np.unique(groups, return_counts=True)
-    knn = KNeighborsClassifier(n_neighbors=1).fit(thumbnails(train.x), train.y)
-    distance, nearest = knn.kneighbors(thumbnails(test.x))  # one search: 1-NN predicts its label
+    knn = KNeighborsClassifier(n_neighbors=1).fit(thumbs[train_rows], train.y)
+    distance, nearest = knn.kneighbors(thumbs[test_rows])  # one search: 1-NN predicts its label
     table = pd.DataFrame(
         {
             "file": test.files,
@@ -57,7 +62,7 @@ def probe(images: LabelledImages, groups: np.ndarray, splits: Splits) -> Leakage
     return Leakage(
         groups=len(sizes),
         group_size_median=float(np.median(sizes)),
-        groups_shared=len(np.intersect1d(train_groups, test_groups)),
+        groups_shared=len(np.intersect1d(groups[train_rows], groups[test_rows])),
         nn_accuracy=float(np.mean(train.y[nearest[:, 0]] == test.y)),
         nn_distance=table,
     )
