@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from advdenoise.core.params import DEFENCES
-from advdenoise.sweeps.seeds import experiment_data, flat_metrics, flat_params, read_show
+from advdenoise.sweeps.seeds import read_show, runs_varying
 
 SPLIT_KEY = "params.yaml.data.split"
 FIGURES = (  # (metrics file stem, key, what it is)
@@ -37,18 +37,7 @@ FIGURES = (  # (metrics file stem, key, what it is)
 
 def split_runs(show: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """split -> metrics (file stem -> flat metrics) of the baseline and its split experiments."""
-    runs: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {}
-    for commit, base, revs in experiment_data(show):
-        others = {k: v for k, v in base.items() if k != SPLIT_KEY}
-        for entry in [commit, *revs]:
-            data = entry.get("data") or {}
-            params = flat_params(data)
-            if entry.get("error") or {k: v for k, v in params.items() if k != SPLIT_KEY} != others:
-                continue
-            split, stamp = params[SPLIT_KEY], data.get("timestamp") or ""
-            if split not in runs or stamp > runs[split][0]:
-                runs[split] = (stamp, flat_metrics(data))
-    return {split: metrics for split, (_, metrics) in sorted(runs.items())}
+    return {split: run.metrics for split, run in sorted(runs_varying(show, SPLIT_KEY).items())}
 
 
 def rows(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:

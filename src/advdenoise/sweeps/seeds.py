@@ -20,10 +20,10 @@ import math
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -43,7 +43,7 @@ HEADLINE = (
 )
 
 
-SEED_KEY = "params.yaml.seed"  # the run seed, as `flat_params` flattens it
+SEED_KEY = "params.yaml.seed"  # the run seed, as `_params` flattens it
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,12 @@ class SeedRun:
     metrics: dict[str, dict[str, float | bool]]  # metrics file stem -> flat numeric metrics
 
 
-def flat_params(data: Mapping[str, Any]) -> dict[str, Any]:
+def _params(data: Mapping[str, Any]) -> dict[str, Any]:
     """The params of one `dvc exp show --json` entry's data, flat ("params.yaml.data.split")."""
     return flatten({f: (v or {}).get("data", {}) for f, v in (data.get("params") or {}).items()})
 
 
-def flat_metrics(data: Mapping[str, Any]) -> dict[str, dict[str, float | bool]]:
+def _metrics(data: Mapping[str, Any]) -> dict[str, dict[str, float | bool]]:
     """The numeric metrics of one entry's data: metrics file stem -> flat metrics."""
     out = {}
     for path, value in (data.get("metrics") or {}).items():
@@ -68,19 +68,37 @@ def flat_metrics(data: Mapping[str, Any]) -> dict[str, dict[str, float | bool]]:
     return out
 
 
-def experiment_data(
-    show: Sequence[Mapping[str, Any]],
-) -> Iterator[tuple[Mapping[str, Any], dict[str, Any], list[Mapping[str, Any]]]]:
-    """Per commit in `dvc exp show --json` output: its entry, its flat params and the entries of
-    its finished experiments (queued, running or failed ones have no metrics of their own)."""
+class Run(NamedTuple):
+    name: str
+    timestamp: str
+    metrics: dict[str, dict[str, float | bool]]  # metrics file stem -> flat numeric metrics
+
+
+def runs_varying(show: Sequence[Mapping[str, Any]], key: str) -> dict[Any, Run]:
+    """The latest run per value of the flat param `key` among each baseline commit of `dvc exp
+    show --json` output and its finished experiments whose other params equal the commit's
+    (queued, running or failed ones have no metrics of their own)."""
+    latest: dict[Any, Run] = {}
     for commit in show:
         if commit.get("rev") == "workspace" or not commit.get("data"):
             continue
-        revs: list[Mapping[str, Any]] = []
+        base = {k: v for k, v in _params(commit["data"]).items() if k != key}
+        entries = [commit]
         for exp in commit.get("experiments") or []:
             if (exp.get("executor") or {}).get("state") in (None, "success"):
-                revs += exp.get("revs") or []
-        yield commit, flat_params(commit["data"]), revs
+                entries += exp.get("revs") or []
+        for entry in entries:
+            data = entry.get("data") or {}
+            params = _params(data)
+            others = {k: v for k, v in params.items() if k != key}
+            if entry.get("error") or key not in params or others != base:
+                continue
+            name = entry.get("name") or str(entry.get("rev", ""))[:7]
+            run = Run(name, data.get("timestamp") or "", _metrics(data))
+            value = params[key]
+            if value not in latest or run.timestamp > latest[value].timestamp:
+                latest[value] = run
+    return latest
 
 
 def read_show(path: Path | None) -> list[dict[str, Any]]:
@@ -97,21 +115,8 @@ def read_show(path: Path | None) -> list[dict[str, Any]]:
 def seed_runs(show: Sequence[Mapping[str, Any]]) -> list[SeedRun]:
     """The baseline commit and its seed experiments in `dvc exp show --json` output: one run per
     seed (the latest), sorted by seed."""
-    latest: dict[int, SeedRun] = {}
-    for commit, commit_params, revs in experiment_data(show):
-        base = {k: v for k, v in commit_params.items() if k != SEED_KEY}
-        for entry in [commit, *revs]:
-            data = entry.get("data") or {}
-            params = flat_params(data)
-            others = {k: v for k, v in params.items() if k != SEED_KEY}
-            if entry.get("error") or SEED_KEY not in params or others != base:
-                continue
-            name = entry.get("name") or str(entry.get("rev", ""))[:7]
-            stamp = data.get("timestamp") or ""
-            run = SeedRun(name, int(params[SEED_KEY]), stamp, flat_metrics(data))
-            if run.seed not in latest or run.timestamp > latest[run.seed].timestamp:
-                latest[run.seed] = run
-    return [latest[s] for s in sorted(latest)]
+    latest = runs_varying(show, SEED_KEY)
+    return [SeedRun(r.name, int(s), r.timestamp, r.metrics) for s, r in sorted(latest.items())]
 
 
 def _keys(runs: Sequence[SeedRun]) -> list[tuple[str, str]]:
