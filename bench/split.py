@@ -29,7 +29,11 @@ FIGURES = (  # (metrics file stem, key, what it is)
     ("denoise", "denoised_clean_accuracy", "CNN on clean test images through the paper's AE"),
     ("denoise", "pgd.denoised_accuracy", "CNN on PGD images (attack.eps) through the AE"),
     *(
-        ("robustness", f"{d}.worst.accuracy", f"{d}: worst case at robustness.eps")
+        (
+            "robustness",
+            f"{d}.robust_accuracy",
+            f"{d}: robust accuracy (every attack) at robustness.eps",
+        )
         for d in DEFENCES
     ),
 )

@@ -1,8 +1,9 @@
 """Stage robustness: every defence under oblivious, adaptive and gradient-free attacks, with checks.
 
 Oblivious = the attack stage's sets (crafted against the bare CNN) through defence + CNN; adaptive =
-FGSM, PGD, APGD-CE and Square on Sequential(defence, CNN) end to end (BPDA for JPEG and feature
-squeezing); the reconstruction-error detector under oblivious and detector-aware PGD.
+FGSM, PGD and APGD-CE on Sequential(defence, CNN) end to end (BPDA for JPEG and feature squeezing),
+and the gradient-free Square on its own; the reconstruction-error detector under oblivious and
+detector-aware PGD.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             cfg, inputs.autoencoders, inputs.cnn, x, y, oblivious, params.attack,
             seed=params.seed, device=device, nb_classes=inputs.nb_classes, log=log,
         )  # fmt: skip
-    scores = robustness_metrics(results)
+    scores = robustness_metrics(results, cfg)
     scores.update(
         evaluate_detector(
             inputs.autoencoders["ae"], inputs.cnn, x, y, oblivious, params.attack, cfg,

@@ -210,7 +210,7 @@ def test_robustness_section_renders_any_defences_and_verdicts(tmp_path):
                                  ("ae_adv", 0.86, 0.84, 0.8), ("mystery", 0.5, 0.5, 0.5)):  # fmt: skip
         rob |= {f"{d}.clean_accuracy": clean, f"{d}.oblivious.pgd.accuracy": obl,
                 f"{d}.adaptive.pgd.accuracy": worst, f"{d}.oblivious.worst.accuracy": obl,
-                f"{d}.adaptive.worst.accuracy": worst, f"{d}.worst.accuracy": worst}  # fmt: skip
+                f"{d}.adaptive.worst.accuracy": worst, f"{d}.robust_accuracy": worst}  # fmt: skip
     rob |= {"checks.all_passed": False, "checks.ae.pgd_converged": False}
     rob |= {f"detector.{t}.{k}": 0.5 for t in ("oblivious", "adaptive")
             for k in ("auroc", "tpr_at_5fpr", "evasion_rate")}  # fmt: skip

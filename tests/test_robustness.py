@@ -32,10 +32,11 @@ from advdenoise.evaluation.robustness.evaluation import (
 )
 from advdenoise.evaluation.robustness.summary import (
     checks,
+    masking_test,
+    restart_breaks,
     robustness_curves,
     robustness_metrics,
     robustness_table,
-    square_breaks,
     wide_curves,
 )
 from advdenoise.evaluation.verdicts import verdicts
@@ -97,6 +98,7 @@ def _oblivious(cnn: nn.Module, x: np.ndarray, y: np.ndarray) -> AdversarialSets:
 
 
 FAST = dict(apgd_steps=3, square_queries=10, detector_steps=3, detector_eps=0.05)
+ROBUSTNESS = section("robustness")
 
 
 def test_table_has_every_cell_and_checks_are_reported() -> None:
@@ -116,7 +118,7 @@ def test_table_has_every_cell_and_checks_are_reported() -> None:
         for method in METHODS[threat]:
             assert table[f"{threat}_{method}"].between(0, 1).all()
     assert not table.isna().any().any()
-    metrics = robustness_metrics(results)
+    metrics = robustness_metrics(results, params)
     for d in DEFENCES:
         for e in params.eps_grid:
             for threat in THREATS:
@@ -125,14 +127,18 @@ def test_table_has_every_cell_and_checks_are_reported() -> None:
                     assert f"{d}.eps_{e:g}.{threat}.{method}.accuracy" in metrics
             assert f"{d}.eps_{e:g}.worst.accuracy" in metrics
         for key in ("clean_accuracy", "random_noise.accuracy", "adaptive.pgd_2x_steps.accuracy",
-                    "adaptive.apgd.accuracy", "adaptive.square.accuracy", "worst.accuracy"):  # fmt: skip
+                    "adaptive.apgd.accuracy", "adaptive.apgd_more_restarts.breaks",
+                    "square.accuracy", "square.masking_p_value", "worst.accuracy",
+                    "robust_accuracy"):  # fmt: skip
             assert f"{d}.{key}" in metrics
-        assert isinstance(metrics[f"checks.{d}.black_box_finds_nothing_new"], bool)
+        for check in ("gradient_not_masked", "apgd_restarts_converged"):
+            assert isinstance(metrics[f"checks.{d}.{check}"], bool)
+    assert metrics["square_images"] == len(y)  # square_images 0: every evaluated image
     # none: both threat models are the same white-box attack on the bare CNN
     assert metrics["none.adaptive.pgd.accuracy"] == metrics["none.oblivious.pgd.accuracy"]
     assert metrics["none.clean_accuracy"] > 0.9 and metrics["none.worst.accuracy"] <= 0.5
     curves = robustness_curves(results)
-    cells = 2 + 4 + len(VIEWS)  # oblivious methods, adaptive methods, worst cases
+    cells = 2 + 3 + len(VIEWS)  # oblivious methods, adaptive methods, worst cases
     assert len(curves) == len(DEFENCES) * cells * (len(params.eps_grid) + 1)
     wide = wide_curves(curves, "worst")
     assert list(wide.columns) == ["eps", *DEFENCES] and list(wide.eps) == [0.0, 0.02, 0.05]
@@ -357,13 +363,15 @@ def test_evaluation_subset_is_stratified_seeded_and_sorted() -> None:
 
 
 def _result(**accuracies: dict[float, float]) -> DefenceResult:
-    """A DefenceResult of 100 images whose per-cell accuracies are the given fractions."""
+    """A DefenceResult of 100 images whose per-cell accuracies are the given fractions; the extra
+    attacks at the headline (PGD-2x: 30%, APGD's restarts, Square on every image) break nothing more."""
     n = 100
 
     def mask(acc: float) -> np.ndarray:
         return np.arange(n) < round(acc * n)
 
-    r = DefenceResult("x", 0.03, mask(0.9), pgd_2x_steps=mask(0.30), random_noise=0.85)
+    r = DefenceResult("x", 0.03, mask(0.9), pgd_2x_steps=mask(0.3), random_noise=0.85)
+    r.apgd_more_restarts, r.square_subset, r.square = mask(1.0), mask(1.0), mask(0.9)
     for key, curve in accuracies.items():
         threat, method = key.split("_")
         r.correct[(threat, method)] = {e: mask(a) for e, a in curve.items()}
@@ -372,20 +380,26 @@ def _result(**accuracies: dict[float, float]) -> DefenceResult:
 
 def test_the_worst_case_counts_an_image_only_if_it_survives_every_attack() -> None:
     """Per image, not per attack: adaptive PGD and oblivious FGSM each break a different tenth of
-    the images, so each alone leaves 90% but together 80%; Square's breaks count only on images
-    every gradient attack left, and PGD-2x enters every view but the oblivious one."""
+    the images, so each alone leaves 90% but together 80%; PGD-2x and APGD's extra restarts enter
+    every view but the oblivious one; robust accuracy adds Square's breaks on its images."""
     every = {0.03: 1.0}
     r = _result(**{f"{t}_{m}": every for t in THREATS for m in METHODS[t]})
-    r.clean[:] = True
+    r.clean[:] = r.square[:] = True
     r.pgd_2x_steps = np.arange(100) != 99  # one more image falls to twice the PGD steps
+    r.apgd_more_restarts[[0, 98]] = False  # 0: PGD broke it already
     r.correct[("adaptive", "pgd")][0.03][:10] = False
     r.correct[("oblivious", "fgsm")][0.03][10:20] = False
-    r.correct[("adaptive", "square")][0.03][[5, 30]] = False  # 5: PGD broke it already
+    r.square_subset = np.arange(100) % 2 == 0  # Square attacks the even images
+    r.square[[5, 30, 97]] = False  # 5 and 97 are off its subset
     assert r.accuracy("adaptive", "pgd", 0.03) == r.accuracy("oblivious", "fgsm", 0.03) == 0.9
     assert r.worst("oblivious", 0.03) == 0.9
-    assert r.worst("adaptive", 0.03) == 0.88  # PGD's 10, Square's image 30, PGD-2x's image 99
+    assert r.worst("adaptive", 0.03) == 0.88  # PGD's 10, PGD-2x's image 99, APGD's image 98
     assert r.worst("worst", 0.03) == 0.78
-    assert square_breaks(r, 0.03) == 0.01
+    assert restart_breaks(r) == 1
+    # on the 50 even images: PGD's 0-8, FGSM's 10-18 (5 each), 98; Square adds 30
+    assert r.gradient_worst_on_square_subset() == 39 / 50 and r.square_accuracy() == 49 / 50
+    assert r.robust_accuracy() == 38 / 50
+    assert masking_test(r).square_only == 1 and masking_test(r).gradient_only == 11
 
 
 GOOD = {
@@ -394,34 +408,46 @@ GOOD = {
     "adaptive_fgsm": {0.01: 0.6, 0.03: 0.4},
     "adaptive_pgd": {0.01: 0.5, 0.03: 0.3},
     "adaptive_apgd": {0.01: 0.45, 0.03: 0.3},
-    "adaptive_square": {0.01: 0.55, 0.03: 0.35},
 }
 
 
 def test_checks_flag_a_broken_evaluation() -> None:
     good = _result(**GOOD)
-    assert all(checks(good).values())
+    assert all(checks(good, ROBUSTNESS).values())
     assert good.worst("worst", 0.03) == 0.3  # nested masks: the worst case is the smallest
     within_one_image = _result(**{**GOOD, "adaptive_pgd": {0.01: 0.5, 0.03: 0.41}})
-    assert checks(within_one_image)["adaptive.pgd_le_fgsm"]  # 0.41 vs FGSM 0.40
-    bad = _result(
-        **{
-            **GOOD,
-            "adaptive_pgd": {0.01: 0.2, 0.03: 0.5},
-            "adaptive_square": {0.01: 0.1, 0.03: 0.1},
-        }
-    )
+    assert checks(within_one_image, ROBUSTNESS)["adaptive.pgd_le_fgsm"]  # 0.41 vs FGSM 0.40
+    bad = _result(**{**GOOD, "adaptive_pgd": {0.01: 0.2, 0.03: 0.5}})
     bad.pgd_2x_steps = np.arange(100) < 10
+    bad.apgd_more_restarts = np.arange(100) != 5  # survived everything but the extra restarts
     bad.random_noise = 0.2
-    failed = {k for k, v in checks(bad).items() if not v}
+    bad.square = np.arange(100) < 20  # Square alone: 20% where the gradient attacks leave 10%
+    failed = {k for k, v in checks(bad, ROBUSTNESS).items() if not v}
     assert failed == {
         "adaptive.pgd_le_fgsm",
         "adaptive.pgd.non_increasing_in_eps",
         "pgd_converged",
         "random_noise_floor",
         "adaptive_le_oblivious",
-        "black_box_finds_nothing_new",
     }
+    # one image broken by the extra restarts is within robustness.restarts_tolerance, two are not
+    assert ROBUSTNESS.restarts_tolerance == 1 and restart_breaks(bad) == 1
+    bad.apgd_more_restarts[7] = False
+    assert not checks(bad, ROBUSTNESS)["apgd_restarts_converged"]
+
+
+def test_the_masking_check_fires_only_beyond_sampling_noise() -> None:
+    """The exact one-sided McNemar test on Square's and the gradient attacks' breaks: 6 images
+    only Square breaks against none the other way is p = 1/64, flagged; 3 (p = 1/8) and 6 against
+    3 (p = 0.25) are within sampling noise. The accuracies alone cannot tell these apart."""
+    for square_only, gradient_only, flagged in ((6, 0, True), (3, 0, False), (6, 3, False)):
+        r = _result(**GOOD)
+        r.square[:square_only] = False  # of images 0-29, which every gradient attack left
+        r.square[30 + gradient_only : 90] = False  # of 30-89, the gradient attacks' breaks
+        test = masking_test(r)
+        assert (test.square_only, test.gradient_only) == (square_only, gradient_only)
+        assert checks(r, ROBUSTNESS)["gradient_not_masked"] is not flagged
+    assert masking_test(r).p_value == pytest.approx(0.253906, abs=1e-6)  # P(Bin(9, 1/2) >= 6)
 
 
 def test_verdicts_follow_one_rule_and_the_report_uses_it() -> None:
@@ -433,7 +459,7 @@ def test_verdicts_follow_one_rule_and_the_report_uses_it() -> None:
               "constant": (0.55, 0.52, 0.52)}  # fmt: skip
     for d, (clean, obl, worst) in levels.items():
         metrics |= {f"{d}.clean_accuracy": clean, f"{d}.oblivious.worst.accuracy": obl,
-                    f"{d}.adaptive.worst.accuracy": worst, f"{d}.worst.accuracy": worst}  # fmt: skip
+                    f"{d}.adaptive.worst.accuracy": worst, f"{d}.robust_accuracy": worst}  # fmt: skip
     metrics["checks.partial.pgd_converged"] = False
     found = {v.defence: v for v in verdicts(metrics)}
     assert {d: v.label for d, v in found.items()} == {
@@ -519,7 +545,7 @@ def test_stages_end_to_end(tmp_path: Path) -> None:
     table = pd.read_csv(plots / "robustness.csv")
     assert list(table.defence) == list(section("robustness").defences)
     assert {"clean_accuracy", "oblivious_fgsm", "oblivious_pgd", "adaptive_fgsm", "adaptive_pgd",
-            "adaptive_apgd", "adaptive_square", "worst_worst", "random_noise"} <= set(table.columns)  # fmt: skip
+            "adaptive_apgd", "worst_worst", "square", "robust_accuracy", "random_noise"} <= set(table.columns)  # fmt: skip
     verdict = pd.read_csv(plots / "verdict.csv")
     assert list(verdict.defence) == list(table.defence)
     assert list(verdict.text) == [v.text for v in verdicts(scores)]
@@ -577,7 +603,8 @@ def test_independent_pgd_finds_no_notably_lower_accuracy_than_the_worst_case() -
 
 
 def test_nothing_left_to_attack_is_no_error() -> None:
-    """Square runs on the survivors only; none left (or none correct to begin with) is fine."""
+    """APGD's extra restarts run on the survivors only, Square on the clean-correct images: none
+    left (or none correct to begin with) is fine."""
     cnn = _trained_cnn(*_images(48, seed=0))
     xu, y = _images(16, seed=1)
     x = xu.astype(np.float32) / 255
@@ -593,9 +620,92 @@ def test_nothing_left_to_attack_is_no_error() -> None:
         "none", torch.nn.Identity(), cnn, x, y, oblivious, grid, params, seed=0, device="cpu",
         nb_classes=2,
     )  # fmt: skip
-    assert r.worst("worst", 0.3) == 0.0 and square_breaks(r, 0.3) == 0.0
+    assert r.worst("worst", 0.3) == 0.0 and restart_breaks(r) == 0
     wrong = evaluate_defence(
         "none", torch.nn.Identity(), cnn, x, 1 - y, oblivious, grid, params, seed=0,
         device="cpu", nb_classes=2,
     )  # fmt: skip
     assert wrong.clean_accuracy < 0.2 and wrong.worst("worst", 0.3) <= wrong.clean_accuracy
+    wrong.clean[:] = False
+    assert wrong.robust_accuracy() == 0.0 and masking_test(wrong).p_value == 1.0
+
+
+LINEAR_EPS = 0.1
+
+
+def _linear_case() -> tuple[nn.Module, np.ndarray, np.ndarray]:
+    """A linear model on 8 x 8 images that answers "mean brightness above 1/2", and 40 textured
+    images at distance d = 0.0025, 0.0075, ..., 0.1975 from that boundary (the mean is 1/2 +- d).
+    Shifting every pixel by d is the smallest L-inf perturbation that flips an image, so at
+    eps = 0.1 the best possible attack leaves exactly the 20 images with d > 0.1: 50%."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([torch.zeros(64), torch.full((64,), 100.0 / 64)]))
+        model[1].bias.copy_(torch.tensor([0.0, -50.0]))
+    y = np.arange(40) % 2
+    d = 0.0025 + 0.005 * np.arange(40)
+    texture = np.random.default_rng(0).uniform(-0.05, 0.05, (40, 1, 8, 8))
+    texture -= texture.mean(axis=(1, 2, 3), keepdims=True)
+    x = 0.5 + np.where(y == 1, d, -d)[:, None, None, None] + texture
+    return model, x.astype(np.float32), y.astype(np.int64)
+
+
+def _evaluate_linear(defence: nn.Module, pgd_steps: int, transfer: bool = True) -> DefenceResult:
+    """Every attack on `defence` + the linear model; `transfer=False`: the oblivious "attacks"
+    return the clean images, so that only the attacks on the defended model count."""
+    model, x, y = _linear_case()
+    grid = section("attack", eps=LINEAR_EPS, eps_grid=(0.0, LINEAR_EPS), pgd_steps=pgd_steps)
+    clf = attacks.make_art_classifier(model, (1, 8, 8), 2, "cpu")
+    images = {
+        m: np.stack([attack_runs.run_attacks(clf, m, x, y, e, grid)[0] for e in grid.eps_grid])
+        for m in attack_runs.METHODS
+    }
+    if not transfer:
+        images = {m: np.stack([x] * len(grid.eps_grid)) for m in images}
+    params = section("robustness", eps=LINEAR_EPS, eps_grid=(LINEAR_EPS,), apgd_steps=10,
+                     square_queries=300, detector_eps=LINEAR_EPS)  # fmt: skip
+    return evaluate_defence(
+        "linear", defence, model, x, y, AdversarialSets(grid.eps_grid, images), grid, params,
+        seed=0, device="cpu", nb_classes=2,
+    )  # fmt: skip
+
+
+def test_on_a_linear_model_the_attacks_reach_the_closed_form_and_one_step_pgd_is_flagged() -> None:
+    """FGSM is the optimal attack on a linear model, so it leaves exactly the closed form's 50%;
+    PGD (8 steps of eps/4) and APGD reach it too, Square alone cannot do better, and the checks
+    pass. PGD stopped after one step stays far above it: the convergence check (and PGD <= FGSM)
+    flags that evaluation."""
+    r = _evaluate_linear(nn.Identity(), pgd_steps=8)
+    assert r.clean_accuracy == 1.0
+    for method in ("fgsm", "pgd", "apgd"):
+        assert r.accuracy("adaptive", method, LINEAR_EPS) == 0.5, method
+    assert r.square_accuracy() >= 0.5 and r.robust_accuracy() == 0.5
+    assert all(checks(r, ROBUSTNESS).values())
+    one_step = _evaluate_linear(nn.Identity(), pgd_steps=1)
+    assert one_step.accuracy("adaptive", "pgd", LINEAR_EPS) >= 0.6
+    failed = {k for k, v in checks(one_step, ROBUSTNESS).items() if not v}
+    assert {"pgd_converged", "adaptive.pgd_le_fgsm"} <= failed
+
+
+class _RoundWithoutBpda(nn.Module):
+    """4-bit feature squeezing attacked as it is: rounding's gradient is zero everywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 15) / 15
+
+
+def test_a_quantiser_attacked_without_bpda_trips_the_masking_check() -> None:
+    """Without BPDA the gradient attacks see a zero gradient and break almost nothing (the
+    oblivious sets, crafted on the bare model, would transfer: they are left out); Square,
+    which needs scores only, breaks what the closed form allows. The same quantiser with BPDA (the
+    project's feature squeezing) gives the gradient attacks their direction back: not flagged."""
+    from advdenoise.defences.squeezing import feature_squeezing
+
+    masked = _evaluate_linear(_RoundWithoutBpda(), pgd_steps=8, transfer=False)
+    test = masking_test(masked)
+    assert masked.worst("worst", LINEAR_EPS) >= 0.8 and masked.square_accuracy() <= 0.7
+    assert test.square_only >= 8 and test.gradient_only == 0
+    assert not checks(masked, ROBUSTNESS)["gradient_not_masked"]
+    with_bpda = _evaluate_linear(feature_squeezing(4), pgd_steps=8, transfer=False)
+    assert with_bpda.worst("worst", LINEAR_EPS) <= 0.6
+    assert checks(with_bpda, ROBUSTNESS)["gradient_not_masked"]

@@ -15,7 +15,7 @@ def _robustness(none: float, ae: float, ae_clean: float = 0.8) -> dict:
     """Flat keys with dots, as the stage writes them and `dvc exp show` reports them."""
     return {
         "eps": 0.008, "chance": 0.5, "none.clean_accuracy": 0.85, "ae.clean_accuracy": ae_clean,
-        "none.worst.accuracy": none, "ae.worst.accuracy": ae,
+        "none.robust_accuracy": none, "ae.robust_accuracy": ae,
         "none.oblivious.worst.accuracy": none, "ae.oblivious.worst.accuracy": ae,
         "none.adaptive.worst.accuracy": none, "ae.adaptive.worst.accuracy": ae,
         "checks.ae.pgd_converged": True, "env.torch": "2.14.1",
@@ -60,11 +60,11 @@ def test_baseline_and_seed_experiments_only_latest_per_seed() -> None:
     assert [(r.seed, r.name) for r in runs] == [(0, "main"), (1, "s1"), (2, "s2-again")]
     assert "env.torch" not in runs[0].metrics["robustness"]  # strings are not figures
     rows = {r["figure"]: r for r in seeds.summary(runs)}
-    ae = rows["robustness:ae.worst.accuracy"]
+    ae = rows["robustness:ae.robust_accuracy"]
     assert ae["n"] == 3 and ae["mean"] == pytest.approx((0.60 + 0.70 + 0.55) / 3)
     assert ae["sd"] == pytest.approx(statistics.stdev([0.60, 0.70, 0.55]))
     assert rows["train_cnn:test.accuracy"]["max"] == pytest.approx(0.82)
-    assert "robustness:jpeg.worst.accuracy" not in rows  # defences absent from every run
+    assert "robustness:jpeg.robust_accuracy" not in rows  # defences absent from every run
 
 
 def test_a_verdict_is_stated_only_when_every_seed_agrees() -> None:
@@ -79,7 +79,7 @@ def test_a_verdict_is_stated_only_when_every_seed_agrees() -> None:
     assert label == "seeds disagree" and labels == ["helps partly", "does not defend"]
     text = seeds.markdown(seeds.seed_runs(differ))
     assert "| ae | seeds disagree | helps partly, does not defend |" in text
-    assert "| robustness:ae.worst.accuracy | 37.5 ± 31.8 | 15.0 – 60.0 | 2 |" in text
+    assert "| robustness:ae.robust_accuracy | 37.5 ± 31.8 | 15.0 – 60.0 | 2 |" in text
 
 
 def test_cli_needs_two_seeds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

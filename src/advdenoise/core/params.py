@@ -288,8 +288,12 @@ class RobustnessParams:
     max_images: int  # seeded class-stratified subset of the test split; 0 = all of it
     apgd_steps: int  # APGD-CE iterations per restart (AutoAttack: 100)
     apgd_restarts: int  # AutoAttack: 5 for APGD-CE
+    apgd_check_restarts: int  # extra APGD-CE restarts at eps on the gradient attacks' survivors
+    restarts_tolerance: int  # images those extra restarts may break (the restarts check)
+    square_images: int  # the standalone Square's seeded subset of the evaluated images; 0 = all
     square_queries: int  # Square Attack iterations (queries per image); AutoAttack: 5000
     square_p_init: float  # initial fraction of pixels in a square (AutoAttack, L-inf)
+    masking_alpha: float  # level of the one-sided exact McNemar test: Square vs gradient attacks
     detector_eps: float  # eps of the detector evaluation; one of attack.eps_grid
     detector_steps: int  # PGD steps of the detector-aware attack on the reconstruction error
     detector_lambda: float  # weight of the detector term (error over threshold) in its loss
@@ -319,9 +323,18 @@ class RobustnessParams:
             self.smoothing_window,
         )
         check_range("robustness.jpeg_quality", self.jpeg_quality, 1, 95)
-        for key in ("apgd_steps", "apgd_restarts", "square_queries", "detector_steps"):
+        for key in ("apgd_steps", "apgd_restarts", "apgd_check_restarts", "square_queries",
+                    "detector_steps"):  # fmt: skip
             check_range(f"robustness.{key}", getattr(self, key), 1, 100_000)
+        check_min("robustness.restarts_tolerance", self.restarts_tolerance, 0)
+        check(
+            self.square_images == 0 or self.square_images >= 10,
+            "robustness.square_images",
+            "must be 0 (every evaluated image) or >= 10",
+            self.square_images,
+        )
         check_range("robustness.square_p_init", self.square_p_init, 0.01, 1.0)
+        check_range("robustness.masking_alpha", self.masking_alpha, 1e-6, 0.5)
         check_min("robustness.detector_lambda", self.detector_lambda, 0)
 
 

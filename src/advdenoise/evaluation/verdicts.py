@@ -2,7 +2,8 @@
 
 Pure (no torch, no ART): it reads the flat metrics of the robustness stage, so the report and the
 stage's own verdict.csv cannot disagree. The rule, at the headline eps, on the per-image worst case
-over every attack (an image is robust only if it survives all of them):
+over every attack (an image is robust only if it survives all of them: `robust_accuracy`, with
+the standalone Square, on its images; the threat models' worst cases are the gradient attacks'):
 - a defence *helps* under a threat model when its worst-case accuracy beats the undefended CNN's
   by >= MARGIN;
 - it *defends* when it helps under the adaptive threat model, stays within MARGIN of its own clean
@@ -44,7 +45,7 @@ def defences_in(metrics: Metrics) -> list[str]:
 
 
 def _worst(metrics: Metrics, defence: str, view: str) -> float:
-    key = f"{defence}.worst.accuracy" if view == "worst" else f"{defence}.{view}.worst.accuracy"
+    key = f"{defence}.robust_accuracy" if view == "worst" else f"{defence}.{view}.worst.accuracy"
     value = metrics.get(key)
     return float(value) if value is not None else math.nan
 

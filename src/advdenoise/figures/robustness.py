@@ -12,14 +12,15 @@ BARS = (
     ("worst_oblivious", "oblivious (worst of FGSM, PGD)"),
     ("adaptive_pgd", "adaptive PGD"),
     ("adaptive_apgd", "adaptive APGD-CE"),
-    ("adaptive_square", "Square (gradient-free)"),
-    ("worst_worst", "worst case over all attacks"),
+    ("worst_worst", "worst case of the gradient attacks"),
+    ("square", "Square alone (gradient-free)"),
+    ("robust_accuracy", "robust accuracy (every attack)"),
     ("random_noise", "random sign noise"),
 )
 VIEW_TITLES = {
     "oblivious": "oblivious (attack ignores the defence)",
-    "adaptive": "adaptive (white-box + Square)",
-    "worst": "worst case over all attacks",
+    "adaptive": "adaptive (white-box)",
+    "worst": "worst case over the gradient attacks",
 }
 
 

@@ -76,9 +76,10 @@ CAPTIONS: dict[str, dict[str, str]] = {
     },
     "robustness": {
         "robustness.png": "Accuracy per defence at the headline eps: clean, oblivious, each "
-        "adaptive attack and the worst case over all attacks.",
+        "adaptive attack, the gradient attacks' worst case, Square alone and the robust accuracy "
+        "(every attack).",
         "curves.png": "Accuracy vs eps per defence: worst case over the oblivious attacks, over "
-        "the adaptive ones (white-box and Square), and over all of them.",
+        "the adaptive white-box ones, and over all gradient-based attacks.",
     },
     "train_ae_gauss": {
         "training_curves.png": "Gaussian denoiser (denoised smoothing): loss per epoch.",

@@ -6,27 +6,25 @@ import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
+from advdenoise.core.params import RobustnessParams
 from advdenoise.evaluation.verdicts import MARGIN, defences_in
 from advdenoise.report.document import Block, Bullets, Paragraph, Section, Table, pct
 from advdenoise.report.inputs import Inputs, Metrics, not_run, stage_results
 from advdenoise.report.rules import defence_verdicts
 
-# (threat, method) columns of the robustness table at the headline eps, then the worst cases
+# (metric key with {d} for the defence, column label) of the robustness table at the headline eps
 ROBUSTNESS_COLUMNS = (
-    ("oblivious", "fgsm", "oblivious FGSM"),
-    ("oblivious", "pgd", "oblivious PGD"),
-    ("adaptive", "fgsm", "adaptive FGSM"),
-    ("adaptive", "pgd", "adaptive PGD"),
-    ("adaptive", "apgd", "adaptive APGD-CE"),
-    ("adaptive", "square", "+ Square on survivors"),
-    ("oblivious", "worst", "worst oblivious"),
-    ("adaptive", "worst", "worst adaptive"),
-    ("", "worst", "worst of all"),
+    ("{d}.oblivious.fgsm.accuracy", "oblivious FGSM"),
+    ("{d}.oblivious.pgd.accuracy", "oblivious PGD"),
+    ("{d}.adaptive.fgsm.accuracy", "adaptive FGSM"),
+    ("{d}.adaptive.pgd.accuracy", "adaptive PGD"),
+    ("{d}.adaptive.apgd.accuracy", "adaptive APGD-CE"),
+    ("{d}.oblivious.worst.accuracy", "worst oblivious"),
+    ("{d}.adaptive.worst.accuracy", "worst adaptive"),
+    ("{d}.worst.accuracy", "worst gradient-based"),
+    ("{d}.square.accuracy", "Square alone"),
+    ("{d}.robust_accuracy", "robust accuracy"),
 )
-
-
-def _robustness_key(defence: str, threat: str, method: str) -> str:
-    return f"{defence}.{threat + '.' if threat else ''}{method}.accuracy"
 
 
 def detector_paragraph(m: Metrics) -> Paragraph | None:
@@ -48,6 +46,28 @@ def detector_paragraph(m: Metrics) -> Paragraph | None:
     )
 
 
+def masking_sentence(m: Metrics, cfg: RobustnessParams) -> str:
+    """What the gradient-masking check rests on: Square's budget, its images and its test."""
+    masked = [
+        d
+        for d in defences_in(m)
+        if m.get(f"{d}.square.masking_p_value", 1.0) < cfg.masking_alpha  # type: ignore[operator]
+    ]
+    found = (
+        f"it flags {', '.join(masked)}: there the white-box figures rest on masked gradients"
+        if masked
+        else "no defence is flagged, at this budget"
+    )
+    return (
+        f"Gradient masking: the gradient-free Square Attack ({cfg.square_queries} queries per "
+        f"image, p_init {cfg.square_p_init:g}; AutoAttack uses 5000) on its own, on every "
+        f"clean-correct image of {int(m.get('square_images', 0))} (robustness.square_images), "
+        "against the gradient attacks' worst case on the same images; a one-sided exact McNemar "
+        f"test at alpha = {cfg.masking_alpha:g} asks whether Square breaks more than sampling "
+        f"noise allows (check gradient_not_masked): {found}."
+    )
+
+
 def robustness_section(inputs: Inputs) -> Section:
     sec = Section("Does denoising defend?")
     m = inputs.metrics["robustness"]
@@ -65,20 +85,20 @@ def robustness_section(inputs: Inputs) -> Section:
             "the bare CNN, then defended (the paper's threat model). Adaptive: white-box attacks "
             "through defence + CNN end to end (BPDA for non-differentiable defences): FGSM, PGD "
             f"({inputs.params.attack.pgd_steps} steps; 2x steps checked), APGD-CE "
-            f"({cfg.apgd_steps} steps, {cfg.apgd_restarts} restart(s)), then, as in AutoAttack, the "
-            f"gradient-free Square Attack ({cfg.square_queries} queries per image, p_init "
-            f"{cfg.square_p_init:g}) on the images every gradient-based attack left correct (if it "
-            "breaks any, the gradients were masked: check black_box_finds_nothing_new). Worst "
-            "case: an image counts as robust only if it survives every attack of the column's threat "
-            "model; the verdicts use the worst case over all attacks."
+            f"({cfg.apgd_steps} steps, {cfg.apgd_restarts} restart(s); "
+            f"{cfg.apgd_check_restarts} more on the survivors checked). Worst case: an image counts "
+            "as robust only if it survives every attack of the column's threat model. "
+            + masking_sentence(m, cfg)
+            + " Robust accuracy (AutoAttack's): the per-image worst case over every attack, "
+            "Square included, on Square's images; the verdicts use it."
         )
     )
-    columns = ("defence", "clean accuracy", *(label for _, _, label in ROBUSTNESS_COLUMNS))
+    columns = ("defence", "clean accuracy", *(label for _, label in ROBUSTNESS_COLUMNS))
     rows = []
     for d in defences:
         row = [d, pct(float(m[f"{d}.clean_accuracy"]))]
-        for threat, method, _ in ROBUSTNESS_COLUMNS:
-            v = m.get(_robustness_key(d, threat, method))
+        for key, _ in ROBUSTNESS_COLUMNS:
+            v = m.get(key.format(d=d))
             row.append(pct(float(v)) if v is not None else "-")
         rows.append(tuple(row))
     sec.blocks.append(Table(columns, tuple(rows)))

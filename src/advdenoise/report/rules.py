@@ -6,7 +6,8 @@
 - denoising "restores" accuracy when it recovers >= 80% of the accuracy the attack took, "partly" for
   20-80%, "does not" below 20%;
 - the defence verdicts are the one rule of `advdenoise.evaluation.verdicts` (the same as
-  plots/robustness/verdict.csv): worst case over every attack at robustness.eps, a 10-point margin
+  plots/robustness/verdict.csv): robust accuracy (the per-image worst case over every attack, the
+  standalone Square included) at robustness.eps, a 10-point margin
   over the undefended CNN, and within 10 points of the defence's own clean accuracy to "defend".
 """
 

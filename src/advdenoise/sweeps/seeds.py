@@ -35,7 +35,7 @@ from advdenoise.evaluation.verdicts import verdict
 HEADLINE = (
     ("train_cnn", "test.accuracy"),
     ("robustness", "{d}.clean_accuracy"),
-    ("robustness", "{d}.worst.accuracy"),
+    ("robustness", "{d}.robust_accuracy"),
     ("robustness", "detector.adaptive.tpr_at_5fpr"),
     ("embed", "detector.pgd.auroc"),
     ("certify", "cnn.sigma_0.25.radius_0.25.certified_accuracy"),

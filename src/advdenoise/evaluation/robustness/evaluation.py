@@ -16,14 +16,16 @@ from advdenoise.attacks.sets import AdversarialSets, check_perturbation
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import DEFENCES, AttackParams, RobustnessParams
 from advdenoise.core.seeding import eps_key
+from advdenoise.data.splits import evaluation_subset
 from advdenoise.defences.registry import build_defence, defended_classifier
 from advdenoise.models.inference import predict_labels
 
 THREATS = ("oblivious", "adaptive")
-METHODS = {"oblivious": attack_runs.METHODS, "adaptive": attack_runs.ATTACKS}
+METHODS = {"oblivious": attack_runs.METHODS, "adaptive": attack_runs.WHITE_BOX}
 VIEWS = (*THREATS, "worst")  # the worst case within each threat model, and over both
 _STREAM = 6  # seed stream of this stage (attack_runs.offset_seed's)
 SUBSET_STREAM = 7  # data.evaluation_subset stream of this stage
+SQUARE_STREAM = 15  # data.evaluation_subset stream of the standalone Square's images
 
 
 def sign_noise(x: np.ndarray, eps: float, seed: int) -> np.ndarray:
@@ -48,7 +50,9 @@ def check_oblivious_sets(oblivious: AdversarialSets, params: RobustnessParams, w
 
 @dataclass
 class DefenceResult:
-    """Per-image correctness of one defence: clean, and correct[(threat, method)][eps]."""
+    """Per-image correctness of one defence: clean, and correct[(threat, method)][eps] for the
+    gradient-based attacks; at the headline, PGD with 2x steps, APGD's extra restarts and the
+    standalone Square on its subset."""
 
     name: str
     headline: float
@@ -56,6 +60,10 @@ class DefenceResult:
     chance: float = 0.5  # majority-class rate of the labels: a constant classifier's accuracy
     correct: dict[tuple[str, str], dict[float, np.ndarray]] = field(default_factory=dict)
     pgd_2x_steps: np.ndarray | None = None  # bool per image, PGD with 2x steps at the headline
+    # bool per image: survived APGD's extra restarts (run on the gradient survivors, others False)
+    apgd_more_restarts: np.ndarray | None = None
+    square_subset: np.ndarray | None = None  # bool per image: the standalone Square's images
+    square: np.ndarray | None = None  # bool per image: correct under Square (False off the subset)
     random_noise: float = float("nan")
 
     @property
@@ -73,31 +81,47 @@ class DefenceResult:
     def accuracy(self, threat: str, method: str, eps: float) -> float:
         return float(self.correct[(threat, method)][eps].mean())
 
-    def _alive(self, eps: float, cells: Iterable[tuple[str, str]], with_2x: bool) -> np.ndarray:
-        """Images correct clean and under every attack cell in `cells` (and PGD-2x if asked)."""
+    def _alive(self, eps: float, cells: Iterable[tuple[str, str]], extra: bool) -> np.ndarray:
+        """Images correct clean and under every attack cell in `cells` (and, at the headline if
+        `extra`, under PGD-2x and APGD's extra restarts)."""
         alive = self.clean.copy()
         for cell in cells:
             alive &= self.correct[cell][eps]
-        if with_2x and eps == self.headline and self.pgd_2x_steps is not None:
-            alive &= self.pgd_2x_steps
+        if extra and eps == self.headline:
+            for more in (self.pgd_2x_steps, self.apgd_more_restarts):
+                if more is not None:
+                    alive &= more
         return alive
 
-    def survivors(self, view: str, eps: float) -> np.ndarray:
-        """Images correct under every attack of `view` (a threat, or "worst": all of them)."""
+    def survivors(self, view: str, eps: float, extra: bool = True) -> np.ndarray:
+        """Images correct under every gradient-based attack of `view` (a threat, or "worst": all
+        of them); `extra=False` leaves out the headline's PGD-2x and APGD restarts."""
         cells = [c for c in self.correct if view in (c[0], "worst")]
-        return self._alive(eps, cells, with_2x=view != "oblivious")
-
-    def gradient_survivors(self, eps: float) -> np.ndarray:
-        """Images correct under every gradient-based attack at `eps` (what Square then attacks)."""
-        cells = [
-            c
-            for c, by_eps in self.correct.items()
-            if c[1] not in attack_runs.BLACK_BOX and eps in by_eps
-        ]
-        return self._alive(eps, cells, with_2x=True)
+        return self._alive(eps, cells, extra=extra and view != "oblivious")
 
     def worst(self, view: str, eps: float) -> float:
         return float(self.survivors(view, eps).mean())
+
+    def _on_subset(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.square is None or self.square_subset is None:
+            raise PipelineError(f"{self.name}: the standalone Square did not run")
+        return self.square_subset, self.square
+
+    def square_accuracy(self) -> float:
+        """Accuracy under the standalone Square on its subset (clean errors count as errors)."""
+        subset, square = self._on_subset()
+        return float(square[subset].mean())
+
+    def gradient_worst_on_square_subset(self) -> float:
+        """The gradient worst case at the headline, on the standalone Square's images."""
+        subset, _ = self._on_subset()
+        return float(self.survivors("worst", self.headline)[subset].mean())
+
+    def robust_accuracy(self) -> float:
+        """AutoAttack's robust accuracy on the Square subset: an image counts only if it survives
+        every attack at the headline, gradient-based and gradient-free."""
+        subset, square = self._on_subset()
+        return float((self.survivors("worst", self.headline) & square)[subset].mean())
 
 
 def evaluate_defence(
@@ -119,7 +143,8 @@ def evaluate_defence(
     of `eps_values`: a cell of `evaluate_in_processes`; `merge_results` joins them).
 
     For `none` the oblivious and adaptive FGSM/PGD coincide, so those reuse the attack stage's sets
-    (same params and ART code). PGD at the headline runs on to 2x steps for the convergence check.
+    (same params and ART code). At the headline PGD runs on to 2x steps and APGD restarts more
+    (the checks that they converged), and the standalone Square attacks its subset.
     """
     eps_values = params.eps_grid if eps_values is None else eps_values
     model = defended_classifier(defence, cnn)
@@ -142,13 +167,13 @@ def evaluate_defence(
         result.correct[("oblivious", method)] = {
             e: correct(oblivious.get(method, e), everyone) for e in eps_values
         }
-    for method in attack_runs.ATTACKS:
+    for method in attack_runs.WHITE_BOX:
         result.correct[("adaptive", method)] = {}
     for e in eps_values:
         offsets = (di, eps_key(e))
         cells = result.correct
         if len(rows) == 0:  # nothing classified correctly: nothing to attack
-            for method in attack_runs.ATTACKS:
+            for method in attack_runs.WHITE_BOX:
                 cells[("adaptive", method)][e] = np.zeros(len(y), dtype=bool)
             continue
         if name == "none":  # the attack stage's sets: same params and ART code
@@ -173,20 +198,51 @@ def evaluate_defence(
         )  # fmt: skip
         check_perturbation(xa, apgd, e, f"{name}: apgd eps={e:g}")
         cells[("adaptive", "apgd")][e] = correct(apgd, rows)
-        # Square, as in AutoAttack, on the images every gradient-based attack left correct
-        left = np.flatnonzero(result.gradient_survivors(e))
-        cells[("adaptive", "square")][e] = np.zeros(len(y), dtype=bool)
-        if len(left):
-            square = attacks.square(
-                classifier, x[left], y[left], e, params.square_queries, params.square_p_init, bs,
-                seed=attack_runs.offset_seed(seed, *offsets, 2),
-            )  # fmt: skip
-            check_perturbation(x[left], square, e, f"{name}: square eps={e:g}")
-            cells[("adaptive", "square")][e] = correct(square, left)
+    if headline in eps_values:
+        offsets = (di, eps_key(headline))
+        _headline_extras(result, classifier, x, y, params, bs, correct, seed, offsets)
     noisy = sign_noise(x, headline, seed)
     check_perturbation(x, noisy, headline, f"{name}: random sign noise")
     result.random_noise = float(correct(noisy, everyone).mean())
     return result
+
+
+def _headline_extras(
+    result: DefenceResult,
+    classifier: attacks.PyTorchClassifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    params: RobustnessParams,
+    batch_size: int,
+    correct: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    seed: int,
+    offsets: tuple[int, int],
+) -> None:
+    """At the headline eps: APGD's extra restarts on the images every gradient-based attack left
+    correct, and Square on every clean-correct image of its seeded subset, on its own (not only
+    on the gradient survivors, as in AutoAttack's cascade: so its accuracy can be set against the
+    gradient attacks' worst case, the test for gradient masking)."""
+    e = result.headline
+    left = np.flatnonzero(result.survivors("worst", e))
+    result.apgd_more_restarts = np.zeros(len(y), dtype=bool)
+    if len(left):
+        more = attacks.apgd(
+            classifier, x[left], y[left], e, params.apgd_steps, params.apgd_check_restarts,
+            batch_size, seed=attack_runs.offset_seed(seed, *offsets, 3),
+        )  # fmt: skip
+        check_perturbation(x[left], more, e, f"{result.name}: apgd restarts eps={e:g}")
+        result.apgd_more_restarts = correct(more, left)
+    subset = np.zeros(len(y), dtype=bool)
+    subset[evaluation_subset(y, params.square_images, seed, SQUARE_STREAM)] = True
+    result.square_subset, result.square = subset, np.zeros(len(y), dtype=bool)
+    rows = np.flatnonzero(subset & result.clean)
+    if len(rows):
+        square = attacks.square(
+            classifier, x[rows], y[rows], e, params.square_queries, params.square_p_init,
+            batch_size, seed=attack_runs.offset_seed(seed, *offsets, 2),
+        )  # fmt: skip
+        check_perturbation(x[rows], square, e, f"{result.name}: square eps={e:g}")
+        result.square = correct(square, rows)
 
 
 def evaluate_defences(
@@ -237,6 +293,7 @@ def merge_results(parts: Sequence[DefenceResult]) -> DefenceResult:
             raise PipelineError(f"cannot merge results of {part.name} into {first.name}")
         for cell, by_eps in part.correct.items():
             merged.correct.setdefault(cell, {}).update(by_eps)
-        if part.pgd_2x_steps is not None:
-            merged.pgd_2x_steps = part.pgd_2x_steps
+        for extra in ("pgd_2x_steps", "apgd_more_restarts", "square_subset", "square"):
+            if getattr(part, extra) is not None:
+                setattr(merged, extra, getattr(part, extra))
     return merged

@@ -104,8 +104,8 @@ def evaluate_in_processes(
     CUDA.
     """
     cfg = params.robustness
-    # smallest eps first: there the attacks break the fewest images, so Square runs on the most;
-    # the cheap cells at large eps fill the gaps at the end
+    # smallest eps first: there the attacks break the fewest images, so they cost the most; the
+    # cheap cells at large eps fill the gaps at the end
     cells = [(name, e) for e in cfg.eps_grid for name in cfg.defences]
     pool = ProcessPoolExecutor(
         min(cfg.workers, len(cells)),

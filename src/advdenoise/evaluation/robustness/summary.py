@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 
 from advdenoise.attacks import runs as attack_runs
 from advdenoise.core.errors import PipelineError
+from advdenoise.core.params import RobustnessParams
 from advdenoise.evaluation.attack import MONOTONE_TOLERANCE
 from advdenoise.evaluation.robustness.evaluation import METHODS, THREATS, VIEWS, DefenceResult
 
 CONVERGENCE_TOLERANCE = 0.01  # doubling PGD steps may move accuracy by at most one point
 
 
-def checks(result: DefenceResult) -> dict[str, bool]:
+def checks(result: DefenceResult, params: RobustnessParams) -> dict[str, bool]:
     """Carlini et al. 2019 sanity checks of one defence's evaluation (True = passed).
 
     Orderings ("a <= b") tolerate one image, as the attack stage's checks do (a random start can
-    flip a single borderline image); convergence allows CONVERGENCE_TOLERANCE.
+    flip a single borderline image); convergence allows CONVERGENCE_TOLERANCE, APGD's extra
+    restarts robustness.restarts_tolerance images; gradient masking is `masking_test`'s verdict.
     """
     tol = MONOTONE_TOLERANCE / max(result.n_images, 1) + 1e-12
     eps_values, h = result.eps_values, result.headline
@@ -37,18 +41,49 @@ def checks(result: DefenceResult) -> dict[str, bool]:
     pgd_h = acc("adaptive", "pgd", h)
     pgd_2x = float(result.pgd_2x_steps.mean()) if result.pgd_2x_steps is not None else pgd_h
     out["pgd_converged"] = abs(pgd_2x - pgd_h) <= CONVERGENCE_TOLERANCE + 1e-12
+    out["apgd_restarts_converged"] = restart_breaks(result) <= params.restarts_tolerance
     out["random_noise_floor"] = result.random_noise + tol >= max(
         acc("adaptive", m, h) for m in attack_runs.WHITE_BOX
     )
     out["adaptive_le_oblivious"] = pgd_h <= acc("oblivious", "pgd", h) + tol
-    out["black_box_finds_nothing_new"] = all(square_breaks(result, e) <= tol for e in eps_values)
+    out["gradient_not_masked"] = masking_test(result).p_value >= params.masking_alpha
     return out
 
 
-def square_breaks(result: DefenceResult, eps: float) -> float:
-    """Fraction of images every gradient-based attack left correct that Square then broke."""
-    square = result.correct[("adaptive", "square")][eps]
-    return float((result.gradient_survivors(eps) & ~square).mean())
+def restart_breaks(result: DefenceResult) -> int:
+    """Images that APGD's extra restarts broke after every other gradient-based attack missed."""
+    before = result.survivors("worst", result.headline, extra=False)
+    if result.pgd_2x_steps is not None:
+        before &= result.pgd_2x_steps
+    after = result.survivors("worst", result.headline)
+    return int((before & ~after).sum())
+
+
+@dataclass(frozen=True)
+class MaskingTest:
+    """Square alone vs the gradient attacks' worst case, per image on Square's subset."""
+
+    square_only: int  # images Square broke that survived every gradient-based attack
+    gradient_only: int  # images the gradient attacks broke that survived Square
+    p_value: float  # one-sided exact McNemar: P(>= square_only of the discordant | no difference)
+
+
+def masking_test(result: DefenceResult) -> MaskingTest:
+    """Does the gradient-free attack beat the gradient-based ones by more than sampling noise?
+
+    The exact one-sided McNemar test on the paired outcomes: under "equally strong", each image
+    that exactly one of the two breaks is Square's with probability 1/2. A small p-value means
+    Square finds what the gradients cannot reach: the white-box figures rest on masked gradients.
+    """
+    subset, square = result.square_subset, result.square
+    if subset is None or square is None:
+        raise PipelineError(f"{result.name}: the standalone Square did not run")
+    gradient = result.survivors("worst", result.headline)
+    square_only = int((subset & gradient & ~square).sum())
+    gradient_only = int((subset & ~gradient & square).sum())
+    n = square_only + gradient_only
+    p = binomtest(square_only, n, 0.5, alternative="greater").pvalue if n else 1.0
+    return MaskingTest(square_only, gradient_only, float(p))
 
 
 def eps_label(eps: float) -> str:
@@ -56,17 +91,23 @@ def eps_label(eps: float) -> str:
     return f"eps_{eps:g}"
 
 
-def robustness_metrics(results: Sequence[DefenceResult]) -> dict[str, float | bool]:
+def robustness_metrics(
+    results: Sequence[DefenceResult], params: RobustnessParams
+) -> dict[str, float | bool]:
     """Flat metrics: the headline eps per defence, every eps of the grid, and every check.
 
     Keys at the headline: `<d>.clean_accuracy`, `<d>.<threat>.<method>.accuracy`,
-    `<d>.<view>.worst.accuracy` / `<d>.worst.accuracy`; per eps: `<d>.eps_<e>.<...>.accuracy`.
+    `<d>.<view>.worst.accuracy` / `<d>.worst.accuracy` (gradient-based attacks), the standalone
+    Square's `<d>.square.*` and `<d>.robust_accuracy` (every attack, on Square's images); per
+    eps: `<d>.eps_<e>.<...>.accuracy`.
     """
     out: dict[str, float | bool] = {}
     if results:
         out["eps"] = float(results[0].headline)
         out["test_images"] = results[0].n_images
         out["chance"] = results[0].chance
+        subset = results[0].square_subset
+        out["square_images"] = int(subset.sum()) if subset is not None else 0
     for r in results:
         out[f"{r.name}.clean_accuracy"] = r.clean_accuracy
         for e in r.eps_values:
@@ -79,11 +120,18 @@ def robustness_metrics(results: Sequence[DefenceResult]) -> dict[str, float | bo
                 for view in THREATS:
                     out[f"{r.name}.{prefix}{view}.worst.accuracy"] = r.worst(view, e)
                 out[f"{r.name}.{prefix}worst.accuracy"] = r.worst("worst", e)
-                out[f"{r.name}.{prefix}adaptive.square_breaks"] = square_breaks(r, e)
         if r.pgd_2x_steps is not None:
             out[f"{r.name}.adaptive.pgd_2x_steps.accuracy"] = float(r.pgd_2x_steps.mean())
+        out[f"{r.name}.adaptive.apgd_more_restarts.breaks"] = restart_breaks(r)
+        masking = masking_test(r)
+        out[f"{r.name}.square.accuracy"] = r.square_accuracy()
+        out[f"{r.name}.square.gradient_worst.accuracy"] = r.gradient_worst_on_square_subset()
+        out[f"{r.name}.square.breaks_beyond_gradient"] = masking.square_only
+        out[f"{r.name}.square.gradient_breaks_beyond_square"] = masking.gradient_only
+        out[f"{r.name}.square.masking_p_value"] = masking.p_value
+        out[f"{r.name}.robust_accuracy"] = r.robust_accuracy()
         out[f"{r.name}.random_noise.accuracy"] = r.random_noise
-        for check, passed in checks(r).items():
+        for check, passed in checks(r, params).items():
             out[f"checks.{r.name}.{check}"] = bool(passed)
     out["checks.all_passed"] = all(v for k, v in out.items() if k.startswith("checks."))
     for key, value in out.items():
@@ -103,6 +151,8 @@ def robustness_table(results: Sequence[DefenceResult]) -> pd.DataFrame:
             float(r.pgd_2x_steps.mean()) if r.pgd_2x_steps is not None else float("nan")
         )
         row.update({f"worst_{v}": r.worst(v, h) for v in VIEWS})
+        row["square"] = r.square_accuracy()
+        row["robust_accuracy"] = r.robust_accuracy()
         row["random_noise"] = r.random_noise
         rows.append(row)
     return pd.DataFrame(rows)
