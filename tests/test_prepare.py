@@ -15,7 +15,7 @@ from conftest import write_params
 from PIL import Image
 
 from advdenoise.core.params import read_yaml
-from advdenoise.data.splits import SPLITS, load_splits
+from advdenoise.data.splits import SPLITS, Split, Splits, load_splits, mean_intensity_baseline
 
 ROOT = Path(__file__).parents[1]
 REAL_DATA = (ROOT / "../shared/datasets/sarscov2-ct").resolve()
@@ -69,7 +69,7 @@ def test_synthetic_end_to_end(tmp_path: Path) -> None:
     assert metrics["test.COVID"] == 5 and metrics["test.non-COVID"] == 4
     assert metrics["duplicate_groups"] == 0 and metrics["skipped_files"] == 0
     assert metrics["image_size"] == 32
-    assert 0.0 <= metrics["baseline.mean_intensity_accuracy"] <= 1.0
+    assert metrics["baseline.mean_intensity_accuracy"] == round(mean_intensity_baseline(splits), 6)
     for s in SPLITS:
         assert len(getattr(splits, s).y) == metrics[f"{s}.total"]
     counts = pd.read_csv(paths["plots"] / "counts.csv")
@@ -370,3 +370,19 @@ def test_bad_synthetic_slices_are_refused(
     code, paths = _run(tmp_path, _params(tmp_path, TINY + f"  synthetic_slices: {slices}\n"))
     assert code == 2 and "data.synthetic_slices must be [min, max]" in capsys.readouterr().err
     assert _written(paths) == []
+
+
+def test_the_mean_intensity_baseline_finds_a_brightness_shortcut() -> None:
+    """Classes that differ in brightness alone: the baseline scores 100% on a test set that keeps
+    the shortcut and 0% on one whose labels are swapped (a shortcut, not the class, is learnt)."""
+    rng = np.random.default_rng(0)
+
+    def split(n: int, swap: bool = False) -> Split:
+        y = np.arange(n) % 2
+        level = np.where(y == 1, 150, 90) + rng.integers(-20, 20, n)
+        x = np.broadcast_to(level[:, None, None, None], (n, 1, 4, 4)).astype(np.uint8)
+        return Split(x, 1 - y if swap else y, np.array([f"i{k}" for k in range(n)]))
+
+    classes = ("non-COVID", "COVID")
+    assert mean_intensity_baseline(Splits(split(40), split(4), split(20), classes)) == 1.0
+    assert mean_intensity_baseline(Splits(split(40), split(4), split(20, True), classes)) == 0.0

@@ -114,11 +114,14 @@ def test_table_has_every_cell_and_checks_are_reported() -> None:
     )
     table = robustness_table(results)
     assert list(table.defence) == list(DEFENCES)
-    for threat in THREATS:
-        for method in METHODS[threat]:
-            assert table[f"{threat}_{method}"].between(0, 1).all()
     assert not table.isna().any().any()
     metrics = robustness_metrics(results, params)
+    for row in table.itertuples():  # the table is the metrics at the headline eps
+        for threat in THREATS:
+            for method in METHODS[threat]:
+                key = f"{row.defence}.{threat}.{method}.accuracy"
+                assert getattr(row, f"{threat}_{method}") == metrics[key]
+        assert row.robust_accuracy == metrics[f"{row.defence}.robust_accuracy"]
     for d in DEFENCES:
         for e in params.eps_grid:
             for threat in THREATS:
@@ -411,29 +414,47 @@ GOOD = {
 }
 
 
-def test_checks_flag_a_broken_evaluation() -> None:
+def _square_breaks_ten_more(r: DefenceResult) -> None:
+    r.square[:10] = False  # of the 30 images every gradient attack left
+    r.square[30:90] = False  # and every image they broke
+
+
+BREAKS = {  # check -> a change to the GOOD evaluation that breaks it and nothing else
+    "oblivious.pgd_le_fgsm": {"oblivious_pgd": {0.01: 0.7, 0.03: 0.7}},
+    "oblivious.fgsm.non_increasing_in_eps": {"oblivious_fgsm": {0.01: 0.75, 0.03: 0.8}},
+    "oblivious.pgd.non_increasing_in_eps": {"oblivious_pgd": {0.01: 0.3, 0.03: 0.4}},
+    "adaptive.pgd_le_fgsm": {"adaptive_fgsm": {0.01: 0.6, 0.03: 0.25}},
+    "adaptive.fgsm.non_increasing_in_eps": {"adaptive_fgsm": {0.01: 0.95, 0.03: 0.4}},
+    "adaptive.pgd.non_increasing_in_eps": {"adaptive_pgd": {0.01: 0.25, 0.03: 0.3}},
+    "adaptive.apgd.non_increasing_in_eps": {"adaptive_apgd": {0.01: 0.2, 0.03: 0.3}},
+    "adaptive_le_oblivious": {"oblivious_pgd": {0.01: 0.7, 0.03: 0.2}},
+    "pgd_converged": lambda r: setattr(r, "pgd_2x_steps", np.arange(100) < 10),
+    "apgd_restarts_converged": lambda r: r.apgd_more_restarts.__setitem__([0, 1], False),
+    "random_noise_floor": lambda r: setattr(r, "random_noise", 0.2),
+    "gradient_not_masked": _square_breaks_ten_more,
+}
+
+
+def test_every_check_passes_a_sound_evaluation_and_each_tolerates_one_image() -> None:
     good = _result(**GOOD)
-    assert all(checks(good, ROBUSTNESS).values())
+    assert set(checks(good, ROBUSTNESS)) == set(BREAKS) and all(checks(good, ROBUSTNESS).values())
     assert good.worst("worst", 0.03) == 0.3  # nested masks: the worst case is the smallest
     within_one_image = _result(**{**GOOD, "adaptive_pgd": {0.01: 0.5, 0.03: 0.41}})
     assert checks(within_one_image, ROBUSTNESS)["adaptive.pgd_le_fgsm"]  # 0.41 vs FGSM 0.40
-    bad = _result(**{**GOOD, "adaptive_pgd": {0.01: 0.2, 0.03: 0.5}})
-    bad.pgd_2x_steps = np.arange(100) < 10
-    bad.apgd_more_restarts = np.arange(100) != 5  # survived everything but the extra restarts
-    bad.random_noise = 0.2
-    bad.square = np.arange(100) < 20  # Square alone: 20% where the gradient attacks leave 10%
-    failed = {k for k, v in checks(bad, ROBUSTNESS).items() if not v}
-    assert failed == {
-        "adaptive.pgd_le_fgsm",
-        "adaptive.pgd.non_increasing_in_eps",
-        "pgd_converged",
-        "random_noise_floor",
-        "adaptive_le_oblivious",
-    }
-    # one image broken by the extra restarts is within robustness.restarts_tolerance, two are not
-    assert ROBUSTNESS.restarts_tolerance == 1 and restart_breaks(bad) == 1
-    bad.apgd_more_restarts[7] = False
-    assert not checks(bad, ROBUSTNESS)["apgd_restarts_converged"]
+    good.apgd_more_restarts[0] = False  # one image: within robustness.restarts_tolerance
+    assert ROBUSTNESS.restarts_tolerance == 1 and restart_breaks(good) == 1
+    assert checks(good, ROBUSTNESS)["apgd_restarts_converged"]
+
+
+@pytest.mark.parametrize("check", list(BREAKS))
+def test_each_check_fires_on_the_evaluation_built_to_break_it(check: str) -> None:
+    change = BREAKS[check]
+    if callable(change):
+        broken = _result(**GOOD)
+        change(broken)
+    else:
+        broken = _result(**{**GOOD, **change})
+    assert {k for k, v in checks(broken, ROBUSTNESS).items() if not v} == {check}
 
 
 def test_the_masking_check_fires_only_beyond_sampling_noise() -> None:
@@ -531,9 +552,8 @@ def test_stages_end_to_end(tmp_path: Path) -> None:
         assert rc == 0, stage
         load_autoencoder(root / "data" / stage / MODEL_FILE)
         scores = json.loads((root / f"metrics/{stage}.json").read_text())
-        for key in ("test.clean.mse", "test.adversarial.mse", "val.adversarial.mse",
-                    "test.cnn_accuracy_denoised", "test.cnn_accuracy_adversarial_denoised"):  # fmt: skip
-            assert 0 <= scores[key] <= 1, (stage, key)
+        assert {"test.clean.mse", "test.adversarial.mse", "val.adversarial.mse",
+                "test.cnn_accuracy_denoised", "test.cnn_accuracy_adversarial_denoised"} <= set(scores)  # fmt: skip
         assert scores["train.images"] == 64  # 32 clean + one adversarial copy each
         assert len(pd.read_csv(root / "plots" / stage / "history.csv")) == 1
         assert (root / "plots" / stage / "training_curves.png").stat().st_size > 0

@@ -21,9 +21,7 @@ from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import AttackName, AttackParams
 
 METHODS: tuple[str, ...] = typing.get_args(AttackName)  # the attack stage's (its oblivious sets)
-WHITE_BOX = (*METHODS, "apgd")  # gradient-based attacks of the robustness stage
-BLACK_BOX = ("square",)  # gradient-free: the check for gradient masking
-ATTACKS = WHITE_BOX + BLACK_BOX
+WHITE_BOX = (*METHODS, "apgd")  # gradient-based attacks of the robustness stage (Square: its own)
 _OFFSET_STREAM = 6  # seed stream of offset_seed, distinct from the other modules' streams
 
 
