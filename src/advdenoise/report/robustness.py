@@ -51,7 +51,7 @@ def masking_sentence(m: Metrics, cfg: RobustnessParams) -> str:
     masked = [
         d
         for d in defences_in(m)
-        if m.get(f"{d}.square.masking_p_value", 1.0) < cfg.masking_alpha  # type: ignore[operator]
+        if float(m.get(f"{d}.square.masking_p_value", 1.0)) < cfg.masking_alpha
     ]
     found = (
         f"it flags {', '.join(masked)}: there the white-box figures rest on masked gradients"
