@@ -226,6 +226,24 @@ def test_robustness_section_renders_any_defences_and_verdicts(tmp_path):
     assert "failed: checks.ae.pgd_converged, checks.all_passed" in text
     assert "adaptive: AUROC 0.31" in text
     assert "Not run: metrics/robustness.json" not in text
+    assert "no defence is flagged at this budget" in text  # no Square figures: p = 1 everywhere
+
+
+def test_the_masking_sentence_states_the_budget_and_names_what_it_flags():
+    from advdenoise.core.params import load_params
+    from advdenoise.report.robustness import masking_sentence
+
+    cfg = load_params(Path(__file__).resolve().parents[1] / "params.yaml").robustness
+    m = {"square_images": 40, "none.clean_accuracy": 0.9, "jpeg.clean_accuracy": 0.9,
+         "ae.clean_accuracy": 0.5, "none.square.masking_p_value": 1.0,
+         "jpeg.square.masking_p_value": 0.0625, "ae.square.masking_p_value": 0.5}  # fmt: skip
+    calm = masking_sentence(m, cfg)
+    assert f"({cfg.square_queries} queries per image" in calm and "one of 40 images" in calm
+    assert "no defence is flagged at this budget (smallest p: jpeg, 0.0625)" in calm
+    m["jpeg.square.masking_p_value"] = 0.03125
+    assert "it flags jpeg: there the white-box figures rest on masked gradients" in (
+        masking_sentence(m, cfg)
+    )
 
 
 def test_everything_missing_still_renders(tmp_path):

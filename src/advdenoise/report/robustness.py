@@ -48,23 +48,24 @@ def detector_paragraph(m: Metrics) -> Paragraph | None:
 
 def masking_sentence(m: Metrics, cfg: RobustnessParams) -> str:
     """What the gradient-masking check rests on: Square's budget, its images and its test."""
-    masked = [
-        d
-        for d in defences_in(m)
-        if float(m.get(f"{d}.square.masking_p_value", 1.0)) < cfg.masking_alpha
-    ]
-    found = (
-        f"it flags {', '.join(masked)}: there the white-box figures rest on masked gradients"
-        if masked
-        else "no defence is flagged, at this budget"
-    )
+    p_values = {d: float(m.get(f"{d}.square.masking_p_value", 1.0)) for d in defences_in(m)}
+    masked = [d for d, p in p_values.items() if p < cfg.masking_alpha]
+    if masked:
+        found = (
+            f"it flags {', '.join(masked)}: there the white-box figures rest on masked gradients"
+        )
+    else:
+        closest = min(p_values, key=p_values.__getitem__)
+        found = (
+            f"no defence is flagged at this budget (smallest p: {closest}, {p_values[closest]:.3g})"
+        )
     return (
         f"Gradient masking: the gradient-free Square Attack ({cfg.square_queries} queries per "
         f"image, p_init {cfg.square_p_init:g}; AutoAttack uses 5000) on its own, on every "
-        f"clean-correct image of {int(m.get('square_images', 0))} (robustness.square_images), "
-        "against the gradient attacks' worst case on the same images; a one-sided exact McNemar "
-        f"test at alpha = {cfg.masking_alpha:g} asks whether Square breaks more than sampling "
-        f"noise allows (check gradient_not_masked): {found}."
+        f"clean-correct one of {int(m.get('square_images', 0))} images "
+        "(robustness.square_images), against the gradient attacks' worst case on the same images; "
+        f"a one-sided exact McNemar test at alpha = {cfg.masking_alpha:g} asks whether Square "
+        f"breaks more than sampling noise allows (check gradient_not_masked): {found}."
     )
 
 
