@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -102,25 +103,26 @@ class DefenceResult:
     def worst(self, view: str, eps: float) -> float:
         return float(self.survivors(view, eps).mean())
 
-    def _on_subset(self) -> tuple[np.ndarray, np.ndarray]:
+    def square_outcome(self) -> tuple[np.ndarray, np.ndarray]:
+        """(subset, correct under Square) per image; an error if the standalone Square did not run."""
         if self.square is None or self.square_subset is None:
             raise PipelineError(f"{self.name}: the standalone Square did not run")
         return self.square_subset, self.square
 
     def square_accuracy(self) -> float:
         """Accuracy under the standalone Square on its subset (clean errors count as errors)."""
-        subset, square = self._on_subset()
+        subset, square = self.square_outcome()
         return float(square[subset].mean())
 
     def gradient_worst_on_square_subset(self) -> float:
         """The gradient worst case at the headline, on the standalone Square's images."""
-        subset, _ = self._on_subset()
+        subset, _ = self.square_outcome()
         return float(self.survivors("worst", self.headline)[subset].mean())
 
     def robust_accuracy(self) -> float:
         """AutoAttack's robust accuracy on the Square subset: an image counts only if it survives
         every attack at the headline, gradient-based and gradient-free."""
-        subset, square = self._on_subset()
+        subset, square = self.square_outcome()
         return float((self.survivors("worst", self.headline) & square)[subset].mean())
 
 
@@ -192,12 +194,14 @@ def evaluate_defence(
                 cells[("adaptive", "pgd")][e] = correct(advs[0], rows)
             if with_2x:
                 result.pgd_2x_steps = correct(advs[-1], rows)
-        apgd = attacks.apgd(
-            classifier, xa, ya, e, params.apgd_steps, params.apgd_restarts, bs,
+        apgd = partial(
+            attacks.apgd, classifier, eps=e, steps=params.apgd_steps,
+            restarts=params.apgd_restarts, batch_size=bs,
             seed=attack_runs.offset_seed(seed, *offsets, 1),
         )  # fmt: skip
-        check_perturbation(xa, apgd, e, f"{name}: apgd eps={e:g}")
-        cells[("adaptive", "apgd")][e] = correct(apgd, rows)
+        cells[("adaptive", "apgd")][e] = _correct_after(
+            apgd, x, y, rows, e, f"{name}: apgd eps={e:g}", correct
+        )
     if headline in eps_values:
         offsets = (di, eps_key(headline))
         _headline_extras(result, classifier, x, y, params, bs, correct, seed, offsets)
@@ -223,26 +227,45 @@ def _headline_extras(
     on the gradient survivors, as in AutoAttack's cascade: so its accuracy can be set against the
     gradient attacks' worst case, the test for gradient masking)."""
     e = result.headline
+    more_restarts = partial(
+        attacks.apgd, classifier, eps=e, steps=params.apgd_steps,
+        restarts=params.apgd_check_restarts, batch_size=batch_size,
+        seed=attack_runs.offset_seed(seed, *offsets, 3),
+    )  # fmt: skip
     left = np.flatnonzero(result.survivors("worst", e))
-    result.apgd_more_restarts = np.zeros(len(y), dtype=bool)
-    if len(left):
-        more = attacks.apgd(
-            classifier, x[left], y[left], e, params.apgd_steps, params.apgd_check_restarts,
-            batch_size, seed=attack_runs.offset_seed(seed, *offsets, 3),
-        )  # fmt: skip
-        check_perturbation(x[left], more, e, f"{result.name}: apgd restarts eps={e:g}")
-        result.apgd_more_restarts = correct(more, left)
+    result.apgd_more_restarts = _correct_after(
+        more_restarts, x, y, left, e, f"{result.name}: apgd restarts eps={e:g}", correct
+    )
     subset = np.zeros(len(y), dtype=bool)
     subset[evaluation_subset(y, params.square_images, seed, SQUARE_STREAM)] = True
-    result.square_subset, result.square = subset, np.zeros(len(y), dtype=bool)
+    result.square_subset = subset
+    square = partial(
+        attacks.square, classifier, eps=e, queries=params.square_queries,
+        p_init=params.square_p_init, batch_size=batch_size,
+        seed=attack_runs.offset_seed(seed, *offsets, 2),
+    )  # fmt: skip
     rows = np.flatnonzero(subset & result.clean)
-    if len(rows):
-        square = attacks.square(
-            classifier, x[rows], y[rows], e, params.square_queries, params.square_p_init,
-            batch_size, seed=attack_runs.offset_seed(seed, *offsets, 2),
-        )  # fmt: skip
-        check_perturbation(x[rows], square, e, f"{result.name}: square eps={e:g}")
-        result.square = correct(square, rows)
+    result.square = _correct_after(
+        square, x, y, rows, e, f"{result.name}: square eps={e:g}", correct
+    )
+
+
+def _correct_after(
+    attack: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    rows: np.ndarray,
+    eps: float,
+    what: str,
+    correct: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Per image, whether it is still classified correctly after `attack` on x[rows] (its output
+    bound-checked at eps); False off `rows`, and everywhere when `rows` is empty."""
+    if len(rows) == 0:
+        return np.zeros(len(y), dtype=bool)
+    adv = attack(x[rows], y[rows])
+    check_perturbation(x[rows], adv, eps, what)
+    return correct(adv, rows)
 
 
 def evaluate_defences(

@@ -75,9 +75,7 @@ def masking_test(result: DefenceResult) -> MaskingTest:
     that exactly one of the two breaks is Square's with probability 1/2. A small p-value means
     Square finds what the gradients cannot reach: the white-box figures rest on masked gradients.
     """
-    subset, square = result.square_subset, result.square
-    if subset is None or square is None:
-        raise PipelineError(f"{result.name}: the standalone Square did not run")
+    subset, square = result.square_outcome()
     gradient = result.survivors("worst", result.headline)
     square_only = int((subset & gradient & ~square).sum())
     gradient_only = int((subset & ~gradient & square).sum())
