@@ -108,6 +108,7 @@ def _run(tmp: Path) -> int:
         [
             "--params", str(tmp / "params.yaml"), "--metrics", str(tmp / "metrics"),
             "--plots", str(tmp / "plots"), "--out", str(tmp / "report"),
+            "--results", str(tmp / "results.md"),
         ]
     )  # fmt: skip
 
@@ -177,9 +178,10 @@ def test_markdown_links_figures_relative_to_the_report(tmp_path):
 def test_output_is_deterministic(tmp_path):
     paths = _tree(tmp_path)
     assert _run(tmp_path) == 0
-    first = [(paths["out"] / n).read_bytes() for n in ("index.html", "report.md")]
+    outputs = [paths["out"] / "index.html", paths["out"] / "report.md", tmp_path / "results.md"]
+    first = [p.read_bytes() for p in outputs]
     assert _run(tmp_path) == 0
-    assert first == [(paths["out"] / n).read_bytes() for n in ("index.html", "report.md")]
+    assert first == [p.read_bytes() for p in outputs]
 
 
 def test_malformed_json_is_an_error_naming_the_file(tmp_path, capsys):
@@ -287,3 +289,90 @@ def test_html_escapes_text_and_both_renderings_carry_the_same_blocks(tmp_path):
     assert "x < y and **bold** and `code`" in md
     assert "| a\\|b | <1> |" in md
     assert _text(page).count("one | two") == 1 and "- one | two" in md
+
+
+def test_pivot_turns_per_eps_keys_into_a_method_by_eps_grid():
+    from advdenoise.report.document import pivot
+
+    m = {"pgd.eps_0.03.accuracy": 0.1, "fgsm.eps_0.008.accuracy": 0.5, "fgsm.eps_0.03.accuracy": 0.25,
+         "fgsm.eps_0.008.success_rate": 0.4, "ae.sigma_0.25.radius_0.certified_accuracy": 0.6,
+         "clean_accuracy": 0.9}  # fmt: skip
+    tables = pivot(m, "eps", rows=("pgd",))
+    assert set(tables) == {"accuracy", "success_rate"}
+    assert tables["accuracy"].columns == ("", "eps 0.008", "eps 0.03")  # sorted by value
+    assert tables["accuracy"].rows == (("pgd", "-", "10.0%"), ("fgsm", "50.0%", "25.0%"))
+    radius = pivot(m, "radius")["certified_accuracy"]
+    assert radius.rows == (("ae.sigma_0.25", "60.0%"),) and radius.columns == ("", "radius 0")
+
+
+def _robustness_tree(tmp: Path) -> dict[str, float | bool]:
+    """The fake tree plus robustness and certify metrics: none broken, ae defends at 75%."""
+    _tree(tmp)
+    rob: dict[str, float | bool] = {"eps": 0.008, "test_images": 40, "chance": 0.5}
+    for d, clean, worst in (("none", 0.9, 0.0), ("ae", 0.8, 0.75), ("jpeg", 0.95, 0.3)):
+        rob |= {f"{d}.clean_accuracy": clean, f"{d}.robust_accuracy": worst,
+                f"{d}.oblivious.worst.accuracy": worst, f"{d}.adaptive.worst.accuracy": worst,
+                f"{d}.eps_0.004.worst.accuracy": (clean + worst) / 2,
+                f"{d}.eps_0.008.worst.accuracy": worst}  # fmt: skip
+    rob |= {"checks.jpeg.gradient_not_masked": False, "checks.ae.pgd_converged": True}
+    (tmp / "metrics" / "robustness.json").write_text(json.dumps(rob))
+    cert = {"chance": 0.5, "images": 20}
+    for r, acc in ((0, 0.7), (0.5, 0.55), (1, 0.0)):
+        cert[f"ae.sigma_0.5.radius_{r:g}.certified_accuracy"] = acc
+        cert[f"cnn.sigma_0.25.radius_{r:g}.certified_accuracy"] = 0.5 if r < 1 else 0.0
+    (tmp / "metrics" / "certify.json").write_text(json.dumps(cert))
+    return rob
+
+
+def test_the_first_screen_is_figure_verdicts_and_three_sentences(tmp_path):
+    _robustness_tree(tmp_path)
+    assert _run(tmp_path) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    first = page.split('<h2 id="summary">Summary</h2>', 1)[1].split("<h2", 1)[0]
+    assert page.index('id="summary"') < page.index("<h2 id=", page.index('id="summary"') + 1)
+    text = _text(first)
+    paragraph = _text(re.search(r"<p>(.*?)</p>", first).group(1))
+    assert len(re.findall(r"\.(?= [A-Z0-9]|$)", paragraph)) == 3, paragraph  # three sentences
+    assert "the undefended CNN keeps 0.0%; the best defence, ae, keeps 75.0% at 80.0% clean" in text
+    assert "(defends), and 1 of 2 defences defend" in text
+    # the figure is drawn from the metrics and embedded, then one verdict row per defence
+    png = (tmp_path / "report" / "headline.png").read_bytes()
+    assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in first
+    assert "ae 80.0% 75.0% defends -" in text and "jpeg 95.0% 30.0% helps partly" in text
+    assert "gradient_not_masked" in text  # a failed check is named beside its verdict
+    # the comparable radius: robustness.eps x 64 px = 0.512 -> 0.5; ae certifies 55% there
+    assert "at L2 radius 0.5 (an L-inf ball of 0.0078) is 55.0% (paper's AE + CNN" in text
+    assert "<details>" not in first  # raw dumps come later, folded
+    later = page.split('<h2 id="attacks">', 1)[1]
+    assert "<details><summary>All 5 metrics of metrics/attack.json</summary>" in later
+    grid = re.search(r"accuracy per eps:</p>\s*<table>(.*?)</table>", later, re.S).group(1)
+    assert "<th>eps 0.01</th>" in grid and "<td>fgsm</td><td>70.0%</td><td>41.0%</td>" in grid
+
+
+def test_no_headline_figure_without_robustness_or_certify(tmp_path):
+    _tree(tmp_path)
+    assert _run(tmp_path) == 0
+    assert not (tmp_path / "report" / "headline.png").exists()
+    assert "<img" not in _text((tmp_path / "report" / "index.html").read_text())
+
+
+def test_results_md_holds_the_headline_grids(tmp_path):
+    _robustness_tree(tmp_path)
+    assert _run(tmp_path) == 0
+    md = (tmp_path / "results.md").read_text()
+    assert md.startswith("# Results\n")
+    assert "| ae | 80.0% | 75.0% | **defends** | - |" in md  # verdict table
+    assert "| ae | 80.0% | 77.5% | 75.0% |" in md  # eps 0 (clean), 0.004, 0.008
+    # rows in certify.models order, columns by radius
+    assert (
+        "| cnn.sigma_0.25 | 50.0% | 50.0% | 0.0% |\n| ae.sigma_0.5 | 70.0% | 55.0% | 0.0% |" in md
+    )
+    assert "| pgd | 88.5% | - | 12.0% |\n| fgsm | 88.5% | 70.0% | 41.0% |" in md  # clean, .01, .03
+
+
+def test_committed_results_md_is_generated_from_the_committed_metrics(tmp_path):
+    from advdenoise.core.params import load_params
+
+    inputs = report.load_inputs(load_params(ROOT / "params.yaml"), ROOT / "metrics", tmp_path)
+    expected = report.render_markdown(report.results_sections(inputs), ROOT, report.RESULTS_TITLE)
+    assert (ROOT / "results.md").read_text() == expected, "run `dvc repro report`"

@@ -23,9 +23,22 @@ from advdenoise.report.paper import (
     paper_vs_run,
 )
 from advdenoise.report.render import render_html, render_markdown
+from advdenoise.report.results import TITLE as RESULTS_TITLE
+from advdenoise.report.results import results_sections
 from advdenoise.report.robustness import certify_section, robustness_section
+from advdenoise.report.summary import headline_figure, summary
 
-__all__ = ["STAGES", "Inputs", "build_report", "load_inputs", "render_html", "render_markdown"]
+__all__ = [
+    "RESULTS_TITLE",
+    "STAGES",
+    "Inputs",
+    "build_report",
+    "headline_figure",
+    "load_inputs",
+    "render_html",
+    "render_markdown",
+    "results_sections",
+]
 
 
 def other_figures(inputs: Inputs, shown: Iterable[Path]) -> Section | None:
@@ -35,8 +48,10 @@ def other_figures(inputs: Inputs, shown: Iterable[Path]) -> Section | None:
     return Section("Other figures", list(rest)) if rest else None
 
 
-def build_report(inputs: Inputs) -> list[Section]:
+def build_report(inputs: Inputs, headline: Path | None = None) -> list[Section]:
+    """The report's sections; `headline` is the PNG of `headline_figure`, shown on the first screen."""
     sections = [
+        summary(inputs, headline),
         conclusions(inputs),
         paper_vs_run(inputs),
         configuration(inputs),

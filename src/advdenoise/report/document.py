@@ -35,7 +35,15 @@ class Image:
     caption: str
 
 
-Block = Paragraph | Bullets | Table | Image
+@dataclass(frozen=True)
+class Details:
+    """A table folded under a one-line summary (<details>): raw metric dumps a reader opens on demand."""
+
+    summary: str
+    table: Table
+
+
+Block = Paragraph | Bullets | Table | Image | Details
 
 
 @dataclass
@@ -78,3 +86,40 @@ def config_text(config: Any) -> str:
 
 def metrics_table(metrics: Mapping[str, float | bool]) -> Table:
     return Table(("metric", "value"), tuple((k, num(v)) for k, v in metrics.items()))
+
+
+def metrics_dump(source: str, metrics: Mapping[str, float | bool]) -> Details:
+    return Details(f"All {len(metrics)} metrics of {source}", metrics_table(metrics))
+
+
+def pivot(
+    metrics: Mapping[str, float | bool], axis: str, rows: tuple[str, ...] = ()
+) -> dict[str, Table]:
+    """Keys `<row>.<axis>_<value>.<quantity>` as one table per quantity: a row per `<row>`, a column
+    per value of the axis (e.g. method x eps), so a per-eps sweep reads as a grid, not a list.
+
+    `rows` orders the rows (others follow in key order); accuracies and rates print as percentages.
+    """
+    number = r"\d+(?:\.\d+)?(?:e-?\d+)?"
+    pattern = re.compile(rf"^(?P<row>.+?)\.{re.escape(axis)}_(?P<value>{number})\.(?P<q>.+)$")
+    cells: dict[str, dict[str, dict[str, float | bool]]] = {}
+    for key, value in metrics.items():
+        match = pattern.match(key)
+        if match:
+            cells.setdefault(match["q"], {}).setdefault(match["row"], {})[match["value"]] = value
+    tables = {}
+    for quantity, by_row in cells.items():
+        values = sorted({v for row in by_row.values() for v in row}, key=float)
+        order = [r for r in rows if r in by_row] + [r for r in by_row if r not in rows]
+        share = quantity.endswith(("accuracy", "rate"))
+
+        def cell(value: float | bool | None, share: bool = share) -> str:
+            if value is None:
+                return "-"
+            return pct(float(value)) if share and not isinstance(value, bool) else num(value)
+
+        tables[quantity] = Table(
+            ("", *(f"{axis} {v}" for v in values)),
+            tuple((r, *(cell(by_row[r].get(v)) for v in values)) for r in order),
+        )
+    return tables

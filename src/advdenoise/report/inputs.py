@@ -14,7 +14,7 @@ from pathlib import Path
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.io import flatten, read_json
 from advdenoise.core.params import Params
-from advdenoise.report.document import Block, Image, Paragraph, metrics_table
+from advdenoise.report.document import Block, Image, Paragraph, metrics_dump, pivot
 
 STAGES = (
     "prepare",
@@ -153,9 +153,15 @@ def not_run(stage: str, what: str = "") -> Paragraph:
 
 
 def stage_results(inputs: Inputs, stage: str) -> list[Block]:
-    """A stage's metrics table (or the note that it has not run), then its figures."""
+    """A stage's per-eps metrics as method x eps tables, all its metrics folded, then its figures
+    (or the note that it has not run)."""
     m = inputs.metrics[stage]
-    return [not_run(stage) if m is None else metrics_table(m), *inputs.figures[stage]]
+    if m is None:
+        return [not_run(stage), *inputs.figures[stage]]
+    blocks: list[Block] = []
+    for quantity, table in pivot(m, "eps").items():
+        blocks += [Paragraph(f"{quantity} per eps:"), table]
+    return [*blocks, metrics_dump(f"metrics/{stage}.json", m), *inputs.figures[stage]]
 
 
 def dataset_name(params: Params) -> str:

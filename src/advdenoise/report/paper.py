@@ -12,7 +12,7 @@ from advdenoise.report.document import (
     Section,
     Table,
     config_text,
-    metrics_table,
+    metrics_dump,
     num,
     pct,
 )
@@ -105,8 +105,7 @@ def configuration(inputs: Inputs) -> Section:
             sec.blocks.append(Table(("split", *columns), rows))
         if "leakage.nn_accuracy" in prep:
             sec.blocks += leakage_blocks(p.data.split, prep)
-        sec.blocks.append(Paragraph("All data checks (metrics/prepare.json):"))
-        sec.blocks.append(metrics_table(prep))
+        sec.blocks.append(metrics_dump("metrics/prepare.json (the data checks)", prep))
     sec.blocks += inputs.figures["prepare"]
     return sec
 
@@ -318,5 +317,6 @@ def embed_section(inputs: Inputs) -> Section:
             tuple(det_rows),
         )
     )
+    sec.blocks.append(metrics_dump("metrics/embed.json", m))
     sec.blocks += inputs.figures["embed"]
     return sec

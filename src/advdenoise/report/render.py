@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup, escape
 
-from advdenoise.report.document import Bullets, Image, Paragraph, Section, Table
+from advdenoise.report.document import Bullets, Details, Image, Paragraph, Section, Table
 
 TITLE = "Adversarial robustness through autoencoder denoising: run report"
 
@@ -45,6 +45,7 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         ("bullets", Bullets),
         ("table", Table),
         ("image", Image),
+        ("details", Details),
     ):
         env.tests[name] = lambda block, kind=kind: isinstance(block, kind)
     return env
@@ -56,7 +57,7 @@ def render_html(sections: Sequence[Section]) -> str:
     return env.get_template("report.html.j2").render(title=TITLE, sections=sections)
 
 
-def render_markdown(sections: Sequence[Section], out_dir: Path) -> str:
+def render_markdown(sections: Sequence[Section], out_dir: Path, title: str = TITLE) -> str:
     """Markdown with figures linked relative to `out_dir` (where report.md is written)."""
 
     def relative(path: Path) -> str:
@@ -66,4 +67,4 @@ def render_markdown(sections: Sequence[Section], out_dir: Path) -> str:
     env.filters.update(
         cell=lambda text: text.replace("|", "\\|").replace("\n", " "), relative=relative
     )
-    return env.get_template("report.md.j2").render(title=TITLE, sections=sections)
+    return env.get_template("report.md.j2").render(title=title, sections=sections)

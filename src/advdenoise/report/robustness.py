@@ -8,7 +8,16 @@ from statistics import NormalDist
 
 from advdenoise.core.params import RobustnessParams
 from advdenoise.evaluation.verdicts import MARGIN, defences_in
-from advdenoise.report.document import Block, Bullets, Paragraph, Section, Table, pct
+from advdenoise.report.document import (
+    Block,
+    Bullets,
+    Paragraph,
+    Section,
+    Table,
+    metrics_dump,
+    pct,
+    pivot,
+)
 from advdenoise.report.inputs import Inputs, Metrics, not_run, stage_results
 from advdenoise.report.rules import defence_verdicts
 
@@ -25,6 +34,32 @@ ROBUSTNESS_COLUMNS = (
     ("{d}.square.accuracy", "Square alone"),
     ("{d}.robust_accuracy", "robust accuracy"),
 )
+
+
+# robustness quantities per eps, with what each row's worst case ranges over
+WORST_CASES = (
+    ("worst.accuracy", "every gradient-based attack (FGSM, PGD, APGD-CE; oblivious and adaptive)"),
+    ("adaptive.worst.accuracy", "the adaptive attacks (through the defence; BPDA where needed)"),
+    ("oblivious.worst.accuracy", "the oblivious attacks (crafted on the bare CNN: the paper's)"),
+)
+
+
+def with_clean(m: Metrics, rows: Sequence[str], quantity: str) -> Metrics:
+    """`m` plus each row's clean accuracy as `<row>.eps_0.<quantity>`, the grid's first column."""
+    clean = {r: m.get(f"{r}.clean_accuracy", m.get("clean_accuracy")) for r in rows}
+    return {**m, **{f"{r}.eps_0.{quantity}": v for r, v in clean.items() if v is not None}}
+
+
+def worst_case_tables(m: Metrics) -> list[Block]:
+    """Defence x eps tables of the three worst cases (eps 0 = clean)."""
+    defences = defences_in(m)
+    blocks: list[Block] = []
+    for quantity, over in WORST_CASES:
+        tables = pivot(with_clean(m, defences, quantity), "eps", tuple(defences))
+        if quantity in tables:
+            blocks += [Paragraph(f"Accuracy vs L-inf eps (eps 0 = clean), worst case over {over}:"),
+                       tables[quantity]]  # fmt: skip
+    return blocks
 
 
 def detector_paragraph(m: Metrics) -> Paragraph | None:
@@ -123,6 +158,8 @@ def robustness_section(inputs: Inputs) -> Section:
                 f"{len(checks)} passed" + (f"; failed: {', '.join(failed)}." if failed else ".")
             )
         )
+    sec.blocks += worst_case_tables(m)
+    sec.blocks.append(metrics_dump("metrics/robustness.json", m))
     sec.blocks += inputs.figures["robustness"]
     sec.blocks += _denoiser_stages(inputs)
     return sec
@@ -204,6 +241,7 @@ def certify_section(inputs: Inputs) -> Section:
                 + (f"; failed: {', '.join(failed)}." if failed else ".")
             )
         )
+        sec.blocks.append(metrics_dump("metrics/certify.json", m))
     sec.blocks += inputs.figures["certify"]
     sec.blocks.append(Paragraph("**Gaussian denoiser** (metrics/train_ae_gauss.json)"))
     sec.blocks += stage_results(inputs, "train_ae_gauss")
