@@ -38,7 +38,7 @@ def headline_figure(inputs: Inputs) -> Figure | None:
     rob, cert = inputs.metrics["robustness"], inputs.metrics["certify"]
     if rob is None and cert is None:
         return None
-    fig = Figure(figsize=(11.0, 4.0))  # no pyplot: nothing global to select or close
+    fig = Figure(figsize=(10.0, 3.4))  # no pyplot: nothing global to select or close
     left, right = fig.subplots(1, 2)
     colours = rcParams["axes.prop_cycle"].by_key()["color"]
     if rob is not None:
@@ -50,7 +50,7 @@ def headline_figure(inputs: Inputs) -> Figure | None:
             if f"{d}.robust_accuracy" in rob:
                 left.plot(cfg.eps, float(rob[f"{d}.robust_accuracy"]), "x", ms=9, color=colour)
         left.axhline(float(rob.get("chance", 0.5)), color="grey", ls=":", lw=1)
-        left.set_title(f"worst case over the attacks (x: every attack, Square too, at {cfg.eps:g})")
+        left.set_title(f"worst case of the gradient attacks; x: of every attack, at {cfg.eps:g}")
         left.legend(fontsize=7)
     left.set_xlabel("L-inf eps")
     left.set_ylabel("accuracy")
