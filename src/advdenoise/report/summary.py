@@ -58,9 +58,9 @@ def headline_figure(inputs: Inputs) -> Figure | None:
         cfg_c = inputs.params.certify
         for i, model in enumerate(cfg_c.models):
             for j, sigma in enumerate(cfg_c.sigmas):
-                key = f"{model}.sigma_{sigma:g}.radius_{{r:g}}.certified_accuracy"
-                points = [(r, cert.get(key.format(r=r))) for r in cfg_c.radii]
-                points = [(r, float(v)) for r, v in points if v is not None]
+                key = f"{model}.sigma_{sigma:g}.radius_"
+                points = [(r, float(cert[f"{key}{r:g}.certified_accuracy"]))
+                          for r in cfg_c.radii if f"{key}{r:g}.certified_accuracy" in cert]  # fmt: skip
                 if points:
                     right.plot(*zip(*points, strict=True), color=colours[i % len(colours)],
                                ls=STYLES[j % len(STYLES)], label=f"{model}, sigma {sigma:g}")  # fmt: skip
