@@ -138,9 +138,10 @@ def run_fold(
 def pending(
     done: set[tuple[str, int, int]], splits: Sequence[str], seeds: Sequence[int], k: int
 ) -> Iterator[tuple[str, int, int]]:
-    """(split, seed, fold) of the grid that `done` does not hold yet, in grid order."""
-    for split in splits:
-        for seed in seeds:
+    """(split, seed, fold) of the grid that `done` does not hold yet, seed by seed (so a stopped
+    grid leaves whole seeds of both splits)."""
+    for seed in seeds:
+        for split in splits:
             for fold in range(k):
                 if (split, seed, fold) not in done:
                     yield split, seed, fold
