@@ -12,8 +12,9 @@ from advdenoise.core.io import flatten, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-# [shown figure](file "metric key"): the key of a JSON file's flattened metrics, or a seeds
-# summary's `figure` row, whose mean (and sd, for "mean ± sd") the text shows
+# [shown figure](file "metric key"): keys (space-separated, one per number shown) of a JSON
+# file's flattened metrics, or a seeds summary's `figure` row, whose mean (and sd, for
+# "mean ± sd") the text shows
 SOURCE = re.compile(r'\[([^\]]+)\]\(((?:metrics|bench/results)/[^ )]+) "([^"]+)"\)')
 LINKS = SOURCE.findall(README)
 
@@ -22,9 +23,10 @@ def source_values(path: Path, key: str) -> tuple[float, ...]:
     if path.suffix == ".csv":
         rows = {r["figure"]: r for r in csv.DictReader(path.open(encoding="utf-8"))}
         return (float(rows[key]["mean"]), float(rows[key]["sd"]))
-    value = flatten(read_json(path))[key]
-    assert isinstance(value, (int, float)) and not isinstance(value, bool), key
-    return (float(value),)
+    flat = flatten(read_json(path))
+    values = [flat[k] for k in key.split()]
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values), key
+    return tuple(float(v) for v in values)
 
 
 def agrees(shown: str, values: tuple[float, ...]) -> bool:
@@ -63,4 +65,5 @@ def test_the_check_fires_on_a_figure_that_disagrees():
     assert agrees("87.4%", (0.874031,)) and not agrees("87.5%", (0.874031,))
     assert agrees("58.3 ± 12.3%", (0.5833, 0.1228)) and not agrees("58.3 ± 12.4%", (0.5833, 0.1228))
     assert agrees("0.0625", (0.0625,)) and agrees("436", (436.42,)) and not agrees("4", (5.0,))
+    assert agrees("81.0 [77.5, 84.2]%", (0.81, 0.7751, 0.8419))  # a JSON figure and its CI
     assert not agrees("no figure", (1.0,)) and not agrees("1 and 2", (1.0,))
