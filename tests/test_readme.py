@@ -57,7 +57,7 @@ def test_a_readme_figure_agrees_with_its_metric(shown, file, key):
 
 def test_no_findings_figure_without_its_source():
     findings = README.split("## Findings", 1)[1].split("\n## ", 1)[0]
-    bare = re.findall(r"\d+\.\d+ ?%|\d+\.\d+ ± ", SOURCE.sub("", findings))
+    bare = re.findall(r"\d+\.\d+ ?[%\]]|\d+\.\d+ ± |\d+\.\d+–", SOURCE.sub("", findings))
     assert not bare, f"figures in the README's Findings that link to no metric: {bare}"
 
 
@@ -65,5 +65,5 @@ def test_the_check_fires_on_a_figure_that_disagrees():
     assert agrees("87.4%", (0.874031,)) and not agrees("87.5%", (0.874031,))
     assert agrees("58.3 ± 12.3%", (0.5833, 0.1228)) and not agrees("58.3 ± 12.4%", (0.5833, 0.1228))
     assert agrees("0.0625", (0.0625,)) and agrees("436", (436.42,)) and not agrees("4", (5.0,))
-    assert agrees("81.0 [77.5, 84.2]%", (0.81, 0.7751, 0.8419))  # a JSON figure and its CI
+    assert agrees("77.5–84.2%", (0.7751, 0.8419))  # a confidence interval: two keys
     assert not agrees("no figure", (1.0,)) and not agrees("1 and 2", (1.0,))
