@@ -91,3 +91,25 @@ def test_cli_needs_two_seeds(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     two.write_text(json.dumps(_show(_entry("s1", 1, "2026-01-02", _robustness(0.1, 0.6)))))
     assert seeds.main(["--show", str(two), "--out", str(tmp_path / "seeds.md")]) == 0
     assert (tmp_path / "seeds.md").read_text() == capsys.readouterr().out
+
+
+def test_runs_kept_as_folders_aggregate_by_their_params_seed(tmp_path: Path) -> None:
+    from conftest import write_params
+
+    folders = []
+    for seed, acc in ((2, 0.9), (0, 0.8)):
+        folder = tmp_path / f"run{seed}"
+        write_params(folder / "params.yaml", {"seed": seed})
+        (folder / "train_cnn.json").write_text(json.dumps({"test": {"accuracy": acc}}))
+        folders.append(folder)
+    runs = seeds.folder_runs(folders)
+    assert [r.seed for r in runs] == [0, 2]
+    row = seeds.summary(runs)[0]
+    assert row["figure"] == "train_cnn:test.accuracy" and row["mean"] == pytest.approx(0.85)
+    assert seeds.main(["--runs", *map(str, folders), "--out", str(tmp_path / "s.md")]) == 0
+    assert (
+        "| train_cnn:test.accuracy | 85.0 ± 7.1 | 80.0 – 90.0 | 2 |"
+        in (tmp_path / "s.md").read_text()
+    )
+    with pytest.raises(SystemExit, match="same seed"):
+        seeds.folder_runs([folders[0], folders[0]])

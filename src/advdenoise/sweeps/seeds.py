@@ -5,6 +5,7 @@ pipeline for several seeds as DVC experiments, then aggregate what `dvc exp show
 
     dvc exp run --queue -S 'seed=0,1,2' && dvc exp run --run-all
     advdenoise-seeds                      # or: dvc exp show --json | advdenoise-seeds --show -
+    advdenoise-seeds --runs DIR DIR ...   # runs kept as folders: <stage>.json and params.yaml
 
 The baseline commit counts as the run of its seed; of its experiments, only those whose params
 equal the baseline's except for `seed` are used (one per seed, the latest), so other experiments
@@ -61,11 +62,12 @@ def _params(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _metrics(data: Mapping[str, Any]) -> dict[str, dict[str, float | bool]]:
     """The numeric metrics of one entry's data: metrics file stem -> flat metrics."""
-    out = {}
-    for path, value in (data.get("metrics") or {}).items():
-        flat = flatten((value or {}).get("data") or {})
-        out[Path(path).stem] = {k: v for k, v in flat.items() if isinstance(v, (int, float))}
-    return out
+    metrics = (data.get("metrics") or {}).items()
+    return {Path(path).stem: _numeric((value or {}).get("data") or {}) for path, value in metrics}
+
+
+def _numeric(data: Mapping[str, Any]) -> dict[str, float | bool]:
+    return {k: v for k, v in flatten(data).items() if isinstance(v, (int, float))}
 
 
 class Run(NamedTuple):
@@ -117,6 +119,23 @@ def seed_runs(show: Sequence[Mapping[str, Any]]) -> list[SeedRun]:
     seed (the latest), sorted by seed."""
     latest = runs_varying(show, SEED_KEY)
     return [SeedRun(r.name, int(s), r.timestamp, r.metrics) for s, r in sorted(latest.items())]
+
+
+def folder_runs(folders: Sequence[Path]) -> list[SeedRun]:
+    """Runs kept as folders (a results record): each holds its params.yaml, whose `seed` names
+    the run, and metrics as `<stage>.json`; sorted by seed, one folder per seed."""
+    from advdenoise.core.params import load_params
+
+    runs = []
+    for folder in folders:
+        seed = load_params(folder / "params.yaml").seed
+        files = sorted(folder.glob("*.json"))
+        metrics = {f.stem: _numeric(json.loads(f.read_text(encoding="utf-8"))) for f in files}
+        runs.append(SeedRun(str(folder), seed, "", metrics))
+    seeds = [r.seed for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"error: two folders hold the same seed: {seeds}")
+    return sorted(runs, key=lambda r: r.seed)
 
 
 def _keys(runs: Sequence[SeedRun]) -> list[tuple[str, str]]:
@@ -184,12 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         help="saved `dvc exp show --json` output ('-': stdin); default: run it here",
     )
+    p.add_argument("--runs", type=Path, nargs="+", help="run folders instead of `dvc exp show`")
     p.add_argument("--out", type=Path, help="also write the Markdown here")
     p.add_argument(
         "--csv", type=Path, help="also write the summary rows here (read by `make verify`)"
     )
     args = p.parse_args(argv)
-    runs = seed_runs(read_show(args.show))
+    runs = folder_runs(args.runs) if args.runs else seed_runs(read_show(args.show))
     if len(runs) < 2:
         print(f"error: need experiments for at least 2 seeds, found {len(runs)}; run "
               "dvc exp run --queue -S 'seed=0,1,2' && dvc exp run --run-all", file=sys.stderr)  # fmt: skip
