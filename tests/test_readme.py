@@ -67,3 +67,15 @@ def test_the_check_fires_on_a_figure_that_disagrees():
     assert agrees("0.0625", (0.0625,)) and agrees("436", (436.42,)) and not agrees("4", (5.0,))
     assert agrees("77.5–84.2%", (0.7751, 0.8419))  # a confidence interval: two keys
     assert not agrees("no figure", (1.0,)) and not agrees("1 and 2", (1.0,))
+
+
+@pytest.mark.parametrize(
+    "page", ["README.md", *(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]
+)
+def test_every_relative_link_of_the_documentation_resolves(page):
+    text = (ROOT / page).read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)\s]+)(?: \"[^\"]*\")?\)", text)
+    local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:", t) and t.split("#")[0]]
+    assert local or page != "README.md"
+    missing = [t for t in local if not (ROOT / page).parent.joinpath(t).exists()]
+    assert not missing, f"{page} links to missing files: {missing}"
