@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from advdenoise.core.io import atomic_path
+from advdenoise.core.io import write_csv
 from advdenoise.core.params import load_params
 from advdenoise.core.runtime import cpu_model, setup
 from advdenoise.data.folders import load_image_folder
@@ -32,11 +32,6 @@ from advdenoise.data.groups import scan_groups, thumbnails
 from advdenoise.sweeps import crossval
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_frame(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def read_frame(path: Path) -> pd.DataFrame | None:
@@ -115,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
             counts if scan_rows is None else pd.concat([scan_rows, counts], ignore_index=True)
         )
         args.out.mkdir(parents=True, exist_ok=True)
-        write_frame(scans_csv, scan_rows)  # first: a fold row always has its scan counts
-        write_frame(folds_csv, folds)
+        write_csv(scans_csv, scan_rows)  # first: a fold row always has its scan counts
+        write_csv(folds_csv, folds)
     if folds is None or scan_rows is None:
         raise SystemExit("nothing to summarise: no fold has run")
     results = [crossval.FoldResult(**r) for r in folds.to_dict("records")]

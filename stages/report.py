@@ -20,9 +20,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = load_params(args.params)
     inputs = report.load_inputs(params, args.metrics, args.plots)
     figure = report.headline_figure(inputs)
-    headline = None if figure is None else args.out / "headline.png"
+    headline = None
     if figure is not None:
-        save_figure(args.out / "headline.png", figure)  # first: the page embeds it
+        headline = args.out / "headline.png"
+        save_figure(headline, figure)  # first: the page embeds it
     sections = report.build_report(inputs, headline)
     page = report.render_html(sections)
     markdown = report.render_markdown(sections, args.out)

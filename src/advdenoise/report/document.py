@@ -112,14 +112,15 @@ def pivot(
         values = sorted({v for row in by_row.values() for v in row}, key=float)
         order = [r for r in rows if r in by_row] + [r for r in by_row if r not in rows]
         share = quantity.endswith(("accuracy", "rate"))
-
-        def cell(value: float | bool | None, share: bool = share) -> str:
-            if value is None:
-                return "-"
-            return pct(float(value)) if share and not isinstance(value, bool) else num(value)
-
         tables[quantity] = Table(
             ("", *(f"{axis} {v}" for v in values)),
-            tuple((r, *(cell(by_row[r].get(v)) for v in values)) for r in order),
+            tuple((r, *(_cell(by_row[r].get(v), share) for v in values)) for r in order),
         )
     return tables
+
+
+def _cell(value: float | bool | None, share: bool) -> str:
+    """A grid cell: '-' where the metric is absent, a percentage for a share, else the number."""
+    if value is None:
+        return "-"
+    return pct(float(value)) if share and not isinstance(value, bool) else num(value)

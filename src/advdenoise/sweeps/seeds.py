@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from advdenoise.core.io import flatten
-from advdenoise.core.params import DEFENCES
+from advdenoise.core.params import DEFENCES, load_params
 from advdenoise.evaluation.verdicts import verdict
 
 # (metrics file stem, key) of the figures the README quotes; `{d}` expands to every defence
@@ -124,8 +124,6 @@ def seed_runs(show: Sequence[Mapping[str, Any]]) -> list[SeedRun]:
 def folder_runs(folders: Sequence[Path]) -> list[SeedRun]:
     """Runs kept as folders (a results record): each holds its params.yaml, whose `seed` names
     the run, and metrics as `<stage>.json`; sorted by seed, one folder per seed."""
-    from advdenoise.core.params import load_params
-
     runs = []
     for folder in folders:
         seed = load_params(folder / "params.yaml").seed
