@@ -7,7 +7,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev,bench,sweep]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -30,7 +30,7 @@ seeds: setup
 	dvc exp run --queue -S 'seed=0,1,2'
 	dvc exp run --run-all
 	mkdir -p bench/results/seeds
-	python -m advdenoise.sweeps.seeds --out bench/results/seeds/summary.md --csv bench/results/seeds/summary.csv
+	python -m advdenoise.sweeps.seeds --baseline-only --out bench/results/seeds/summary.md --csv bench/results/seeds/summary.csv
 
 bench: setup
 	python bench/run.py

@@ -6,6 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from advdenoise.sweeps import seeds
@@ -113,3 +114,33 @@ def test_runs_kept_as_folders_aggregate_by_their_params_seed(tmp_path: Path) -> 
     )
     with pytest.raises(SystemExit, match="same seed"):
         seeds.folder_runs([folders[0], folders[0]])
+
+
+def test_runs_group_by_every_swept_param_but_the_seed(tmp_path: Path) -> None:
+    show = _show(
+        _entry("s1", 1, "2026-01-02", _robustness(0.12, 0.70)),
+        _entry("e0", 0, "2026-01-03", _robustness(0.0, 0.20), eps=0.01),
+        _entry("e1", 1, "2026-01-03", _robustness(0.0, 0.30), eps=0.01),
+        _entry("e1-again", 1, "2026-01-04", _robustness(0.0, 0.40), eps=0.01),
+    )
+    groups = seeds.seed_groups(show)
+    assert {g: [(r.seed, r.name) for r in runs] for g, runs in groups.items()} == {
+        (("attack.eps", "0.01"),): [(0, "e0"), (1, "e1-again")],
+        (("attack.eps", "0.03"),): [(0, "main"), (1, "s1")],
+    }
+    # the baseline-only view keeps the commit's group, as `make seeds` uses it
+    assert [r.name for r in seeds.seed_runs(show)] == ["main", "s1"]
+    shown, csv = tmp_path / "show.json", tmp_path / "s.csv"
+    shown.write_text(json.dumps(show))
+    assert (
+        seeds.main(["--show", str(shown), "--csv", str(csv), "--out", str(tmp_path / "s.md")]) == 0
+    )
+    text = (tmp_path / "s.md").read_text()
+    assert "## attack.eps=0.01\n" in text and "## attack.eps=0.03\n" in text
+    assert "| robustness:ae.robust_accuracy | 30.0 ± 14.1 | 20.0 – 40.0 | 2 |" in text
+    table = pd.read_csv(csv)
+    row = table[(table["attack.eps"] == 0.03) & (table["figure"] == "train_cnn:test.accuracy")]
+    assert row["mean"].item() == pytest.approx(0.805) and row["n"].item() == 2
+    # one group (only the seed swept): the Markdown and CSV of before, no group columns
+    assert seeds.main(["--show", str(shown), "--baseline-only", "--csv", str(csv)]) == 0
+    assert list(pd.read_csv(csv).columns) == ["figure", "mean", "sd", "min", "max", "n"]

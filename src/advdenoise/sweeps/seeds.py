@@ -7,9 +7,10 @@ pipeline for several seeds as DVC experiments, then aggregate what `dvc exp show
     advdenoise-seeds                      # or: dvc exp show --json | advdenoise-seeds --show -
     advdenoise-seeds --runs DIR DIR ...   # runs kept as folders: <stage>.json and params.yaml
 
-The baseline commit counts as the run of its seed; of its experiments, only those whose params
-equal the baseline's except for `seed` are used (one per seed, the latest), so other experiments
-in the same repository do not leak in. A defence's verdict
+Runs are grouped by every param that differs among them except `seed` (the axes of a sweep such
+as `advdenoise-sweep -S seed=0,1,2 -S data.split=random,grouped`); within a group the latest run
+per seed counts. `--baseline-only` keeps the baseline commit's group alone: the commit and the
+experiments whose params equal its own but for `seed`. A defence's verdict
 (`verdicts.verdict`, the rule of the report) is stated only when every seed gives the same one.
 """
 
@@ -21,7 +22,7 @@ import math
 import statistics
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -44,7 +45,9 @@ HEADLINE = (
 )
 
 
-SEED_KEY = "params.yaml.seed"  # the run seed, as `_params` flattens it
+PARAMS_PREFIX = "params.yaml."  # how `_params` flattens params.yaml's keys
+SEED_KEY = PARAMS_PREFIX + "seed"  # the run seed
+Group = tuple[tuple[str, str], ...]  # swept params (key, value as text) that a group shares
 
 
 @dataclass(frozen=True)
@@ -76,31 +79,67 @@ class Run(NamedTuple):
     metrics: dict[str, dict[str, float | bool]]  # metrics file stem -> flat numeric metrics
 
 
-def runs_varying(show: Sequence[Mapping[str, Any]], key: str) -> dict[Any, Run]:
-    """The latest run per value of the flat param `key` among each baseline commit of `dvc exp
-    show --json` output and its finished experiments whose other params equal the commit's
-    (queued, running or failed ones have no metrics of their own)."""
-    latest: dict[Any, Run] = {}
+def _finished(show: Sequence[Mapping[str, Any]]) -> Iterator[tuple[Mapping[str, Any], Mapping]]:
+    """(baseline commit, entry) for each commit of `dvc exp show --json` output and each of its
+    finished experiments (queued, running or failed ones have no metrics of their own)."""
     for commit in show:
         if commit.get("rev") == "workspace" or not commit.get("data"):
             continue
-        base = {k: v for k, v in _params(commit["data"]).items() if k != key}
         entries = [commit]
         for exp in commit.get("experiments") or []:
             if (exp.get("executor") or {}).get("state") in (None, "success"):
                 entries += exp.get("revs") or []
-        for entry in entries:
-            data = entry.get("data") or {}
-            params = _params(data)
-            others = {k: v for k, v in params.items() if k != key}
-            if entry.get("error") or key not in params or others != base:
-                continue
-            name = entry.get("name") or str(entry.get("rev", ""))[:7]
-            run = Run(name, data.get("timestamp") or "", _metrics(data))
-            value = params[key]
-            if value not in latest or run.timestamp > latest[value].timestamp:
-                latest[value] = run
+        yield from ((commit, e) for e in entries if not e.get("error"))
+
+
+def _run(entry: Mapping[str, Any]) -> Run:
+    data = entry.get("data") or {}
+    name = entry.get("name") or str(entry.get("rev", ""))[:7]
+    return Run(name, data.get("timestamp") or "", _metrics(data))
+
+
+def finished_runs(show: Sequence[Mapping[str, Any]]) -> Iterator[Run]:
+    """Every finished run of `dvc exp show --json` output: the commits and their experiments."""
+    return (_run(entry) for _, entry in _finished(show))
+
+
+def runs_varying(show: Sequence[Mapping[str, Any]], key: str) -> dict[Any, Run]:
+    """The latest run per value of the flat param `key` among each baseline commit of `dvc exp
+    show --json` output and its finished experiments whose other params equal the commit's."""
+    latest: dict[Any, Run] = {}
+    for commit, entry in _finished(show):
+        base = {k: v for k, v in _params(commit["data"]).items() if k != key}
+        params = _params(entry.get("data") or {})
+        others = {k: v for k, v in params.items() if k != key}
+        if key not in params or others != base:
+            continue
+        run, value = _run(entry), params[key]
+        if value not in latest or run.timestamp > latest[value].timestamp:
+            latest[value] = run
     return latest
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def seed_groups(show: Sequence[Mapping[str, Any]]) -> dict[Group, list[SeedRun]]:
+    """Every finished run grouped by the params that differ among the runs, except `seed` (a
+    sweep's axes); per group the latest run per seed, sorted by seed. One group, `()`, when
+    only the seed varies."""
+    found = [(_params(e.get("data") or {}), e) for _, e in _finished(show)]
+    found = [(params, e) for params, e in found if SEED_KEY in params]
+    keys = {k for params, _ in found for k in params} - {SEED_KEY}
+    swept = sorted(k for k in keys if len({_text(p.get(k)) for p, _ in found}) > 1)
+    latest: dict[Group, dict[int, SeedRun]] = {}
+    for params, entry in found:
+        group = tuple((k.removeprefix(PARAMS_PREFIX), _text(params.get(k))) for k in swept)
+        name, stamp, metrics = _run(entry)
+        run = SeedRun(name, int(params[SEED_KEY]), stamp, metrics)
+        per_seed = latest.setdefault(group, {})
+        if run.seed not in per_seed or run.timestamp > per_seed[run.seed].timestamp:
+            per_seed[run.seed] = run
+    return {g: [runs[s] for s in sorted(runs)] for g, runs in sorted(latest.items())}
 
 
 def read_show(path: Path | None) -> list[dict[str, Any]]:
@@ -192,6 +231,22 @@ def markdown(runs: Sequence[SeedRun]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def group_label(group: Group) -> str:
+    return " ".join(f"{k}={v}" for k, v in group) or "all runs"
+
+
+def grouped_markdown(groups: Mapping[Group, Sequence[SeedRun]]) -> str:
+    """`markdown` of each group under a heading naming its swept params (none when one group)."""
+    if len(groups) == 1:
+        return markdown(next(iter(groups.values())))
+    return "\n".join(f"## {group_label(g)}\n\n{markdown(runs)}" for g, runs in groups.items())
+
+
+def grouped_summary(groups: Mapping[Group, Sequence[SeedRun]]) -> pd.DataFrame:
+    """`summary` rows of every group, each led by one column per swept param."""
+    return pd.DataFrame([{**dict(g), **row} for g, runs in groups.items() for row in summary(runs)])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -202,21 +257,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="saved `dvc exp show --json` output ('-': stdin); default: run it here",
     )
     p.add_argument("--runs", type=Path, nargs="+", help="run folders instead of `dvc exp show`")
+    p.add_argument(
+        "--baseline-only",
+        action="store_true",
+        help="only runs whose params equal the baseline commit's but for the seed",
+    )
     p.add_argument("--out", type=Path, help="also write the Markdown here")
     p.add_argument(
         "--csv", type=Path, help="also write the summary rows here (read by `make verify`)"
     )
     args = p.parse_args(argv)
-    runs = folder_runs(args.runs) if args.runs else seed_runs(read_show(args.show))
-    if len(runs) < 2:
-        print(f"error: need experiments for at least 2 seeds, found {len(runs)}; run "
+    if args.runs:
+        groups: dict[Group, list[SeedRun]] = {(): folder_runs(args.runs)}
+    elif args.baseline_only:
+        groups = {(): seed_runs(read_show(args.show))}
+    else:
+        groups = seed_groups(read_show(args.show))
+    most = max((len(runs) for runs in groups.values()), default=0)
+    if most < 2:
+        print(f"error: need experiments for at least 2 seeds, found {most}; run "
               "dvc exp run --queue -S 'seed=0,1,2' && dvc exp run --run-all", file=sys.stderr)  # fmt: skip
         return 2
-    text = markdown(runs)
+    text = grouped_markdown(groups)
     if args.out is not None:
         args.out.write_text(text, encoding="utf-8")
     if args.csv is not None:
-        pd.DataFrame(summary(runs)).to_csv(args.csv, index=False)
+        grouped_summary(groups).to_csv(args.csv, index=False)
     print(text, end="")
     return 0
 
