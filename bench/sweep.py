@@ -56,6 +56,7 @@ def main() -> None:
         for seed in range(args.points):
             plain += timed(["dvc", "exp", "run", "-S", f"seed={seed}", "-S", "threads=1"], repo)
         run(["git", "checkout", "-q", "--", "."], repo)  # exp run leaves the last point's files
+        run(["git", "clean", "-fdxq"], repo)
         sweeps = {}
         for workers in (1, 2):
             cmd = ["advdenoise-sweep", "--local", str(workers), "--name", f"w{workers}",

@@ -84,7 +84,10 @@ def push_cache() -> None:
 @contextmanager
 def cluster(scheduler: str | None, local: int | None, timeout: float) -> Iterator[Any]:
     """A Dask client: on `scheduler`, or on `local` single-thread worker processes here."""
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise PipelineError("advdenoise-sweep needs Dask: pip install -e '.[sweep]'") from None
 
     if local is not None:
         with (
@@ -114,7 +117,7 @@ def run_grid(
 
     futures = {
         client.submit(
-            run_point, url, rev, n, p, key=f"advdenoise-sweep-{n}", pure=False, retries=retries
+            run_point, url, rev, n, p, key=f"sweep-{rev[:12]}-{n}", pure=False, retries=retries
         ): (n, p)
         for n, p in zip(names, points, strict=True)
     }
@@ -123,7 +126,7 @@ def run_grid(
         name, point = futures[future]
         try:
             results[name] = future.result()
-        except Exception as exc:  # noqa: BLE001 - the task's error, reported with its point
+        except Exception as exc:  # the task's own error, or Dask's (a worker lost too often)
             results[name] = PointResult(
                 name, point, "failed", "", 0.0, f"{type(exc).__name__}: {exc}"
             )
