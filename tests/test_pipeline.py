@@ -177,6 +177,8 @@ def test_seed_sweep_and_its_aggregation(repo: Path, tmp_path: Path) -> None:
     copy = tmp_path / "seeds"
     shutil.copytree(repo, copy, symlinks=True)
     run(["git", "checkout", "-q", "--", "."], copy)
+    # experiments of other tests would form groups of their own
+    run(["dvc", "exp", "remove", "-A"], copy)
     run(["dvc", "exp", "run", "--queue", "-S", "seed=1"], copy)
     proc = run(["dvc", "exp", "run", "--run-all"], copy)
     show = copy / "show.json"

@@ -182,7 +182,7 @@ def test_a_seed_sweep_lands_in_a_fresh_clone(project: tuple[Path, Cluster], tmp_
     assert set(metrics) == {"sweep_seed=0", "sweep_seed=1"}
     assert metrics["sweep_seed=0"] != metrics["sweep_seed=1"]
     for name, row in table.items():  # the driver's table shows the pulled metrics
-        assert float(row[5]) == pytest.approx(metrics[name]["test"]["accuracy"], abs=1e-4)
+        assert float(row[5]) == pytest.approx(metrics[name]["test.accuracy"], abs=1e-4)
     # the outputs came with them: applied, the experiment is up to date without recomputing
     run(["dvc", "exp", "apply", "sweep_seed=1"], fresh)
     status = run(["dvc", "status", "--json"], fresh)
