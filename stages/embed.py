@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from threadpoolctl import threadpool_limits
 
 from advdenoise.attacks.sets import load_adversarial
-from advdenoise.core import cli, runtime
+from advdenoise.core import cli
 from advdenoise.core.errors import entrypoint
 from advdenoise.core.io import save_figure, write_csv
+from advdenoise.core.seeding import named_rng
 from advdenoise.data.splits import load_splits, to_float
 from advdenoise.evaluation import embed
 from advdenoise.figures import embed as figs
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     adversarial = {m: sets.get(m, params.attack.eps) for m in params.attack.methods}
     cnn = load_classifier(args.classifier / MODEL_FILE, device, splits.image_size)
     ae = load_autoencoder(args.autoencoder / MODEL_FILE, device, splits.image_size)
-    rng = runtime.generator(params.seed, embed.SUBSAMPLE_OFFSET)
+    rng = named_rng(params.seed, embed.SUBSAMPLE_STREAM)
     # NumPy/scikit-learn single-threaded: UMAP is anyway once seeded, and on a shared CPU t-SNE's
     # OpenMP threads cost more CPU time than they save
     with threadpool_limits(limits=1):

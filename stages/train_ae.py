@@ -11,6 +11,7 @@ import torch
 from advdenoise.core import cli
 from advdenoise.core.errors import entrypoint
 from advdenoise.core.io import save_figure
+from advdenoise.core.seeding import named_seed
 from advdenoise.data.splits import load_splits
 from advdenoise.figures import training as figs
 from advdenoise.models.autoencoder import Autoencoder
@@ -20,7 +21,7 @@ from advdenoise.training.loops import fit_denoiser, live_curves
 
 cli.EVAL_BATCH = 256
 EXAMPLES_PER_NOISE = 3
-STREAMS = {"train": 0, "val": 1, "test": 2}  # independent noise draws per split
+STREAMS = {s: f"train_ae.noise.{s}" for s in ("train", "val", "test")}  # one per split
 
 
 @entrypoint
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = params.train_ae
     splits = load_splits(args.data)
     classifier = load_classifier(args.classifier / MODEL_FILE, device, splits.image_size)
+    torch.manual_seed(named_seed(params.seed, "train_ae.init"))  # the initial weights
     model = Autoencoder(splits.image_size, cfg.channels, cfg.latent_channels)
     train = combined_images(splits.train.x, cfg.noise, params.seed, STREAMS["train"])
     val = combined_images(splits.val.x, cfg.noise, params.seed, STREAMS["val"])
@@ -37,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         fit = fit_denoiser(
             model, train.inputs, train.targets, val.inputs, val.targets,
             target_index=train.target_index, val_target_index=val.target_index,
-            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=params.seed,
+            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+            seed=named_seed(params.seed, "train_ae.batches"),
             device=device, eval_batch_size=cli.EVAL_BATCH,
             on_epoch=log,
         )  # fmt: skip

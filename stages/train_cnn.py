@@ -11,6 +11,7 @@ import torch
 from advdenoise.core import cli
 from advdenoise.core.errors import entrypoint
 from advdenoise.core.io import save_figure, write_csv
+from advdenoise.core.seeding import named_seed
 from advdenoise.data.splits import load_splits
 from advdenoise.evaluation import metrics
 from advdenoise.figures import training as figs
@@ -26,13 +27,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     params, device = cli.start(args)
     cfg = params.train_cnn
     splits = load_splits(args.data)
+    torch.manual_seed(named_seed(params.seed, "train_cnn.init"))  # the initial weights
     model = Classifier(splits.image_size, cfg.channels, len(splits.classes), cfg.dropout)
     xs = {s: torch.from_numpy(getattr(splits, s).x) for s in ("train", "val", "test")}
     ys = {s: torch.from_numpy(getattr(splits, s).y) for s in ("train", "val", "test")}
     with live_curves(args.plots / "live") as log:
         fit = fit_classifier(
             model, xs["train"], ys["train"], xs["val"], ys["val"],
-            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=params.seed,
+            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+            seed=named_seed(params.seed, "train_cnn.batches"),
             device=device, augment=cfg.augment, eval_batch_size=cli.EVAL_BATCH,
             on_epoch=log,
         )  # fmt: skip

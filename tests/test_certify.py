@@ -150,8 +150,8 @@ def test_gaussian_corruption_draws_each_sigma_from_the_generator() -> None:
     assert ((stds < 0.2) | (stds > 0.3)).all()  # each image got one of the two levels
     assert 0.4 < float((stds > 0.3).float().mean()) < 0.6
     assert float(a.min()) < 0  # not clipped: the certificate is for the unclipped Gaussian
-    fixed = noisy_copies(np.zeros((2, 1, 4, 4), np.float32), 0.25, seed=0, offset=1)
-    assert np.array_equal(fixed, noisy_copies(np.zeros((2, 1, 4, 4), np.float32), 0.25, 0, 1))
+    fixed = noisy_copies(np.zeros((2, 1, 4, 4), np.float32), 0.25, seed=0, stream="test")
+    assert np.array_equal(fixed, noisy_copies(np.zeros((2, 1, 4, 4), np.float32), 0.25, 0, "test"))
     clean = torch.rand(8, 1, SIZE, SIZE)
     assert float(stability_loss(Linear(), 0.0)(clean, clean)) == 0.0
     assert float(stability_loss(Linear(), 1.0)(1 - clean, clean)) > float(

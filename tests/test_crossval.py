@@ -77,13 +77,6 @@ def test_the_scan_bootstrap_has_the_binomial_width_and_resamples_scans_not_slice
         crossval.bootstrap_accuracy({}, seed=0)
 
 
-def test_named_seeds_are_stable_and_distinct():
-    a = crossval.named_seed(0, "crossval.folds")
-    assert a == crossval.named_seed(0, "crossval.folds")
-    assert len({a, crossval.named_seed(1, "crossval.folds"), crossval.named_seed(0, "crossval.x"),
-                crossval.named_seed(0, "crossval.folds", 1)}) == 4  # fmt: skip
-
-
 def test_the_bench_runs_resumes_and_summarises(folder, tmp_path, monkeypatch):
     bench = _bench()
     out = tmp_path / "cv"

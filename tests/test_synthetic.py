@@ -10,7 +10,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from advdenoise.core.errors import PipelineError
-from advdenoise.core.runtime import generator
+from advdenoise.core.seeding import named_rng
 from advdenoise.data import synthetic
 
 CLASSES = ("non-COVID", "COVID")
@@ -32,7 +32,7 @@ def test_images_do_not_depend_on_the_number_of_threads(monkeypatch: pytest.Monke
     x4, y4, ids4 = synthetic.generate(counts, CLASSES, 32, seed=3, workers=4)
     assert np.array_equal(x1, x4) and np.array_equal(y1, y4) and list(ids1) == list(ids4)
     for k, (label, name) in enumerate(zip(y4, ids4, strict=True)):  # each slice in its place
-        rng = generator(3, synthetic.SYNTHETIC_STREAM, int(label), int(name.split("/")[-1]))
+        rng = named_rng(3, synthetic.SYNTHETIC_STREAM, int(label), int(name.split("/")[-1]))
         assert np.array_equal(x4[k, 0], synthetic.render_slice(rng, 32, lesions=label == 1))
 
 
@@ -54,8 +54,10 @@ def test_an_image_does_not_depend_on_the_counts() -> None:
 
 def test_lesions_are_the_only_difference_and_stay_inside_the_lungs() -> None:
     for i in range(4):
-        clean = synthetic.render_slice(generator(0, 9, i), 64, lesions=False).astype(int)
-        covid = synthetic.render_slice(generator(0, 9, i), 64, lesions=True).astype(int)
+        clean = synthetic.render_slice(named_rng(0, "test.render", i), 64, lesions=False).astype(
+            int
+        )
+        covid = synthetic.render_slice(named_rng(0, "test.render", i), 64, lesions=True).astype(int)
         diff = covid - clean
         assert diff.max() > 20  # something visible was added ...
         assert (np.abs(diff) > 8).mean() < 0.5  # ... locally, not as a global change
@@ -68,8 +70,8 @@ def test_lesions_are_the_only_difference_and_stay_inside_the_lungs() -> None:
 
 
 def test_anatomy_is_the_same_at_every_resolution() -> None:
-    big = synthetic.render_slice(generator(0, 9, 0), 128, lesions=True).astype(float)
-    small = synthetic.render_slice(generator(0, 9, 0), 32, lesions=True).astype(float)
+    big = synthetic.render_slice(named_rng(0, "test.render", 0), 128, lesions=True).astype(float)
+    small = synthetic.render_slice(named_rng(0, "test.render", 0), 32, lesions=True).astype(float)
     pooled = big.reshape(32, 4, 32, 4).mean(axis=(1, 3))
     assert np.corrcoef(pooled.ravel(), small.ravel())[0, 1] > 0.9
 

@@ -151,7 +151,7 @@ def test_training_reads_the_device_once_an_epoch_not_once_a_batch(
         reads.clear()
         fit_classifier(Classifier(SIZE, [4, 8]), x[:64], y[:64], xv, yv, epochs=1, lr=1e-3,
                        batch_size=batch, seed=0, device="cpu", progress=False)  # fmt: skip
-        data = combined_images(x[:32].numpy(), {"gaussian": 0.1}, 0, 0)
+        data = combined_images(x[:32].numpy(), {"gaussian": 0.1}, 0, "train")
         fit_denoiser(Autoencoder(SIZE, [4, 8], 2), data.inputs, data.targets, xv, xv, epochs=1,
                      lr=1e-3, batch_size=batch, seed=0, device="cpu", progress=False,
                      target_index=data.target_index)  # fmt: skip
@@ -162,8 +162,8 @@ def test_training_reads_the_device_once_an_epoch_not_once_a_batch(
 def test_denoiser_training_decreases_loss(splits_dir: Path) -> None:
     torch.manual_seed(0)
     x, _, xv, _ = _tensors(splits_dir)
-    data = combined_images(x.numpy(), {"gaussian": 0.1, "salt_pepper": 0.05}, 0, 0)
-    val = combined_images(xv.numpy(), {"gaussian": 0.1, "salt_pepper": 0.05}, 0, 1)
+    data = combined_images(x.numpy(), {"gaussian": 0.1, "salt_pepper": 0.05}, 0, "train")
+    val = combined_images(xv.numpy(), {"gaussian": 0.1, "salt_pepper": 0.05}, 0, "val")
     model = Autoencoder(SIZE, [4, 8], 2)
     fit = fit_denoiser(model, data.inputs, data.targets, val.inputs, val.targets,
                        target_index=data.target_index, val_target_index=val.target_index,
@@ -175,16 +175,16 @@ def test_denoiser_training_decreases_loss(splits_dir: Path) -> None:
 
 def test_combined_images_layout(splits_dir: Path) -> None:
     x = _tensors(splits_dir)[0].numpy()
-    c = combined_images(x, {"speckle": 0.2, "gaussian": 0.1}, seed=0, stream=0)
+    c = combined_images(x, {"speckle": 0.2, "gaussian": 0.1}, seed=0, stream="train")
     n = len(x)
     assert c.kinds == ("clean", "gaussian", "speckle")
     assert c.inputs.shape == (3 * n, 1, SIZE, SIZE) and c.inputs.dtype == torch.uint8
     assert torch.equal(c.block("clean"), torch.from_numpy(x))
     assert torch.equal(c.targets[c.target_index[n + 5]], c.targets[5])
     assert not torch.equal(c.block("gaussian"), c.block("clean"))
-    again = combined_images(x, {"gaussian": 0.1}, seed=0, stream=0)
+    again = combined_images(x, {"gaussian": 0.1}, seed=0, stream="train")
     assert torch.equal(again.block("gaussian"), c.block("gaussian"))  # independent of other types
-    other = combined_images(x, {"gaussian": 0.1}, seed=0, stream=1)
+    other = combined_images(x, {"gaussian": 0.1}, seed=0, stream="val")
     assert not torch.equal(other.block("gaussian"), c.block("gaussian"))
 
 

@@ -5,7 +5,7 @@ ART's private member used here, pinned by a test (pyproject pins ART to 1.20.x):
 
 Random starts and random attacks draw from NumPy's global RNG (`art.utils.random_sphere`) and
 torch's. With `seed=...` both global states are reseeded for the call and restored afterwards
-(`seeded`); callers pass one seed per cell (`runs.cell_seed` / `offset_seed`), so each cell
+(`seeded`); callers pass one seed per cell (`core.seeding.named_seed`), so each cell
 reproduces on its own, whatever ran before.
 
 ART computes the loss gradient with `loss.backward()`, which also computes (and then zeroes) the

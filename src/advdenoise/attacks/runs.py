@@ -1,16 +1,15 @@
 """Attacks by name, seeded per cell: what the stages call (the ART attacks themselves are in `attacks`).
 
 - the attack stage's FGSM/PGD grid (`attack`, `attack_grid`): each (method, eps) cell seeds its
-  random start from (seed, method, eps) (`cell_seed`), whatever ran before;
-- the robustness stage's runs (`run_attacks`): FGSM, or PGD with its iterates at several step
-  counts (the convergence check), seeded from (seed, *offsets) (`offset_seed`), every result
-  bound-checked.
+  random start from the stream ("attack", method, eps) (`cell_seed`), whatever ran before;
+- the runs of the robustness and training stages (`run_attacks`): FGSM, or PGD with its iterates
+  at several step counts (the convergence check), from the seed of the caller's named stream,
+  every result bound-checked.
 """
 
 from __future__ import annotations
 
 import typing
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,16 +18,15 @@ from advdenoise.attacks import PyTorchClassifier, fgsm, pgd, pgd_checkpoints
 from advdenoise.attacks.sets import check_perturbation
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import AttackName, AttackParams
+from advdenoise.core.seeding import eps_key, named_seed
 
 METHODS: tuple[str, ...] = typing.get_args(AttackName)  # the attack stage's (its oblivious sets)
 WHITE_BOX = (*METHODS, "apgd")  # gradient-based attacks of the robustness stage (Square: its own)
-_OFFSET_STREAM = 6  # seed stream of offset_seed, distinct from the other modules' streams
 
 
 def cell_seed(seed: int, method: str, eps: float) -> int:
     """A 32-bit seed for one (method, eps) attack cell, independent of the order cells run in."""
-    words = [seed, zlib.crc32(method.encode()), int(round(eps * 1e9))]
-    return int(np.random.SeedSequence(words).generate_state(1)[0])
+    return named_seed(seed, "attack", method, eps_key(eps))
 
 
 def attack(
@@ -78,11 +76,6 @@ def attack_grid(
     return out
 
 
-def offset_seed(seed: int, *offsets: int) -> int:
-    """A 32-bit seed for one attack cell named by integer offsets, independent of run order."""
-    return int(np.random.SeedSequence([seed, _OFFSET_STREAM, *offsets]).generate_state(1)[0])
-
-
 def run_attacks(
     classifier: PyTorchClassifier,
     method: str,
@@ -93,11 +86,11 @@ def run_attacks(
     *,
     checkpoints: Sequence[int] = (),
     seed: int = 0,
-    offsets: Sequence[int] = (),
 ) -> list[np.ndarray]:
     """FGSM, or PGD with its iterates at `checkpoints` steps (default attack.pgd_steps).
 
-    The random start is seeded from (seed, *offsets); every result is bound-checked.
+    `seed` (the cell's, from the caller's named stream) fixes PGD's random start; every result
+    is bound-checked.
     """
     if method == "fgsm":
         advs = [fgsm(classifier, x, y, eps, attack.batch_size)]
@@ -111,7 +104,7 @@ def run_attacks(
             attack.pgd_step_fraction,
             attack.pgd_random_init,
             attack.batch_size,
-            seed=offset_seed(seed, *offsets),
+            seed=seed,
         )
     else:
         raise PipelineError(f"unknown attack method {method!r}; known: {list(METHODS)}")

@@ -135,8 +135,3 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
-
-
-def generator(seed: int, *offsets: int) -> np.random.Generator:
-    """A NumPy generator derived from the run seed and a stage-specific offset, independent of order."""
-    return np.random.default_rng([seed, *offsets])

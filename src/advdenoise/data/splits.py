@@ -17,7 +17,7 @@ import torch
 
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.io import read_npz, write_npz
-from advdenoise.core.runtime import generator
+from advdenoise.core.seeding import named_rng, named_seed
 
 SPLITS = ("train", "val", "test")
 SPLITS_FILE = "splits.npz"
@@ -80,7 +80,7 @@ def load_splits(directory: str | Path) -> Splits:
     return Splits(classes=classes, **parts)
 
 
-SPLIT_STREAM = 101  # RNG stream offset of the splitter (see runtime.generator)
+SPLIT_STREAM = "split"  # the splitter's stream, keyed by class (its groups' order) or split
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def split_indices(
     """Stratified, seeded, group-aware split into SPLITS: indices per split.
 
     Per class, groups (of byte-identical images, or of one scan's slices) are shuffled
-    (generator(seed, SPLIT_STREAM, label)) and dealt to test until round(test_fraction * n)
+    (named_rng(seed, SPLIT_STREAM, label)) and dealt to test until round(test_fraction * n)
     images, then to val until round(val_fraction * (n - n_test)), the rest to train; a group never
     straddles two splits.
     Each class gets at least one test image (and one val image when val_fraction > 0). Within a
@@ -140,7 +140,7 @@ def split_indices(
         for i in idx:
             members.setdefault(int(groups[i]), []).append(int(i))
         gids = sorted(members)
-        order = generator(seed, SPLIT_STREAM, label).permutation(len(gids))
+        order = named_rng(seed, SPLIT_STREAM, label).permutation(len(gids))
         n = len(idx)
         needed = 3 if val_fraction > 0 else 2  # one group each for test, (val,) train
         fractions = f"data.test_fraction={test_fraction} and data.val_fraction={val_fraction}"
@@ -168,9 +168,9 @@ def split_indices(
                 "every group"
             )
     out = {}
-    for stream, s in enumerate(SPLITS, start=len(classes)):
+    for s in SPLITS:
         a = np.sort(np.concatenate(parts[s])) if parts[s] else np.zeros(0, dtype=np.int64)
-        out[s] = a[generator(seed, SPLIT_STREAM, stream).permutation(len(a))]
+        out[s] = a[named_rng(seed, SPLIT_STREAM, s).permutation(len(a))]
     return out
 
 
@@ -247,19 +247,18 @@ def to_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
 
 
-def evaluation_subset(y: np.ndarray, max_images: int, seed: int, stream: int) -> np.ndarray:
+def evaluation_subset(y: np.ndarray, max_images: int, seed: int, stream: str) -> np.ndarray:
     """Sorted indices of a seeded, class-stratified subset of at most `max_images` (0: all).
 
     Why: attacks through every defence and certification dominate the pipeline's cost, and a
     robust accuracy on a hundred or so images (binomial s.e. <= 5 points) decides the verdicts.
-    `stream` gives each stage its own subset.
+    `stream` names each stage's own subset.
     """
     if max_images == 0 or max_images >= len(y):
         return np.arange(len(y))
     from sklearn.model_selection import train_test_split
 
-    state = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
     chosen, _ = train_test_split(
-        np.arange(len(y)), train_size=max_images, stratify=y, random_state=state
+        np.arange(len(y)), train_size=max_images, stratify=y, random_state=named_seed(seed, stream)
     )
     return np.sort(chosen)

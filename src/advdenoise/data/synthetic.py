@@ -52,13 +52,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from advdenoise.core.errors import PipelineError
-from advdenoise.core.runtime import generator
+from advdenoise.core.seeding import named_rng
 from advdenoise.data.phantom import SIDES as _SIDES
 from advdenoise.data.phantom import render
 from advdenoise.data.splits import LabelledImages
 
-SYNTHETIC_STREAM = 202  # RNG stream offset for the generator (the splitter uses another one)
-SCAN_STREAM = 203  # RNG stream offset of the scans: their lengths and their shared anatomy
+SYNTHETIC_STREAM = "synthetic.slice"  # each slice's own draws
+SCAN_STREAM = "synthetic.scan"  # the scans: their lengths and their shared anatomy
 SCAN_DRIFT = 1.0  # how far a scan's slices move from its first anatomy towards a second draw
 # Structure that one scan keeps on every slice (on/off masks, indices, flags); the other parameters
 # move smoothly from slice to slice.
@@ -244,10 +244,10 @@ def render_slice(
 def scan_layout(n_images: int, label: int, slices: tuple[int, int], seed: int) -> np.ndarray:
     """(scan, position, length) of each of a class's `n_images` slices, in image order.
 
-    Scan lengths are drawn uniformly from `slices` (generator(seed, SCAN_STREAM, label)); the
+    Scan lengths are drawn uniformly from `slices` (named_rng(seed, SCAN_STREAM, label)); the
     last scan is cut where the class's count ends.
     """
-    rng = generator(seed, SCAN_STREAM, label)
+    rng = named_rng(seed, SCAN_STREAM, label)
     rows: list[tuple[int, int, int]] = []
     while len(rows) < n_images:
         n = int(rng.integers(slices[0], slices[1] + 1))
@@ -262,7 +262,7 @@ def _scan_ends(
     """A scan's anatomy, drawn twice (its two ends) from (seed, SCAN_STREAM, label, scan)."""
     scratch = np.empty((4, size, size), dtype=np.float32)  # noise fields: each slice has its own
     first, second = (
-        _draw(generator(seed, SCAN_STREAM, label, scan, end), label == 1, style, scratch)
+        _draw(named_rng(seed, SCAN_STREAM, label, scan, end), label == 1, style, scratch)
         for end in (0, 1)
     )
     return first, second
@@ -324,7 +324,7 @@ def generate(
         return _scan_ends(seed, label, scan, style, image_size)
 
     def draw(label: int, i: int, noise: np.ndarray) -> dict[str, np.ndarray]:
-        own = _draw(generator(seed, SYNTHETIC_STREAM, label, i), label == 1, style, noise)
+        own = _draw(named_rng(seed, SYNTHETIC_STREAM, label, i), label == 1, style, noise)
         if slices == (1, 1):  # independent images, as drawn before scans existed
             return own
         scan, position, length = (int(v) for v in layout[label][i])

@@ -22,11 +22,10 @@ import torch
 from torch import nn
 
 from advdenoise import attacks
-from advdenoise.attacks import runs as attack_runs
 from advdenoise.core.params import CertifyParams
+from advdenoise.core.seeding import eps_key, named_seed
 
-SUBSET_STREAM = 13  # data.evaluation_subset stream of this stage
-_STREAM = 14  # seed stream of the noise draws
+SUBSET_STREAM = "certify.subset"  # data.evaluation_subset stream of this stage
 CURVE_POINTS = 41  # radii of the certified-accuracy curve, 0 .. max(certify.radii)
 
 
@@ -60,10 +59,6 @@ class Certification:
         return float(np.mean(np.where(self.prediction == self.y, self.radius, 0.0)))
 
 
-def _key(sigma: float) -> int:
-    return int(round(sigma * 1e6))
-
-
 def certify_model(
     name: str,
     model: nn.Module,
@@ -80,10 +75,9 @@ def certify_model(
     smoothed = attacks.make_smoothed_classifier(
         model, x.shape[1:], nb_classes, device, sigma=sigma, n0=params.n0, alpha=params.alpha
     )
-    index = params.models.index(name) if name in params.models else len(params.models)
     pred, radius, votes = attacks.certify(
         smoothed, x, params.n, params.batch_size,
-        seed=attack_runs.offset_seed(seed, _STREAM, index, _key(sigma)),
+        seed=named_seed(seed, "certify.noise", name, eps_key(sigma)),
     )  # fmt: skip
     return Certification(name, float(sigma), y, pred, radius, votes)
 
@@ -109,11 +103,11 @@ def attack_certificates(
     out = {"attack.images": float(len(rows)), "attack.violations": 0.0}
     if len(rows) == 0:
         return out
-    offsets = (_STREAM, 99, _key(cert.sigma))
+    cell = (cert.model, eps_key(cert.sigma))
     adv = attacks.eot_pgd_l2(
         model, x[rows], cert.y[rows], 0.99 * cert.radius[rows], cert.sigma,
         samples=params.attack_samples, steps=20, nb_classes=nb_classes, device=device,
-        batch_size=params.batch_size, seed=attack_runs.offset_seed(seed, *offsets),
+        batch_size=params.batch_size, seed=named_seed(seed, "certify.attack", *cell),
     )  # fmt: skip
     l2 = np.sqrt(((adv - x[rows]).astype(np.float64) ** 2).reshape(len(rows), -1).sum(1))
     if np.any(l2 > cert.radius[rows] + 1e-4):
@@ -122,7 +116,7 @@ def attack_certificates(
         model, x.shape[1:], nb_classes, device, sigma=cert.sigma, n0=params.n, alpha=params.alpha
     )
     pred = attacks.smoothed_predict(
-        smoothed, adv, params.batch_size, seed=attack_runs.offset_seed(seed, *offsets, 1)
+        smoothed, adv, params.batch_size, seed=named_seed(seed, "certify.attack_predict", *cell)
     )
     out["attack.violations"] = float(np.sum((pred != cert.y[rows]) & (pred != -1)))
     out["attack.abstained"] = float(np.sum(pred == -1))

@@ -7,11 +7,10 @@ import torch
 from torch import nn
 
 from advdenoise import attacks
-from advdenoise.attacks import runs as attack_runs
 from advdenoise.attacks.sets import AdversarialSets
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import AttackParams, RobustnessParams
-from advdenoise.core.seeding import eps_key
+from advdenoise.core.seeding import eps_key, named_seed
 from advdenoise.evaluation import metrics
 from advdenoise.models.inference import batched_apply, predict_labels
 
@@ -72,7 +71,7 @@ def evaluate_detector(
     obl = oblivious.get("pgd", eps)[rows]
     ada = attacks.detector_aware_pgd(
         autoencoder, cnn, threshold, xa, ya, eps, attack, params.detector_steps,
-        params.detector_lambda, device=device, seed=attack_runs.offset_seed(seed, 8, eps_key(eps)),
+        params.detector_lambda, device=device, seed=named_seed(seed, "robustness.detector", eps_key(eps)),
     )  # fmt: skip
     out: dict[str, float] = {"detector.eps": float(eps), "detector.threshold": threshold}
     for threat, adv in (("oblivious", obl), ("adaptive", ada)):

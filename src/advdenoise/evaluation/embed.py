@@ -29,6 +29,7 @@ import torch
 
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import EmbedParams
+from advdenoise.core.seeding import named_seed
 from advdenoise.evaluation.projection import EMBEDDINGS, embed_2d, standardise
 from advdenoise.models.autoencoder import Autoencoder
 from advdenoise.models.classifier import Classifier
@@ -37,7 +38,7 @@ from advdenoise.models.inference import batched_apply, reconstruct
 SPACES = ("cnn", "ae")
 CLEAN = "clean"
 ROC_FPR_POINT = 0.05  # the detector's TPR is also reported at this false-positive rate
-SUBSAMPLE_OFFSET = 5  # runtime.generator offset of this stage's subsample
+SUBSAMPLE_STREAM = "embed.subsample"  # the stream of this stage's subsample
 
 
 def adversarial_group(method: str) -> str:
@@ -152,7 +153,9 @@ def probe_auroc(
             f"embed.probe_folds={folds} needs at least {folds} test images per class in the "
             f"subsample, the smallest class has {smallest}"
         )
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    splitter = StratifiedKFold(
+        n_splits=folds, shuffle=True, random_state=named_seed(seed, "embed.probe")
+    )
     scores = []
     for train_img, test_img in splitter.split(np.zeros(n), strata):
         train = np.r_[train_img, train_img + n]
@@ -244,7 +247,12 @@ def analyse_space(
     for emb in EMBEDDINGS:
         start = time.perf_counter()
         coords[emb] = embed_2d(
-            pooled, emb, seed, params.tsne_perplexity, params.umap_neighbors, params.tsne_max_iter
+            pooled,
+            emb,
+            named_seed(seed, "embed.projection", emb),
+            params.tsne_perplexity,
+            params.umap_neighbors,
+            params.tsne_max_iter,
         )
         result.seconds[f"{space}.{emb}"] = time.perf_counter() - start
     result.coords[space] = coords

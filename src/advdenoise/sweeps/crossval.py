@@ -15,7 +15,6 @@ kept beside it, so a results file can be resumed fold by fold.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -25,6 +24,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.neighbors import KNeighborsClassifier
 
 from advdenoise.core.params import TrainCnnParams
+from advdenoise.core.seeding import named_seed
 from advdenoise.data.splits import LabelledImages
 from advdenoise.evaluation import metrics
 from advdenoise.models.classifier import Classifier
@@ -32,12 +32,6 @@ from advdenoise.models.inference import predict_logits
 from advdenoise.training.loops import fit_classifier
 
 SPLITS = ("random", "grouped")
-
-
-def named_seed(seed: int, name: str, *keys: int) -> int:
-    """A 32-bit seed derived from the run seed, a stream name and integer keys (never a position)."""
-    entropy = [seed, zlib.crc32(name.encode("utf-8")), *keys]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def fold_groups(images: LabelledImages, scans: np.ndarray, split: str) -> np.ndarray:

@@ -21,14 +21,13 @@ from advdenoise import attacks
 from advdenoise.attacks import runs as attack_runs
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import AttackParams, OptimParams, Params, TrainAeGuidedParams
+from advdenoise.core.seeding import eps_key, named_rng, named_seed
 from advdenoise.data.splits import Split, Splits, to_float
 from advdenoise.evaluation import metrics
 from advdenoise.models.autoencoder import Autoencoder
 from advdenoise.models.classifier import Classifier
 from advdenoise.models.inference import batched_apply, channels_last, predict_labels
 from advdenoise.training.loops import DenoiserTraining, fit_denoiser, selection_metrics
-
-_CRAFT_STREAM = 6  # seed stream of the (method, eps) assignment (attack_runs.offset_seed's stream)
 
 
 @dataclass(frozen=True)
@@ -51,18 +50,19 @@ def craft_mixed(
     *,
     copies: int,
     seed: int,
-    offset: int,
+    stream: str,
 ) -> MixedAdversarial:
     """`copies` adversarial versions of every image, each with a (method, eps) drawn at random.
 
     Why not every (method, eps) for every image: on a CPU that costs len(methods) * len(eps) attacks
     per image; a balanced random assignment covers all combinations at the cost of one (or
-    `copies`), and the denoiser still sees every attack strength during training.
+    `copies`), and the denoiser still sees every attack strength during training. The assignment
+    and each attack's random start draw from the named `stream` (e.g. "train_ae_adv.train").
     """
     combos = tuple((m, float(e)) for m in methods for e in eps_values)
     if not combos or copies < 1:
         raise PipelineError("craft_mixed needs at least one method, one eps and copies >= 1")
-    rng = np.random.default_rng([seed, _CRAFT_STREAM, offset])
+    rng = named_rng(seed, stream, "assignment")
     n = len(x)
     images = np.empty((copies * n, *x.shape[1:]), dtype=np.float32)
     combo = np.empty(copies * n, dtype=np.int64)
@@ -73,7 +73,13 @@ def craft_mixed(
             if len(idx) == 0:
                 continue
             (images[c * n + idx],) = attack_runs.run_attacks(
-                classifier, method, x[idx], y[idx], eps, attack, seed=seed, offsets=(offset, c, k)
+                classifier,
+                method,
+                x[idx],
+                y[idx],
+                eps,
+                attack,
+                seed=named_seed(seed, stream, "attack", c, method, eps_key(eps)),
             )
         combo[c * n : (c + 1) * n] = assign
     return MixedAdversarial(images, np.tile(np.arange(n), copies), combo, combos)
@@ -111,14 +117,14 @@ def _split_sets(
     attack: AttackParams,
     copies: int,
     seed: int,
-    offset: int,
+    stream: str,
 ) -> tuple[np.ndarray, MixedAdversarial | None]:
     clean = to_float(split.x).numpy()
     if len(clean) == 0:
         return clean, None
     mixed = craft_mixed(
         classifier, clean, split.y, methods, eps_values, attack,
-        copies=copies, seed=seed, offset=offset,
+        copies=copies, seed=seed, stream=stream,
     )  # fmt: skip
     return clean, mixed
 
@@ -173,17 +179,19 @@ def train_adversarial_denoiser(
             attack,
             copies if name == "train" else 1,
             seed,
-            offset,
+            f"{desc}.{name}",
         )
-        for offset, name in enumerate(("train", "val", "test"))
+        for name in ("train", "val", "test")
     }
+    torch.manual_seed(named_seed(seed, f"{desc}.init"))  # the initial weights
     model = Autoencoder(splits.image_size, channels, latent_channels)
     train_inputs, train_index = _stack(*sets["train"])
     val_inputs, val_index = _stack(*sets["val"])
     fit = fit_denoiser(
         model, train_inputs, torch.from_numpy(sets["train"][0]), val_inputs,
         torch.from_numpy(sets["val"][0]), target_index=train_index, val_target_index=val_index,
-        epochs=optim.epochs, lr=optim.lr, batch_size=optim.batch_size, seed=seed, device=device,
+        epochs=optim.epochs, lr=optim.lr, batch_size=optim.batch_size,
+        seed=named_seed(seed, f"{desc}.batches"), device=device,
         loss_fn=loss_fn, eval_batch_size=eval_batch_size, desc=desc, on_epoch=on_epoch,
     )  # fmt: skip
     result: dict[str, float] = {}

@@ -39,7 +39,7 @@ class CombinedImages:
 
 
 def combined_images(
-    x: np.ndarray, noise: dict[str, float], seed: int, stream: int, chunk: int = 256
+    x: np.ndarray, noise: dict[str, float], seed: int, stream: str, chunk: int = 256
 ) -> CombinedImages:
     """Build CombinedImages from uint8 images with seeded noise (one generator per noise type)."""
     from advdenoise.training.noise import add_noise, noise_generator

@@ -16,13 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advdenoise.core.seeding import eps_key, named_rng, named_seed
 from advdenoise.data.splits import Splits, to_float
 from advdenoise.evaluation import metrics
 from advdenoise.models.autoencoder import Autoencoder
 from advdenoise.models.inference import batched_apply, predict_labels
 from advdenoise.training.loops import DenoiserTraining, fit_denoiser, selection_metrics
-
-_VAL_STREAM = 12  # seed stream of the fixed validation and test noise
 
 
 def gaussian_corruption(
@@ -56,9 +55,9 @@ def stability_loss(
     return loss
 
 
-def noisy_copies(x: np.ndarray, sigma: float, seed: int, offset: int) -> np.ndarray:
-    """float32 x + sigma * N(0, 1) with a seeded generator (fixed evaluation noise)."""
-    rng = np.random.default_rng([seed, _VAL_STREAM, offset])
+def noisy_copies(x: np.ndarray, sigma: float, seed: int, stream: str) -> np.ndarray:
+    """float32 x + sigma * N(0, 1) from the named `stream` at this sigma (fixed evaluation noise)."""
+    rng = named_rng(seed, stream, eps_key(sigma))
     return (x + np.float32(sigma) * rng.standard_normal(x.shape, dtype=np.float32)).astype(
         np.float32
     )
@@ -90,14 +89,17 @@ def train_gaussian_denoiser(
         p.requires_grad_(False)
     cnn.eval()
     val_clean = to_float(splits.val.x).numpy()
-    val_inputs = np.concatenate([noisy_copies(val_clean, s, seed, k) for k, s in enumerate(sigmas)])
+    val_inputs = np.concatenate(
+        [noisy_copies(val_clean, s, seed, "train_ae_gauss.val_noise") for s in sigmas]
+    )
     val_index = np.tile(np.arange(len(val_clean)), len(sigmas))
+    torch.manual_seed(named_seed(seed, "train_ae_gauss.init"))  # the initial weights
     model = Autoencoder(splits.image_size, channels, latent_channels)
     train = torch.from_numpy(splits.train.x)
     fit = fit_denoiser(
         model, train, train, torch.from_numpy(val_inputs), torch.from_numpy(val_clean),
         val_target_index=torch.from_numpy(val_index), epochs=epochs, lr=lr,
-        batch_size=batch_size, seed=seed, device=device,
+        batch_size=batch_size, seed=named_seed(seed, "train_ae_gauss.batches"), device=device,
         loss_fn=stability_loss(cnn, stability_weight), corrupt=gaussian_corruption(sigmas),
         eval_batch_size=eval_batch_size, desc="train_ae_gauss", on_epoch=on_epoch,
     )  # fmt: skip
@@ -108,8 +110,8 @@ def train_gaussian_denoiser(
         )
     }
     denoised_cnn = nn.Sequential(model, cnn).eval()
-    for k, sigma in enumerate(sigmas):
-        noisy = noisy_copies(clean, sigma, seed, 100 + k)
+    for sigma in sigmas:
+        noisy = noisy_copies(clean, sigma, seed, "train_ae_gauss.test_noise")
         recon = batched_apply(model, torch.from_numpy(noisy), eval_batch_size, device).numpy()
         key = f"test.sigma_{sigma:g}"
         out[f"{key}.psnr_noisy"] = metrics.psnr(clean, np.clip(noisy, 0, 1))

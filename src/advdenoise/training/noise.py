@@ -7,11 +7,11 @@ on the seed.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 
-import numpy as np
 import torch
+
+from advdenoise.core.seeding import named_seed
 
 
 def gaussian(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
@@ -51,22 +51,7 @@ def add_noise(x: torch.Tensor, name: str, level: float, generator: torch.Generat
     return fn(x, level, generator)
 
 
-def noise_generator(seed: int, stream: int, name: str) -> torch.Generator:
-    """A CPU generator for one (run seed, data stream, noise type); independent of call order."""
-    state = np.random.SeedSequence([int(seed), int(stream), zlib.crc32(name.encode())])
-    return torch.Generator().manual_seed(int(state.generate_state(1, dtype=np.uint64)[0] >> 1))
-
-
-def noisy_copies(
-    x: torch.Tensor, noise: dict[str, float], seed: int, stream: int = 0
-) -> dict[str, torch.Tensor]:
-    """One noisy copy of `x` (float, CPU) per entry of `noise` (name -> level), sorted by name.
-
-    Each noise type draws from its own generator keyed by (seed, stream, name): adding or removing
-    a noise type leaves the other copies unchanged, and train/val/test use different streams.
-    """
-    out = {}
-    for name in sorted(noise):
-        gen = noise_generator(seed, stream, name)
-        out[name] = add_noise(x, name, noise[name], gen)
-    return out
+def noise_generator(seed: int, stream: str, name: str) -> torch.Generator:
+    """A CPU generator for one (run seed, named data stream, noise type): adding or removing a
+    noise type leaves the other types' draws unchanged, and each split has its own stream."""
+    return torch.Generator().manual_seed(named_seed(seed, stream, name))

@@ -15,8 +15,8 @@ from advdenoise import attacks
 from advdenoise.attacks import runs as attack_runs
 from advdenoise.attacks.sets import AdversarialSets, check_perturbation
 from advdenoise.core.errors import PipelineError
-from advdenoise.core.params import DEFENCES, AttackParams, RobustnessParams
-from advdenoise.core.seeding import eps_key
+from advdenoise.core.params import AttackParams, RobustnessParams
+from advdenoise.core.seeding import eps_key, named_rng, named_seed
 from advdenoise.data.splits import evaluation_subset
 from advdenoise.defences.registry import build_defence, defended_classifier
 from advdenoise.models.inference import predict_labels
@@ -24,14 +24,13 @@ from advdenoise.models.inference import predict_labels
 THREATS = ("oblivious", "adaptive")
 METHODS = {"oblivious": attack_runs.METHODS, "adaptive": attack_runs.WHITE_BOX}
 VIEWS = (*THREATS, "worst")  # the worst case within each threat model, and over both
-_STREAM = 6  # seed stream of this stage (attack_runs.offset_seed's)
-SUBSET_STREAM = 7  # data.evaluation_subset stream of this stage
-SQUARE_STREAM = 15  # data.evaluation_subset stream of the standalone Square's images
+SUBSET_STREAM = "robustness.subset"  # data.evaluation_subset stream of this stage
+SQUARE_STREAM = "robustness.square_subset"  # the same, of the standalone Square's images
 
 
 def sign_noise(x: np.ndarray, eps: float, seed: int) -> np.ndarray:
     """x + eps * uniform random signs, clipped to [0, 1]: the random floor of the same L-inf size."""
-    rng = np.random.default_rng([seed, _STREAM, 99])
+    rng = named_rng(seed, "robustness.sign_noise")
     signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=x.shape)
     return np.clip(x + np.float32(eps) * signs, 0.0, 1.0).astype(np.float32)
 
@@ -164,7 +163,6 @@ def evaluate_defence(
     classifier = attacks.make_art_classifier(model, x.shape[1:], nb_classes, device)
     rows = np.flatnonzero(clean)  # attacks need only the images classified correctly
     xa, ya = x[rows], y[rows]
-    di = DEFENCES.index(name) if name in DEFENCES else len(DEFENCES)
     for method in attack_runs.METHODS:
         result.correct[("oblivious", method)] = {
             e: correct(oblivious.get(method, e), everyone) for e in eps_values
@@ -172,7 +170,7 @@ def evaluate_defence(
     for method in attack_runs.WHITE_BOX:
         result.correct[("adaptive", method)] = {}
     for e in eps_values:
-        offsets = (di, eps_key(e))
+        cell = (name, eps_key(e))  # each defence's and eps's own random streams
         cells = result.correct
         if len(rows) == 0:  # nothing classified correctly: nothing to attack
             for method in attack_runs.WHITE_BOX:
@@ -187,7 +185,7 @@ def evaluate_defence(
         if name != "none" or e == headline:
             with_2x = e == headline
             advs = attack_runs.run_attacks(
-                classifier, "pgd", xa, ya, e, attack, seed=seed, offsets=offsets,
+                classifier, "pgd", xa, ya, e, attack, seed=named_seed(seed, "robustness.pgd", *cell),
                 checkpoints=(steps, 2 * steps) if with_2x else (),
             )  # fmt: skip
             if name != "none":
@@ -197,14 +195,14 @@ def evaluate_defence(
         apgd = partial(
             attacks.apgd, classifier, eps=e, steps=params.apgd_steps,
             restarts=params.apgd_restarts, batch_size=bs,
-            seed=attack_runs.offset_seed(seed, *offsets, 1),
+            seed=named_seed(seed, "robustness.apgd", *cell),
         )  # fmt: skip
         cells[("adaptive", "apgd")][e] = _correct_after(
             apgd, x, y, rows, e, f"{name}: apgd eps={e:g}", correct
         )
     if headline in eps_values:
-        offsets = (di, eps_key(headline))
-        _headline_extras(result, classifier, x, y, params, bs, correct, seed, offsets)
+        cell = (name, eps_key(headline))
+        _headline_extras(result, classifier, x, y, params, bs, correct, seed, cell)
     noisy = sign_noise(x, headline, seed)
     check_perturbation(x, noisy, headline, f"{name}: random sign noise")
     result.random_noise = float(correct(noisy, everyone).mean())
@@ -220,7 +218,7 @@ def _headline_extras(
     batch_size: int,
     correct: Callable[[np.ndarray, np.ndarray], np.ndarray],
     seed: int,
-    offsets: tuple[int, int],
+    cell: tuple[str, int],
 ) -> None:
     """At the headline eps: APGD's extra restarts on the images every gradient-based attack left
     correct, and Square on every clean-correct image of its seeded subset, on its own (not only
@@ -230,7 +228,7 @@ def _headline_extras(
     more_restarts = partial(
         attacks.apgd, classifier, eps=e, steps=params.apgd_steps,
         restarts=params.apgd_check_restarts, batch_size=batch_size,
-        seed=attack_runs.offset_seed(seed, *offsets, 3),
+        seed=named_seed(seed, "robustness.apgd_restarts", *cell),
     )  # fmt: skip
     left = np.flatnonzero(result.survivors("worst", e))
     result.apgd_more_restarts = _correct_after(
@@ -242,7 +240,7 @@ def _headline_extras(
     square = partial(
         attacks.square, classifier, eps=e, queries=params.square_queries,
         p_init=params.square_p_init, batch_size=batch_size,
-        seed=attack_runs.offset_seed(seed, *offsets, 2),
+        seed=named_seed(seed, "robustness.square", *cell),
     )  # fmt: skip
     rows = np.flatnonzero(subset & result.clean)
     result.square = _correct_after(
