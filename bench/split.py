@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from advdenoise.core.params import DEFENCES
+from advdenoise.defences.specs import DEFENCES
 from advdenoise.sweeps.seeds import read_show, runs_varying
 
 SPLIT_KEY = "params.yaml.data.split"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import io
 
 import numpy as np
 import pytest
 import torch
 from art.defences.preprocessor import JpegCompression, SpatialSmoothing
-from conftest import section
+from conftest import PROJECT_PARAMS, section
 from PIL import Image
 from scipy.ndimage import median_filter
 from torch import nn
@@ -16,9 +18,9 @@ from torch import nn
 from advdenoise import attacks
 from advdenoise.attacks import runs as attack_runs
 from advdenoise.core.errors import PipelineError
-from advdenoise.core.params import AUTOENCODER_DEFENCES, DEFENCES
 from advdenoise.defences.median import MedianSmoothing, art_spatial_smoothing
 from advdenoise.defences.registry import build_defence, defended_classifier
+from advdenoise.defences.specs import AUTOENCODER_DEFENCES, DEFENCES, SPECS
 from advdenoise.defences.squeezing import art_feature_squeezing, feature_squeezing
 from advdenoise.models.autoencoder import Autoencoder
 from advdenoise.models.classifier import Classifier
@@ -181,6 +183,18 @@ def test_build_defence_maps_unit_interval_and_names_problems() -> None:
         build_defence("ae_adv", section("robustness"), {})
     with pytest.raises(PipelineError, match="unknown defence"):
         build_defence("magic", section("robustness"))
+
+
+def test_every_defence_spec_names_real_params_and_builders() -> None:
+    """A spec's section is a params section, its keys are fields of it, its builder imports."""
+    for spec in SPECS:
+        section_params = getattr(PROJECT_PARAMS, spec.section)
+        fields = {f.name for f in dataclasses.fields(section_params)}
+        assert set(spec.params.values()) <= fields, spec
+        if spec.builder is not None:
+            module, _, function = spec.builder.partition(":")
+            assert callable(getattr(importlib.import_module(module), function)), spec
+    assert set(PROJECT_PARAMS.robustness.defences) <= set(DEFENCES)
 
 
 @pytest.mark.parametrize("method", ["fgsm", "pgd"])

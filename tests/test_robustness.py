@@ -18,9 +18,10 @@ from torch import nn
 from advdenoise import attacks
 from advdenoise.attacks import runs as attack_runs
 from advdenoise.attacks.sets import AdversarialSets, save_adversarial
-from advdenoise.core.params import AUTOENCODER_DEFENCES, DEFENCES, read_yaml
+from advdenoise.core.params import read_yaml
 from advdenoise.data.splits import Split, Splits, evaluation_subset, save_splits
 from advdenoise.defences.registry import defended_classifier
+from advdenoise.defences.specs import AUTOENCODER_DEFENCES, DEFENCES
 from advdenoise.evaluation.detector import evaluate_detector
 from advdenoise.evaluation.robustness.evaluation import (
     METHODS,

@@ -30,15 +30,11 @@ from advdenoise.core.errors import ParamsError
 __all__ = ["Params", "load_params", "parse_params", "read_yaml"]
 
 AttackName = Literal["fgsm", "pgd"]
-DefenceName = Literal[
-    "none", "ae", "ae_adv", "ae_guided", "feature_squeezing", "spatial_smoothing", "jpeg"
-]
 NoiseName = Literal["gaussian", "salt_pepper", "speckle"]
 CertifyModel = Literal["cnn", "ae", "ae_gauss"]
 
-# The name registries: params validation, evaluation and the report all read these.
-DEFENCES: tuple[str, ...] = typing.get_args(DefenceName)
-AUTOENCODER_DEFENCES: tuple[str, ...] = ("ae", "ae_adv", "ae_guided")
+# The name registries (defences: `defences.specs`): params validation, evaluation and the report
+# all read these.
 CERTIFY_MODELS: tuple[str, ...] = typing.get_args(CertifyModel)
 
 
@@ -279,7 +275,7 @@ class RobustnessParams:
     headline-only experiment on the attack side should not repeat them.
     """
 
-    defences: tuple[DefenceName, ...]
+    defences: tuple[str, ...]  # names of defences.specs.SPECS
     eps: float
     eps_grid: tuple[float, ...]
     squeeze_bits: int
@@ -307,6 +303,10 @@ class RobustnessParams:
             "must be 0 (the whole test split) or >= 20",
             self.max_images,
         )
+        from advdenoise.defences.specs import DEFENCES  # data only: no torch
+
+        for name in self.defences:
+            check(name in DEFENCES, "robustness.defences", f"must be one of {list(DEFENCES)}", name)
         check_distinct("robustness.defences", self.defences, "defences")
         check_grid("robustness.eps_grid", self.eps_grid)
         check(

@@ -1,4 +1,5 @@
-"""The defences by name, and the one composition of a defence with the CNN.
+"""The defences by name (their specs are in `specs`), and the one composition of a defence with
+the CNN.
 
 Every defence maps [0, 1] images N x 1 x H x W to [0, 1] images, so that
 `nn.Sequential(defence, cnn)` is one differentiable classifier an attacker can target end to end:
@@ -26,11 +27,8 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from advdenoise.core.errors import PipelineError
-from advdenoise.core.params import AUTOENCODER_DEFENCES, DEFENCES, RobustnessParams
-from advdenoise.defences.jpeg import jpeg_compression
-from advdenoise.defences.median import spatial_smoothing
-from advdenoise.defences.squeezing import feature_squeezing
+from advdenoise.core.params import RobustnessParams
+from advdenoise.defences.specs import spec
 from advdenoise.models.inference import channels_last
 
 
@@ -39,20 +37,9 @@ def build_defence(
     params: RobustnessParams,
     autoencoders: Mapping[str, nn.Module] | None = None,
 ) -> nn.Module:
-    """The defence `name` as a torch module mapping [0, 1] images to [0, 1] images (eval mode)."""
-    if name == "none":
-        return nn.Identity()
-    if name in AUTOENCODER_DEFENCES:
-        if not autoencoders or name not in autoencoders:
-            raise PipelineError(f"defence {name!r} needs its trained autoencoder")
-        return autoencoders[name].eval()
-    if name == "feature_squeezing":
-        return feature_squeezing(params.squeeze_bits)
-    if name == "spatial_smoothing":
-        return spatial_smoothing(params.smoothing_window)
-    if name == "jpeg":
-        return jpeg_compression(params.jpeg_quality)
-    raise PipelineError(f"unknown defence {name!r}; known: {list(DEFENCES)}")
+    """The defence `name` (its spec in `specs`) as a torch module mapping [0, 1] images to [0, 1]
+    images (eval mode)."""
+    return spec(name).build(params, autoencoders)
 
 
 def defended_classifier(defence: nn.Module, cnn: nn.Module) -> nn.Sequential:

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from advdenoise.core.params import DEFENCES
+from advdenoise.defences.specs import DEFENCES
 
 MARGIN = 0.10
 

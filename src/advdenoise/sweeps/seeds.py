@@ -30,7 +30,8 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from advdenoise.core.io import flatten
-from advdenoise.core.params import DEFENCES, load_params
+from advdenoise.core.params import load_params
+from advdenoise.defences.specs import DEFENCES
 from advdenoise.evaluation.verdicts import verdict
 
 # (metrics file stem, key) of the figures the README quotes; `{d}` expands to every defence
