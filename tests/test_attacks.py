@@ -464,3 +464,29 @@ def test_stage_missing_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "model.pt" in err
     assert not paths["metrics"].exists() and not paths["out"].exists()
+
+
+def test_the_attack_registry_matches_params_and_refuses_what_it_cannot_do() -> None:
+    """attack.methods' names are the oblivious specs; doubling needs steps; apgd its params."""
+    import typing
+
+    from advdenoise.core.params import AttackName
+
+    assert typing.get_args(AttackName) == attack_runs.METHODS
+    assert len(set(attack_runs.WHITE_BOX)) == len(attack_runs.ATTACKS)
+    streams = [s.stream for s in attack_runs.ATTACKS if s.stream is not None]
+    assert len(set(streams)) == len(streams)  # no two attacks share a random stream
+    clf = _clf(_conv_model())
+    x, y = _images(4)
+    with pytest.raises(PipelineError, match="fgsm has no steps to double"):
+        attack_runs.run_attacks(clf, "fgsm", x, y, 0.03, section("attack"), double=True)
+    with pytest.raises(PipelineError, match="robustness params"):
+        attack_runs.run_attacks(clf, "apgd", x, y, 0.03, section("attack"))
+    short, long = attack_runs.run_attacks(
+        clf, "pgd", x, y, 0.03, section("attack", pgd_steps=2), double=True, seed=3
+    )
+    assert not np.array_equal(short, long)
+    (again,) = attack_runs.run_attacks(
+        clf, "pgd", x, y, 0.03, section("attack", pgd_steps=2), seed=3
+    )
+    np.testing.assert_array_equal(again, short)  # the first checkpoint is the plain attack

@@ -1,27 +1,128 @@
 """Attacks by name, seeded per cell: what the stages call (the ART attacks themselves are in `attacks`).
 
+`ATTACKS` is the registry of the gradient-based L-inf attacks, in the order tables show them: the
+robustness stage runs each spec on every defence end to end, the attack stage crafts the oblivious
+ones (attack.methods) on the bare CNN, adversarial training mixes those. Add an attack: a function
+with `AttackSpec.run`'s signature (in its own module of `attacks`) and one entry below.
+
 - the attack stage's FGSM/PGD grid (`attack`, `attack_grid`): each (method, eps) cell seeds its
   random start from the stream ("attack", method, eps) (`cell_seed`), whatever ran before;
-- the runs of the robustness and training stages (`run_attacks`): FGSM, or PGD with its iterates
-  at several step counts (the convergence check), from the seed of the caller's named stream,
-  every result bound-checked.
+- every other run (`run_attacks`): from the seed of the caller's named stream, every result
+  bound-checked.
 """
 
 from __future__ import annotations
 
-import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from advdenoise.attacks import PyTorchClassifier, fgsm, pgd, pgd_checkpoints
+from advdenoise.attacks import PyTorchClassifier, apgd, fgsm, pgd_checkpoints
 from advdenoise.attacks.sets import check_perturbation
 from advdenoise.core.errors import PipelineError
-from advdenoise.core.params import AttackName, AttackParams
+from advdenoise.core.params import AttackParams, RobustnessParams
 from advdenoise.core.seeding import eps_key, named_seed
 
-METHODS: tuple[str, ...] = typing.get_args(AttackName)  # the attack stage's (its oblivious sets)
-WHITE_BOX = (*METHODS, "apgd")  # gradient-based attacks of the robustness stage (Square: its own)
+Run = Callable[
+    [
+        PyTorchClassifier,
+        np.ndarray,
+        np.ndarray,
+        float,
+        AttackParams,
+        RobustnessParams | None,
+        int | None,
+        bool,
+    ],
+    list[np.ndarray],
+]
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A gradient-based L-inf attack.
+
+    `run(classifier, x, y, eps, attack, robustness, seed, double)` returns its adversarial images,
+    and with `double` (only where `doubles`) also those after twice the steps: the convergence
+    check. `stream` names the robustness stage's random stream of its start (None: deterministic).
+    `oblivious`: one of attack.methods, crafted on the bare CNN by the attack stage.
+    """
+
+    name: str
+    run: Run
+    stream: str | None
+    oblivious: bool = False
+    doubles: bool = False
+
+
+def _fgsm(
+    clf: PyTorchClassifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    attack: AttackParams,
+    robustness: RobustnessParams | None,
+    seed: int | None,
+    double: bool,
+) -> list[np.ndarray]:
+    return [fgsm(clf, x, y, eps, attack.batch_size)]
+
+
+def _pgd(
+    clf: PyTorchClassifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    attack: AttackParams,
+    robustness: RobustnessParams | None,
+    seed: int | None,
+    double: bool,
+) -> list[np.ndarray]:
+    steps = attack.pgd_steps
+    return pgd_checkpoints(
+        clf, x, y, eps, (steps, 2 * steps) if double else (steps,), attack.pgd_step_fraction,
+        attack.pgd_random_init, attack.batch_size, seed=seed,
+    )  # fmt: skip
+
+
+def _apgd(
+    clf: PyTorchClassifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    attack: AttackParams,
+    robustness: RobustnessParams | None,
+    seed: int | None,
+    double: bool,
+) -> list[np.ndarray]:
+    if robustness is None:
+        raise PipelineError("apgd takes its steps and restarts from the robustness params")
+    return [
+        apgd(
+            clf, x, y, eps, robustness.apgd_steps, robustness.apgd_restarts, attack.batch_size,
+            seed=seed,
+        )
+    ]  # fmt: skip
+
+
+ATTACKS: tuple[AttackSpec, ...] = (
+    AttackSpec("fgsm", _fgsm, None, oblivious=True),
+    AttackSpec("pgd", _pgd, "robustness.pgd", oblivious=True, doubles=True),
+    AttackSpec("apgd", _apgd, "robustness.apgd"),
+)
+METHODS: tuple[str, ...] = tuple(s.name for s in ATTACKS if s.oblivious)  # the attack stage's
+WHITE_BOX: tuple[str, ...] = tuple(
+    s.name for s in ATTACKS
+)  # of the robustness stage (Square: its own)
+
+
+def attack_spec(method: str) -> AttackSpec:
+    """The spec of `method`; an unknown name is an error that lists the known ones."""
+    for spec in ATTACKS:
+        if spec.name == method:
+            return spec
+    raise PipelineError(f"unknown attack method {method!r}; known: {list(WHITE_BOX)}")
 
 
 def cell_seed(seed: int, method: str, eps: float) -> int:
@@ -39,22 +140,9 @@ def attack(
     *,
     seed: int | None = None,
 ) -> np.ndarray:
-    """Run `method` ("fgsm" or "pgd") with the settings in `params`; `seed` fixes PGD's start."""
-    if method == "fgsm":  # deterministic: no random start
-        return fgsm(classifier, x, y, eps, params.batch_size)
-    if method == "pgd":
-        return pgd(
-            classifier,
-            x,
-            y,
-            eps,
-            params.pgd_steps,
-            params.pgd_step_fraction,
-            params.pgd_random_init,
-            params.batch_size,
-            seed=None if seed is None else cell_seed(seed, method, eps),
-        )
-    raise PipelineError(f"unknown attack method {method!r}; known: {list(METHODS)}")
+    """Run `method` with the settings in `params`; `seed` fixes a random start (`cell_seed`)."""
+    cell = None if seed is None else cell_seed(seed, method, eps)
+    return run_attacks(classifier, method, x, y, eps, params, seed=cell)[0]
 
 
 def attack_grid(
@@ -84,30 +172,18 @@ def run_attacks(
     eps: float,
     attack: AttackParams,
     *,
-    checkpoints: Sequence[int] = (),
-    seed: int = 0,
+    robustness: RobustnessParams | None = None,
+    double: bool = False,
+    seed: int | None = 0,
 ) -> list[np.ndarray]:
-    """FGSM, or PGD with its iterates at `checkpoints` steps (default attack.pgd_steps).
+    """`method`'s images (and, with `double`, those after twice its steps), each bound-checked.
 
-    `seed` (the cell's, from the caller's named stream) fixes PGD's random start; every result
-    is bound-checked.
+    `seed` (the cell's, from the caller's named stream) fixes a random start.
     """
-    if method == "fgsm":
-        advs = [fgsm(classifier, x, y, eps, attack.batch_size)]
-    elif method == "pgd":
-        advs = pgd_checkpoints(
-            classifier,
-            x,
-            y,
-            eps,
-            tuple(checkpoints) or (attack.pgd_steps,),
-            attack.pgd_step_fraction,
-            attack.pgd_random_init,
-            attack.batch_size,
-            seed=seed,
-        )
-    else:
-        raise PipelineError(f"unknown attack method {method!r}; known: {list(METHODS)}")
+    spec = attack_spec(method)
+    if double and not spec.doubles:
+        raise PipelineError(f"{method} has no steps to double")
+    advs = spec.run(classifier, x, y, eps, attack, robustness, seed, double)
     for adv in advs:
         check_perturbation(x, adv, eps, f"{method} eps={eps:g}")
     return advs

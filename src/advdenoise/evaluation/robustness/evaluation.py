@@ -149,7 +149,7 @@ def evaluate_defence(
     """
     eps_values = params.eps_grid if eps_values is None else eps_values
     model = defended_classifier(defence, cnn)
-    bs, steps, headline = attack.batch_size, attack.pgd_steps, params.eps
+    bs, headline = attack.batch_size, params.eps
 
     def correct(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
         out = np.zeros(len(y), dtype=bool)
@@ -163,43 +163,33 @@ def evaluate_defence(
     classifier = attacks.make_art_classifier(model, x.shape[1:], nb_classes, device)
     rows = np.flatnonzero(clean)  # attacks need only the images classified correctly
     xa, ya = x[rows], y[rows]
-    for method in attack_runs.METHODS:
-        result.correct[("oblivious", method)] = {
-            e: correct(oblivious.get(method, e), everyone) for e in eps_values
-        }
-    for method in attack_runs.WHITE_BOX:
-        result.correct[("adaptive", method)] = {}
+    for spec in attack_runs.ATTACKS:
+        if spec.oblivious:
+            result.correct[("oblivious", spec.name)] = {
+                e: correct(oblivious.get(spec.name, e), everyone) for e in eps_values
+            }
+        result.correct[("adaptive", spec.name)] = {}
     for e in eps_values:
         cell = (name, eps_key(e))  # each defence's and eps's own random streams
-        cells = result.correct
-        if len(rows) == 0:  # nothing classified correctly: nothing to attack
-            for method in attack_runs.WHITE_BOX:
-                cells[("adaptive", method)][e] = np.zeros(len(y), dtype=bool)
-            continue
-        if name == "none":  # the attack stage's sets: same params and ART code
-            for method in attack_runs.METHODS:
-                cells[("adaptive", method)][e] = cells[("oblivious", method)][e]
-        else:
-            (fgsm,) = attack_runs.run_attacks(classifier, "fgsm", xa, ya, e, attack)
-            cells[("adaptive", "fgsm")][e] = correct(fgsm, rows)
-        if name != "none" or e == headline:
-            with_2x = e == headline
+        for spec in attack_runs.ATTACKS:
+            cells = result.correct[("adaptive", spec.name)]
+            if len(rows) == 0:  # nothing classified correctly: nothing to attack
+                cells[e] = np.zeros(len(y), dtype=bool)
+                continue
+            reuse = name == "none" and spec.oblivious  # the attack stage's sets: same code
+            double = spec.doubles and e == headline  # the convergence check
+            if reuse:
+                cells[e] = result.correct[("oblivious", spec.name)][e]
+                if not double:
+                    continue
             advs = attack_runs.run_attacks(
-                classifier, "pgd", xa, ya, e, attack, seed=named_seed(seed, "robustness.pgd", *cell),
-                checkpoints=(steps, 2 * steps) if with_2x else (),
+                classifier, spec.name, xa, ya, e, attack, robustness=params, double=double,
+                seed=None if spec.stream is None else named_seed(seed, spec.stream, *cell),
             )  # fmt: skip
-            if name != "none":
-                cells[("adaptive", "pgd")][e] = correct(advs[0], rows)
-            if with_2x:
+            if not reuse:
+                cells[e] = correct(advs[0], rows)
+            if double:
                 result.pgd_2x_steps = correct(advs[-1], rows)
-        apgd = partial(
-            attacks.apgd, classifier, eps=e, steps=params.apgd_steps,
-            restarts=params.apgd_restarts, batch_size=bs,
-            seed=named_seed(seed, "robustness.apgd", *cell),
-        )  # fmt: skip
-        cells[("adaptive", "apgd")][e] = _correct_after(
-            apgd, x, y, rows, e, f"{name}: apgd eps={e:g}", correct
-        )
     if headline in eps_values:
         cell = (name, eps_key(headline))
         _headline_extras(result, classifier, x, y, params, bs, correct, seed, cell)
