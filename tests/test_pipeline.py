@@ -291,3 +291,84 @@ def test_interrupted_stage_leaves_no_partial_outputs(repo: Path, tmp_path: Path)
     proc2 = run(["dvc", "repro"], copy)
     assert "train_cnn" in ran_stages(proc2.stdout)
     assert (out / "model.pt").is_file()
+
+
+PLUGIN_DEFENCE = '''"""A box blur: the mean of each window (differentiable; [0, 1] images stay in [0, 1])."""
+
+from torch import nn
+
+
+def box_blur(window: int) -> nn.Module:
+    return nn.AvgPool2d(window, stride=1, padding=window // 2, count_include_pad=False)
+'''
+PLUGIN_ATTACK = '''"""FGSM at half the budget: never stronger than FGSM, so a test can predict its effect."""
+
+import numpy as np
+
+from advdenoise.attacks import fgsm
+
+
+def half_fgsm(clf, x, y, eps, attack, robustness, seed, double) -> list[np.ndarray]:
+    return [fgsm(clf, x, y, eps / 2, attack.batch_size)]
+'''
+
+
+def add_plugins(root: Path) -> None:
+    """docs/extending.md's recipe: one file and one registry entry per plug-in."""
+    (root / "src/advdenoise/defences/blur.py").write_text(PLUGIN_DEFENCE)
+    (root / "src/advdenoise/attacks/half_fgsm.py").write_text(PLUGIN_ATTACK)
+    specs = root / "src/advdenoise/defences/specs.py"
+    entry = '    DefenceSpec("jpeg", "advdenoise.defences.jpeg:jpeg_compression", {"quality": "jpeg_quality"}),\n'
+    text = specs.read_text()
+    assert entry in text
+    blur = '    DefenceSpec("blur", "advdenoise.defences.blur:box_blur", {"window": "smoothing_window"}),\n'
+    specs.write_text(text.replace(entry, entry + blur))
+    runs = root / "src/advdenoise/attacks/runs.py"
+    entry = '    AttackSpec("apgd", _apgd, "robustness.apgd"),\n'
+    text = runs.read_text()
+    assert entry in text
+    text = text.replace(entry, entry + '    AttackSpec("half_fgsm", half_fgsm, None),\n')
+    runs.write_text("from advdenoise.attacks.half_fgsm import half_fgsm\n" + text)
+
+
+# robustness figures over every attack (or over their survivors): a new attack may move them
+OVER_ATTACKS = ("worst", "robust_accuracy", "apgd_more_restarts", "square.breaks_beyond",
+                "square.gradient_", "square.masking", "adaptive_le_oblivious",
+                "gradient_not_masked", "apgd_restarts_converged", "all_passed")  # fmt: skip
+
+
+def over_attacks(key: str) -> bool:
+    return any(part in key for part in OVER_ATTACKS)
+
+
+def test_a_plugin_defence_and_attack_change_no_other_figure(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A defence and an attack added by the recipe: every figure that is neither theirs nor a
+    worst case over attacks repeats exactly; worst cases can only fall."""
+    copy = tmp_path / "plugins"
+    shutil.copytree(repo, copy, symlinks=True)
+    run(["git", "checkout", "-q", "--", "."], copy)
+    before = {p.name: flatten(json.loads(p.read_text())) for p in (copy / "metrics").glob("*.json")}
+    add_plugins(copy)
+    raw = read_yaml((copy / "params.yaml").read_text())
+    raw["robustness"]["defences"].append("blur")
+    (copy / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.setenv("PYTHONPATH", str(copy / "src"))  # the stages import the copy's package
+    run(["dvc", "repro"], copy)
+    after = {p.name: flatten(json.loads(p.read_text())) for p in (copy / "metrics").glob("*.json")}
+    assert set(after) == set(before)
+    for name, old in before.items():
+        new = after[name]
+        assert set(old) <= set(new), name
+        added = set(new) - set(old)
+        assert all(".half_fgsm." in k or k.startswith(("blur.", "checks.blur.")) for k in added), (
+            name, sorted(added)[:10])  # fmt: skip
+        assert any(k.startswith("blur.") for k in added) == (name == "robustness.json")
+        for key, value in old.items():
+            if name != "robustness.json" or not over_attacks(key):
+                assert new[key] == value, (name, key, value, new[key])
+            elif key.endswith("accuracy"):
+                assert new[key] <= value, key  # one attack more: a worst case can only fall
+    rob_new = after["robustness.json"]
+    assert "blur.robust_accuracy" in rob_new and "ae.adaptive.half_fgsm.accuracy" in rob_new

@@ -213,6 +213,7 @@ def test_robustness_section_renders_any_defences_and_verdicts(tmp_path):
         rob |= {f"{d}.clean_accuracy": clean, f"{d}.oblivious.pgd.accuracy": obl,
                 f"{d}.adaptive.pgd.accuracy": worst, f"{d}.oblivious.worst.accuracy": obl,
                 f"{d}.adaptive.worst.accuracy": worst, f"{d}.robust_accuracy": worst}  # fmt: skip
+    rob |= {"none.adaptive.blur_attack.accuracy": 0.3}  # an attack of a plug-in: its column
     rob |= {"checks.all_passed": False, "checks.ae.pgd_converged": False}
     rob |= {f"detector.{t}.{k}": 0.5 for t in ("oblivious", "adaptive")
             for k in ("auroc", "tpr_at_5fpr", "evasion_rate")}  # fmt: skip
@@ -220,7 +221,10 @@ def test_robustness_section_renders_any_defences_and_verdicts(tmp_path):
     (tmp_path / "metrics" / "robustness.json").write_text(json.dumps(rob))
     assert _run(tmp_path) == 0
     text = _text((tmp_path / "report" / "index.html").read_text())
-    assert "none 90.0% - 10.0% - 10.0%" in text  # row: clean, obl. FGSM, obl. PGD, ad. FGSM, ...
+    # the columns follow the attacks in the metrics: obl. PGD, ad. PGD, ad. blur_attack, worst ...
+    assert "oblivious FGSM" not in text and "adaptive blur_attack" in text
+    assert "none 90.0% 10.0% 10.0% 30.0% 10.0% 10.0% - - 10.0%" in text
+    assert "ae 88.0% 70.0% 12.0% - 70.0%" in text
     assert "on 200 test images (robustness.max_images)" in text
     assert "mystery 50.0%" in text
     assert "ae: clean 88.0%" in text and "helps only against the oblivious attack" in text

@@ -21,24 +21,40 @@ from advdenoise.report.document import (
 from advdenoise.report.inputs import Inputs, Metrics, not_run, stage_results
 from advdenoise.report.rules import defence_verdicts
 
-# (metric key with {d} for the defence, column label) of the robustness table at the headline eps
-ROBUSTNESS_COLUMNS = (
-    ("{d}.oblivious.fgsm.accuracy", "oblivious FGSM"),
-    ("{d}.oblivious.pgd.accuracy", "oblivious PGD"),
-    ("{d}.adaptive.fgsm.accuracy", "adaptive FGSM"),
-    ("{d}.adaptive.pgd.accuracy", "adaptive PGD"),
-    ("{d}.adaptive.apgd.accuracy", "adaptive APGD-CE"),
-    ("{d}.oblivious.worst.accuracy", "worst oblivious"),
-    ("{d}.adaptive.worst.accuracy", "worst adaptive"),
-    ("{d}.worst.accuracy", "worst gradient-based"),
-    ("{d}.square.accuracy", "Square alone"),
-    ("{d}.robust_accuracy", "robust accuracy"),
-)
+# display names of the attacks; one without an entry shows under its registry name
+ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "apgd": "APGD-CE"}
+
+
+def attacks_in(m: Metrics, threat: str) -> list[str]:
+    """Attacks with headline figures under `threat` (`<defence>.<threat>.<attack>.accuracy`), the
+    labelled ones first: the registry's attacks as the metrics report them."""
+    found = {
+        k.split(".")[2] for k in m
+        if k.count(".") == 3 and k.split(".")[1] == threat and k.endswith(".accuracy")
+    }  # fmt: skip
+    found -= {"worst", "pgd_2x_steps"}
+    return [a for a in ATTACK_LABELS if a in found] + sorted(found - set(ATTACK_LABELS))
+
+
+def robustness_columns(m: Metrics) -> list[tuple[str, str]]:
+    """(metric key with {d} for the defence, column label) of the table at the headline eps."""
+    return [
+        *(
+            (f"{{d}}.{threat}.{a}.accuracy", f"{threat} {ATTACK_LABELS.get(a, a)}")
+            for threat in ("oblivious", "adaptive")
+            for a in attacks_in(m, threat)
+        ),
+        ("{d}.oblivious.worst.accuracy", "worst oblivious"),
+        ("{d}.adaptive.worst.accuracy", "worst adaptive"),
+        ("{d}.worst.accuracy", "worst gradient-based"),
+        ("{d}.square.accuracy", "Square alone"),
+        ("{d}.robust_accuracy", "robust accuracy"),
+    ]
 
 
 # robustness quantities per eps, with what each row's worst case ranges over
 WORST_CASES = (
-    ("worst.accuracy", "every gradient-based attack (FGSM, PGD, APGD-CE; oblivious and adaptive)"),
+    ("worst.accuracy", "every gradient-based attack ({attacks}; oblivious and adaptive)"),
     ("adaptive.worst.accuracy", "the adaptive attacks (through the defence; BPDA where needed)"),
     ("oblivious.worst.accuracy", "the oblivious attacks (crafted on the bare CNN: the paper's)"),
 )
@@ -54,7 +70,9 @@ def worst_case_tables(m: Metrics) -> list[Block]:
     """Defence x eps tables of the three worst cases (eps 0 = clean)."""
     defences = defences_in(m)
     blocks: list[Block] = []
+    attacks = ", ".join(ATTACK_LABELS.get(a, a) for a in attacks_in(m, "adaptive"))
     for quantity, over in WORST_CASES:
+        over = over.format(attacks=attacks)
         tables = pivot(with_clean(m, defences, quantity), "eps", tuple(defences))
         if quantity in tables:
             blocks += [Paragraph(f"Accuracy vs L-inf eps (eps 0 = clean), worst case over {over}:"),
@@ -129,11 +147,12 @@ def robustness_section(inputs: Inputs) -> Section:
             "Square included, on Square's images; the verdicts use it."
         )
     )
-    columns = ("defence", "clean accuracy", *(label for _, label in ROBUSTNESS_COLUMNS))
+    table_columns = robustness_columns(m)
+    columns = ("defence", "clean accuracy", *(label for _, label in table_columns))
     rows = []
     for d in defences:
         row = [d, pct(float(m[f"{d}.clean_accuracy"]))]
-        for key, _ in ROBUSTNESS_COLUMNS:
+        for key, _ in table_columns:
             v = m.get(key.format(d=d))
             row.append(pct(float(v)) if v is not None else "-")
         rows.append(tuple(row))
