@@ -306,10 +306,11 @@ PLUGIN_ATTACK = '''"""FGSM at half the budget: never stronger than FGSM, so a te
 import numpy as np
 
 from advdenoise.attacks import fgsm
+from advdenoise.attacks.specs import AttackCall
 
 
-def half_fgsm(clf, x, y, eps, attack, robustness, seed, double) -> list[np.ndarray]:
-    return [fgsm(clf, x, y, eps / 2, attack.batch_size)]
+def half_fgsm(c: AttackCall) -> list[np.ndarray]:
+    return [fgsm(c.classifier, c.x, c.y, c.eps / 2, c.attack.batch_size)]
 '''
 
 
@@ -328,7 +329,11 @@ def add_plugins(root: Path) -> None:
     text = runs.read_text()
     assert entry in text
     text = text.replace(entry, entry + '    AttackSpec("half_fgsm", half_fgsm, None),\n')
-    runs.write_text("from advdenoise.attacks.half_fgsm import half_fgsm\n" + text)
+    anchor = "from advdenoise.attacks.sets import check_perturbation\n"
+    assert anchor in text
+    runs.write_text(
+        text.replace(anchor, anchor + "from advdenoise.attacks.half_fgsm import half_fgsm\n")
+    )
 
 
 # robustness figures over every attack (or over their survivors): a new attack may move them

@@ -1,6 +1,7 @@
 """Attacks and certification through the Adversarial Robustness Toolbox (ART): FGSM, PGD (L-inf,
 and L2 with EOT), APGD-CE, the Square Attack, a detector-aware PGD and randomized smoothing
-(CERTIFY, PREDICT); `runs` calls them by name, seeded per cell; `sets` keeps adversarial sets."""
+(CERTIFY, PREDICT); `runs` holds the registry of gradient attacks (entries typed in `specs`) and
+calls them by name, seeded per cell; `sets` keeps adversarial sets."""
 
 # - `estimator`: the ART wrapper every attack takes (`make_art_classifier`), seeding, frozen weights;
 # - `gradient`: FGSM, L-inf PGD and its checkpoints, the detector-aware PGD;

@@ -3,7 +3,7 @@
 `ATTACKS` is the registry of the gradient-based L-inf attacks, in the order tables show them: the
 robustness stage runs each spec on every defence end to end, the attack stage crafts the oblivious
 ones (attack.methods) on the bare CNN, adversarial training mixes those. Add an attack: a function
-with `AttackSpec.run`'s signature (in its own module of `attacks`) and one entry below.
+of an `AttackCall` (in its own module of `attacks`) and one entry below (docs/extending.md).
 
 - the attack stage's FGSM/PGD grid (`attack`, `attack_grid`): each (method, eps) cell seeds its
   random start from the stream ("attack", method, eps) (`cell_seed`), whatever ran before;
@@ -13,96 +13,37 @@ with `AttackSpec.run`'s signature (in its own module of `attacks`) and one entry
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
 from advdenoise.attacks import PyTorchClassifier, apgd, fgsm, pgd_checkpoints
 from advdenoise.attacks.sets import check_perturbation
+from advdenoise.attacks.specs import AttackCall, AttackSpec
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import AttackParams, RobustnessParams
 from advdenoise.core.seeding import eps_key, named_seed
 
-Run = Callable[
-    [
-        PyTorchClassifier,
-        np.ndarray,
-        np.ndarray,
-        float,
-        AttackParams,
-        RobustnessParams | None,
-        int | None,
-        bool,
-    ],
-    list[np.ndarray],
-]
+
+def _fgsm(c: AttackCall) -> list[np.ndarray]:
+    return [fgsm(c.classifier, c.x, c.y, c.eps, c.attack.batch_size)]
 
 
-@dataclass(frozen=True)
-class AttackSpec:
-    """A gradient-based L-inf attack.
-
-    `run(classifier, x, y, eps, attack, robustness, seed, double)` returns its adversarial images,
-    and with `double` (only where `doubles`) also those after twice the steps: the convergence
-    check. `stream` names the robustness stage's random stream of its start (None: deterministic).
-    `oblivious`: one of attack.methods, crafted on the bare CNN by the attack stage.
-    """
-
-    name: str
-    run: Run
-    stream: str | None
-    oblivious: bool = False
-    doubles: bool = False
-
-
-def _fgsm(
-    clf: PyTorchClassifier,
-    x: np.ndarray,
-    y: np.ndarray,
-    eps: float,
-    attack: AttackParams,
-    robustness: RobustnessParams | None,
-    seed: int | None,
-    double: bool,
-) -> list[np.ndarray]:
-    return [fgsm(clf, x, y, eps, attack.batch_size)]
-
-
-def _pgd(
-    clf: PyTorchClassifier,
-    x: np.ndarray,
-    y: np.ndarray,
-    eps: float,
-    attack: AttackParams,
-    robustness: RobustnessParams | None,
-    seed: int | None,
-    double: bool,
-) -> list[np.ndarray]:
-    steps = attack.pgd_steps
+def _pgd(c: AttackCall) -> list[np.ndarray]:
+    steps = c.attack.pgd_steps
     return pgd_checkpoints(
-        clf, x, y, eps, (steps, 2 * steps) if double else (steps,), attack.pgd_step_fraction,
-        attack.pgd_random_init, attack.batch_size, seed=seed,
+        c.classifier, c.x, c.y, c.eps, (steps, 2 * steps) if c.double else (steps,),
+        c.attack.pgd_step_fraction, c.attack.pgd_random_init, c.attack.batch_size, seed=c.seed,
     )  # fmt: skip
 
 
-def _apgd(
-    clf: PyTorchClassifier,
-    x: np.ndarray,
-    y: np.ndarray,
-    eps: float,
-    attack: AttackParams,
-    robustness: RobustnessParams | None,
-    seed: int | None,
-    double: bool,
-) -> list[np.ndarray]:
-    if robustness is None:
+def _apgd(c: AttackCall) -> list[np.ndarray]:
+    if c.robustness is None:
         raise PipelineError("apgd takes its steps and restarts from the robustness params")
+    r = c.robustness
     return [
-        apgd(
-            clf, x, y, eps, robustness.apgd_steps, robustness.apgd_restarts, attack.batch_size,
-            seed=seed,
-        )
+        apgd(c.classifier, c.x, c.y, c.eps, r.apgd_steps, r.apgd_restarts, c.attack.batch_size,
+             seed=c.seed)
     ]  # fmt: skip
 
 
@@ -183,7 +124,7 @@ def run_attacks(
     spec = attack_spec(method)
     if double and not spec.doubles:
         raise PipelineError(f"{method} has no steps to double")
-    advs = spec.run(classifier, x, y, eps, attack, robustness, seed, double)
+    advs = spec.run(AttackCall(classifier, x, y, eps, attack, robustness, seed, double))
     for adv in advs:
         check_perturbation(x, adv, eps, f"{method} eps={eps:g}")
     return advs
