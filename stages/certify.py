@@ -20,6 +20,7 @@ from advdenoise.core.errors import entrypoint
 from advdenoise.core.io import save_figure, write_csv
 from advdenoise.data.splits import evaluation_subset, load_splits, to_float
 from advdenoise.evaluation import certify as cert
+from advdenoise.evaluation.smoothed import SMOOTHED
 from advdenoise.figures import certify as figs
 from advdenoise.models.files import MODEL_FILE, load_autoencoder, load_classifier
 
@@ -43,11 +44,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     x, y = to_float(splits.test.x).numpy(), splits.test.y
     subset = evaluation_subset(y, cfg.max_images, params.seed, cert.SUBSET_STREAM)
     x, y = x[subset], y[subset]
-    denoisers = {"ae": args.autoencoder, "ae_gauss": args.ae_gauss}
-    models: dict[str, nn.Module] = {"cnn": cnn}
+    models: dict[str, nn.Module] = {}
     for name in cfg.models:
-        if name in denoisers:
-            ae = load_autoencoder(denoisers[name] / MODEL_FILE, device, splits.image_size)
+        denoiser = SMOOTHED[name].denoiser
+        models[name] = cnn
+        if denoiser is not None:
+            ae = load_autoencoder(getattr(args, denoiser) / MODEL_FILE, device, splits.image_size)
             models[name] = nn.Sequential(ae, cnn).eval()
     results, attacked = [], {}
     common = {"nb_classes": len(splits.classes), "seed": params.seed, "device": device}

@@ -14,7 +14,7 @@ import yaml
 
 from advdenoise.core.params import load_params, read_yaml
 from advdenoise.data.splits import Splits, save_splits, split_images
-from advdenoise.data.synthetic import generate_images
+from advdenoise.data.synthetic import generate
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 PROJECT_PARAMS = load_params(PARAMS_FILE)
@@ -25,7 +25,7 @@ TINY_COUNTS = {"non-COVID": 50, "COVID": 50}  # -> 60 train / 16 val / 24 test, 
 @pytest.fixture(scope="session")
 def tiny_splits() -> Splits:
     """Deterministic synthetic 32x32 splits (60 train / 16 val / 24 test); do not modify."""
-    images = generate_images(TINY_COUNTS, ("non-COVID", "COVID"), TINY_SIZE, seed=0)
+    images = generate(TINY_COUNTS, ("non-COVID", "COVID"), TINY_SIZE, seed=0)
     return split_images(images, seed=0, test_fraction=0.24, val_fraction=0.21)
 
 

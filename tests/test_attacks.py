@@ -22,8 +22,10 @@ from torch import nn
 
 from advdenoise import attacks as atk
 from advdenoise.attacks import runs as attack_runs
+from advdenoise.attacks import specs as attack_specs
 from advdenoise.attacks.sets import check_perturbation, load_adversarial, save_adversarial
-from advdenoise.core.errors import PipelineError
+from advdenoise.core.errors import ParamsError, PipelineError
+from advdenoise.core.params import parse_params, read_yaml
 from advdenoise.data.splits import Split, Splits, save_splits
 from advdenoise.evaluation import attack as am
 from advdenoise.models.classifier import Classifier
@@ -158,7 +160,7 @@ def test_pgd_checkpoints_are_the_shorter_attacks() -> None:
 # --------------------------------------------------------------------------- bounds and eps = 0
 
 
-@pytest.mark.parametrize("method", attack_runs.METHODS)
+@pytest.mark.parametrize("method", attack_specs.METHODS)
 @pytest.mark.parametrize("eps", [0.001, 0.03, 0.2])
 def test_eps_bound_and_range(method: str, eps: float) -> None:
     x, y = _images(12)
@@ -172,7 +174,7 @@ def test_eps_bound_and_range(method: str, eps: float) -> None:
     check_perturbation(x, adv, eps, method)
 
 
-@pytest.mark.parametrize("method", attack_runs.METHODS)
+@pytest.mark.parametrize("method", attack_specs.METHODS)
 def test_eps_zero_returns_unchanged_copy(method: str) -> None:
     x, y = _images(6)
     adv = attack_runs.attack(_clf(_conv_model()), method, x, y, 0.0, section("attack"), seed=0)
@@ -254,7 +256,7 @@ def test_pgd_is_deterministic_for_a_seed() -> None:
 
 def test_cell_seed_depends_on_method_and_eps_only() -> None:
     seeds = {
-        attack_runs.cell_seed(0, m, e) for m in attack_runs.METHODS for e in (0.01, 0.02, 0.03)
+        attack_runs.cell_seed(0, m, e) for m in attack_specs.METHODS for e in (0.01, 0.02, 0.03)
     }
     assert len(seeds) == 6
     assert attack_runs.cell_seed(0, "pgd", 0.03) == attack_runs.cell_seed(0, "pgd", 0.03)
@@ -291,19 +293,19 @@ def test_accuracy_table_one_row_per_cell_and_monotone_on_linear_model() -> None:
     clf = _clf(model)
     eps_values = (0.0, 0.01, 0.02, 0.05, 0.1)
     images = attack_runs.attack_grid(
-        clf, attack_runs.METHODS, eps_values, x, y, section("attack", pgd_steps=8), 0
+        clf, attack_specs.METHODS, eps_values, x, y, section("attack", pgd_steps=8), 0
     )
     assert {m: a.shape for m, a in images.items()} == {
-        m: (5, *x.shape) for m in attack_runs.METHODS
+        m: (5, *x.shape) for m in attack_specs.METHODS
     }
     pred = predict_logits(model, torch.from_numpy(x), 64, "cpu").argmax(1).numpy()
     cells = [
         am.evaluate_cell(m, e, x, images[m][i], y, pred, _predict(model, images[m][i]))
-        for m in attack_runs.METHODS
+        for m in attack_specs.METHODS
         for i, e in enumerate(eps_values)
     ]
     table = pd.DataFrame([vars(c) for c in cells])
-    assert len(table) == len(attack_runs.METHODS) * len(eps_values)
+    assert len(table) == len(attack_specs.METHODS) * len(eps_values)
     assert not table.duplicated(["method", "eps"]).any()
     clean = float((pred == y).mean())
     for _, rows in table.groupby("method"):
@@ -371,11 +373,11 @@ def test_reload_gives_same_predictions(tmp_path: Path) -> None:
     x, y = _images(16)
     eps_values = (0.0, 0.03)
     images = attack_runs.attack_grid(
-        _clf(model), attack_runs.METHODS, eps_values, x, y, section("attack"), 0
+        _clf(model), attack_specs.METHODS, eps_values, x, y, section("attack"), 0
     )
     save_adversarial(tmp_path, eps_values, images, x)
     sets = load_adversarial(tmp_path, x)
-    for m in attack_runs.METHODS:
+    for m in attack_specs.METHODS:
         for i, e in enumerate(eps_values):
             np.testing.assert_array_equal(sets.get(m, e), images[m][i])
             np.testing.assert_array_equal(
@@ -468,13 +470,16 @@ def test_stage_missing_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_the_attack_registry_matches_params_and_refuses_what_it_cannot_do() -> None:
     """attack.methods' names are the oblivious specs; doubling needs steps; apgd its params."""
-    import typing
-
-    from advdenoise.core.params import AttackName
-
-    assert typing.get_args(AttackName) == attack_runs.METHODS
-    assert len(set(attack_runs.WHITE_BOX)) == len(attack_runs.ATTACKS)
-    streams = [s.stream for s in attack_runs.ATTACKS if s.stream is not None]
+    raw = read_yaml((ROOT / "params.yaml").read_text())
+    raw["attack"]["methods"] = ["fgsm", "apgd"]  # registered, but not crafted by the attack stage
+    with pytest.raises(ParamsError, match=r"attack.methods must be one of \['fgsm', 'pgd'\]"):
+        parse_params(raw)
+    assert attack_specs.METHODS == ("fgsm", "pgd")
+    assert len(set(attack_specs.WHITE_BOX)) == len(attack_specs.ATTACKS)
+    assert [attack_specs.label(m) for m in ("apgd", "plugin")] == ["APGD-CE", "plugin"]
+    with pytest.raises(PipelineError, match="unknown attack method 'cw'"):
+        attack_specs.attack_spec("cw")
+    streams = [s.stream for s in attack_specs.ATTACKS if s.stream is not None]
     assert len(set(streams)) == len(streams)  # no two attacks share a random stream
     clf = _clf(_conv_model())
     x, y = _images(4)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from advdenoise.data.folders import load_image_folder
 from advdenoise.data.groups import scan_groups
-from advdenoise.data.synthetic import generate_images
+from advdenoise.data.synthetic import generate
 from advdenoise.sweeps import crossval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ CLASSES = {"non-COVID": 0, "COVID": 1}
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic scans written as a Kaggle-layout folder with a groups.csv naming each scan."""
     root = tmp_path_factory.mktemp("scans")
-    images = generate_images({"non-COVID": 36, "COVID": 36}, tuple(CLASSES), 32, seed=3,
+    images = generate({"non-COVID": 36, "COVID": 36}, tuple(CLASSES), 32, seed=3,
                              slices=(3, 5))  # fmt: skip
     rows = ["file,group"]
     for i, (x, y, scan) in enumerate(zip(images.x, images.y, images.scans, strict=True)):

@@ -14,6 +14,7 @@ from conftest import section, write_params
 
 from advdenoise import attacks as atk
 from advdenoise.attacks import runs as attack_runs
+from advdenoise.attacks import specs as attack_specs
 from advdenoise.attacks.sets import save_adversarial
 from advdenoise.data.splits import Split, Splits, save_splits
 from advdenoise.figures import denoise as figs
@@ -47,7 +48,7 @@ def _project(tmp_path: Path, headline: float = 0.016) -> dict[str, Path]:
     x = splits.test.x.astype(np.float32) / 255
     clf = atk.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
     images = attack_runs.attack_grid(
-        clf, attack_runs.METHODS, EPS, x, splits.test.y, section("attack", pgd_steps=2), 0
+        clf, attack_specs.METHODS, EPS, x, splits.test.y, section("attack", pgd_steps=2), 0
     )
     save_adversarial(tmp_path / "attack", EPS, images, x)
     cfg = {
@@ -75,13 +76,13 @@ def test_stage_end_to_end(tmp_path: Path) -> None:
     result = {k: v for k, v in result.items() if not k.startswith("env.")}
     expected = {"eps", "clean_accuracy", "denoised_clean_accuracy", "recon.clean.mse",
                 "recon.clean.psnr"}  # fmt: skip
-    for m in attack_runs.METHODS:
+    for m in attack_specs.METHODS:
         expected |= {f"{m}.{k}" for k in ("adversarial_accuracy", "denoised_accuracy",
                                           "recovered_rate", "recon.mse", "recon.psnr")}  # fmt: skip
     assert set(result) == expected
     assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in result.values())
     plots = paths["plots"]
-    for m in attack_runs.METHODS:
+    for m in attack_specs.METHODS:
         acc = pd.read_csv(plots / f"accuracy_{m}.csv")
         assert list(acc.columns) == ["eps", "clean", "adversarial", "denoised", "denoised_clean"]
         assert acc.eps.tolist() == list(EPS)

@@ -175,9 +175,9 @@ def test_inference_recovers_the_generators_scans_from_a_folder(tmp_path) -> None
     knows nothing of the generator, finds its scans. Slices of different synthetic scans are more
     alike than real CT slices of different patients (one generator draws them all), so the
     threshold is lower than the real data's 1.0."""
-    from advdenoise.data.synthetic import generate_images
+    from advdenoise.data.synthetic import generate
 
-    images = generate_images({"non-COVID": 70, "COVID": 70}, tuple(CLASSES), 64, 0, slices=(8, 24))
+    images = generate({"non-COVID": 70, "COVID": 70}, tuple(CLASSES), 64, 0, slices=(8, 24))
     truth = {}
     for k, (x, label, scan) in enumerate(zip(images.x, images.y, images.scans, strict=True)):
         cls = images.classes[label]

@@ -324,16 +324,14 @@ def add_plugins(root: Path) -> None:
     assert entry in text
     blur = '    DefenceSpec("blur", "advdenoise.defences.blur:box_blur", {"window": "smoothing_window"}),\n'
     specs.write_text(text.replace(entry, entry + blur))
-    runs = root / "src/advdenoise/attacks/runs.py"
-    entry = '    AttackSpec("apgd", _apgd, "robustness.apgd"),\n'
-    text = runs.read_text()
+    specs = root / "src/advdenoise/attacks/specs.py"
+    entry = '    AttackSpec("apgd", "APGD-CE", "advdenoise.attacks.runs:run_apgd", "robustness.apgd"),\n'
+    text = specs.read_text()
     assert entry in text
-    text = text.replace(entry, entry + '    AttackSpec("half_fgsm", half_fgsm, None),\n')
-    anchor = "from advdenoise.attacks.sets import check_perturbation\n"
-    assert anchor in text
-    runs.write_text(
-        text.replace(anchor, anchor + "from advdenoise.attacks.half_fgsm import half_fgsm\n")
+    half = (
+        '    AttackSpec("half_fgsm", "FGSM/2", "advdenoise.attacks.half_fgsm:half_fgsm", None),\n'
     )
+    specs.write_text(text.replace(entry, entry + half))
 
 
 # robustness figures over every attack (or over their survivors): a new attack may move them

@@ -17,6 +17,7 @@ from torch import nn
 
 from advdenoise import attacks
 from advdenoise.attacks import runs as attack_runs
+from advdenoise.attacks import specs as attack_specs
 from advdenoise.attacks.sets import AdversarialSets, save_adversarial
 from advdenoise.core.params import read_yaml
 from advdenoise.data.splits import Split, Splits, evaluation_subset, save_splits
@@ -41,6 +42,7 @@ from advdenoise.evaluation.robustness.summary import (
     wide_curves,
 )
 from advdenoise.evaluation.verdicts import verdicts
+from advdenoise.figures import robustness as figs
 from advdenoise.models.autoencoder import Autoencoder
 from advdenoise.models.classifier import Classifier
 from advdenoise.models.files import MODEL_FILE, load_autoencoder, save_model
@@ -93,7 +95,7 @@ def _oblivious(cnn: nn.Module, x: np.ndarray, y: np.ndarray) -> AdversarialSets:
     clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
     images = {
         m: np.stack([attack_runs.run_attacks(clf, m, x, y, e, ATTACK)[0] for e in ATTACK.eps_grid])
-        for m in attack_runs.METHODS
+        for m in attack_specs.METHODS
     }
     return AdversarialSets(ATTACK.eps_grid, images)
 
@@ -149,6 +151,12 @@ def test_table_has_every_cell_and_checks_are_reported() -> None:
     assert (wide.iloc[0, 1:] >= wide.iloc[-1, 1:]).all()  # clean >= worst case at the largest eps
     found = verdicts(metrics)
     assert [v.defence for v in found] == list(DEFENCES) and min(len(v.text) for v in found) > 20
+    bars = figs.bars(table.assign(adaptive_plugin=0.5))  # a plug-in attack's column: its bar
+    assert [c for c, _ in bars if c.startswith("adaptive_")] == [
+        *(f"adaptive_{m}" for m in METHODS["adaptive"]), "adaptive_plugin"]  # fmt: skip
+    assert ("worst_oblivious", "oblivious (worst of FGSM, PGD)") in bars
+    assert ("adaptive_apgd", "adaptive APGD-CE") in bars and set(dict(bars)) <= set(table) | {
+        "adaptive_plugin"}  # fmt: skip
 
 
 def test_apgd_and_square_stay_in_the_ball_and_reproduce() -> None:
@@ -633,7 +641,7 @@ def test_nothing_left_to_attack_is_no_error() -> None:
     clf = attacks.make_art_classifier(cnn, (1, SIZE, SIZE), 2, "cpu")
     images = {
         m: np.stack([attack_runs.run_attacks(clf, m, x, y, e, grid)[0] for e in grid.eps_grid])
-        for m in attack_runs.METHODS
+        for m in attack_specs.METHODS
     }
     oblivious = AdversarialSets(grid.eps_grid, images)
     params = section("robustness", eps=0.3, eps_grid=(0.3,), **{**FAST, "detector_eps": 0.3})
@@ -679,7 +687,7 @@ def _evaluate_linear(defence: nn.Module, pgd_steps: int, transfer: bool = True) 
     clf = attacks.make_art_classifier(model, (1, 8, 8), 2, "cpu")
     images = {
         m: np.stack([attack_runs.run_attacks(clf, m, x, y, e, grid)[0] for e in grid.eps_grid])
-        for m in attack_runs.METHODS
+        for m in attack_specs.METHODS
     }
     if not transfer:
         images = {m: np.stack([x] * len(grid.eps_grid)) for m in images}

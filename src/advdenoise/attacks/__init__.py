@@ -1,7 +1,7 @@
 """Attacks and certification through the Adversarial Robustness Toolbox (ART): FGSM, PGD (L-inf,
 and L2 with EOT), APGD-CE, the Square Attack, a detector-aware PGD and randomized smoothing
-(CERTIFY, PREDICT); `runs` holds the registry of gradient attacks (entries typed in `specs`) and
-calls them by name, seeded per cell; `sets` keeps adversarial sets."""
+(CERTIFY, PREDICT); `specs` holds the registry of gradient attacks, `runs` their runners and the
+calls by name, seeded per cell; `sets` keeps adversarial sets."""
 
 # - `estimator`: the ART wrapper every attack takes (`make_art_classifier`), seeding, frozen weights;
 # - `gradient`: FGSM, L-inf PGD and its checkpoints, the detector-aware PGD;
@@ -17,25 +17,47 @@ calls them by name, seeded per cell; `sets` keeps adversarial sets."""
 # Conventions: images float32 (N, C, H, W) in [0, 1]; labels int64 class indices (ART turns them
 # into one-hot itself); attacks are untargeted and use the true labels (no label-leaking predict).
 
-from art.estimators.classification import PyTorchClassifier
+from __future__ import annotations
 
-from advdenoise.attacks.autoattack import apgd, square
-from advdenoise.attacks.estimator import input_gradients_only, make_art_classifier, seeded
-from advdenoise.attacks.gradient import (
-    detector_aware_pgd,
-    fgsm,
-    linf_projection,
-    make_pgd,
-    pgd,
-    pgd_checkpoints,
-)
-from advdenoise.attacks.smoothing import (
-    certify,
-    eot_pgd_l2,
-    make_smoothed_classifier,
-    smoothed_predict,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
+
+    from advdenoise.attacks.autoattack import apgd, square
+    from advdenoise.attacks.estimator import input_gradients_only, make_art_classifier, seeded
+    from advdenoise.attacks.gradient import (
+        detector_aware_pgd,
+        fgsm,
+        linf_projection,
+        make_pgd,
+        pgd,
+        pgd_checkpoints,
+    )
+    from advdenoise.attacks.smoothing import (
+        certify,
+        eot_pgd_l2,
+        make_smoothed_classifier,
+        smoothed_predict,
+    )
+
+# Loaded on first use (PEP 562), so that the registry (`specs`) imports without ART or torch.
+_HOMES = {
+    "PyTorchClassifier": "art.estimators.classification",
+    **dict.fromkeys(("apgd", "square"), "advdenoise.attacks.autoattack"),
+    **dict.fromkeys(
+        ("input_gradients_only", "make_art_classifier", "seeded"), "advdenoise.attacks.estimator"
+    ),
+    **dict.fromkeys(
+        ("detector_aware_pgd", "fgsm", "linf_projection", "make_pgd", "pgd", "pgd_checkpoints"),
+        "advdenoise.attacks.gradient",
+    ),
+    **dict.fromkeys(
+        ("certify", "eot_pgd_l2", "make_smoothed_classifier", "smoothed_predict"),
+        "advdenoise.attacks.smoothing",
+    ),
+}
 __all__ = [
     "PyTorchClassifier",
     "apgd",
@@ -54,3 +76,9 @@ __all__ = [
     "smoothed_predict",
     "square",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -1,9 +1,7 @@
-"""Attacks by name, seeded per cell: what the stages call (the ART attacks themselves are in `attacks`).
+"""The built-in attacks' runners and the calls the stages make: attacks by name, seeded per cell.
 
-`ATTACKS` is the registry of the gradient-based L-inf attacks, in the order tables show them: the
-robustness stage runs each spec on every defence end to end, the attack stage crafts the oblivious
-ones (attack.methods) on the bare CNN, adversarial training mixes those. Add an attack: a function
-of an `AttackCall` (in its own module of `attacks`) and one entry below (docs/extending.md).
+The registry is `specs.ATTACKS`; its entries name the runners below ("advdenoise.attacks.runs:
+run_fgsm"), each a function of one `AttackCall`.
 
 - the attack stage's FGSM/PGD grid (`attack`, `attack_grid`): each (method, eps) cell seeds its
   random start from the stream ("attack", method, eps) (`cell_seed`), whatever ran before;
@@ -19,17 +17,17 @@ import numpy as np
 
 from advdenoise.attacks import PyTorchClassifier, apgd, fgsm, pgd_checkpoints
 from advdenoise.attacks.sets import check_perturbation
-from advdenoise.attacks.specs import AttackCall, AttackSpec
+from advdenoise.attacks.specs import AttackCall, attack_spec
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import AttackParams, RobustnessParams
 from advdenoise.core.seeding import eps_key, named_seed
 
 
-def _fgsm(c: AttackCall) -> list[np.ndarray]:
+def run_fgsm(c: AttackCall) -> list[np.ndarray]:
     return [fgsm(c.classifier, c.x, c.y, c.eps, c.attack.batch_size)]
 
 
-def _pgd(c: AttackCall) -> list[np.ndarray]:
+def run_pgd(c: AttackCall) -> list[np.ndarray]:
     steps = c.attack.pgd_steps
     return pgd_checkpoints(
         c.classifier, c.x, c.y, c.eps, (steps, 2 * steps) if c.double else (steps,),
@@ -37,7 +35,7 @@ def _pgd(c: AttackCall) -> list[np.ndarray]:
     )  # fmt: skip
 
 
-def _apgd(c: AttackCall) -> list[np.ndarray]:
+def run_apgd(c: AttackCall) -> list[np.ndarray]:
     if c.robustness is None:
         raise PipelineError("apgd takes its steps and restarts from the robustness params")
     r = c.robustness
@@ -45,25 +43,6 @@ def _apgd(c: AttackCall) -> list[np.ndarray]:
         apgd(c.classifier, c.x, c.y, c.eps, r.apgd_steps, r.apgd_restarts, c.attack.batch_size,
              seed=c.seed)
     ]  # fmt: skip
-
-
-ATTACKS: tuple[AttackSpec, ...] = (
-    AttackSpec("fgsm", _fgsm, None, oblivious=True),
-    AttackSpec("pgd", _pgd, "robustness.pgd", oblivious=True, doubles=True),
-    AttackSpec("apgd", _apgd, "robustness.apgd"),
-)
-METHODS: tuple[str, ...] = tuple(s.name for s in ATTACKS if s.oblivious)  # the attack stage's
-WHITE_BOX: tuple[str, ...] = tuple(
-    s.name for s in ATTACKS
-)  # of the robustness stage (Square: its own)
-
-
-def attack_spec(method: str) -> AttackSpec:
-    """The spec of `method`; an unknown name is an error that lists the known ones."""
-    for spec in ATTACKS:
-        if spec.name == method:
-            return spec
-    raise PipelineError(f"unknown attack method {method!r}; known: {list(WHITE_BOX)}")
 
 
 def cell_seed(seed: int, method: str, eps: float) -> int:

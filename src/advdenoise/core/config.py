@@ -78,6 +78,23 @@ def check_distinct(key: str, values: tuple[Any, ...], what: str) -> None:
     )
 
 
+def check_names(key: str, values: tuple[str, ...], known: tuple[str, ...], what: str) -> None:
+    """Distinct names, each one of a registry's (`known`)."""
+    for name in values:
+        check(name in known, key, f"must be one of {list(known)}", name)
+    check_distinct(key, values, what)
+
+
+def registered(registry: str) -> tuple[str, ...]:
+    """The names of a registry ("attacks", "defences", "certify"): data only, no torch. Imported
+    here, not at the top, because each registry's module imports the params for its types."""
+    from advdenoise.attacks.specs import METHODS
+    from advdenoise.defences.specs import DEFENCES
+    from advdenoise.evaluation.smoothed import SMOOTHED
+
+    return {"attacks": METHODS, "defences": DEFENCES, "certify": tuple(SMOOTHED)}[registry]
+
+
 def check_grid(key: str, grid: tuple[float, ...]) -> None:
     """A non-empty, strictly ascending list of values in [0, 1] (eps grids)."""
     check(len(grid) > 0, key, "must not be empty", list(grid))

@@ -20,7 +20,7 @@ def load_images(d: DataParams, seed: int, workers: int) -> LabelledImages:
     names = class_names(d.classes)
     if d.is_synthetic:
         slices = (d.synthetic_slices[0], d.synthetic_slices[1])
-        return synthetic.generate_images(
+        return synthetic.generate(
             d.synthetic_counts, names, d.image_size, seed, workers=workers, slices=slices
         )
     return folders.load_image_folder(

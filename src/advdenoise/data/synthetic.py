@@ -300,8 +300,10 @@ def generate(
     style: Style = DEFAULT_STYLE,
     workers: int = 1,
     slices: tuple[int, int] = (1, 1),
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Generate `counts[name]` slices per class; returns (x uint8 N x 1 x S x S, y int64, ids).
+) -> LabelledImages:
+    """Generate `counts[name]` slices per class (x uint8 N x 1 x S x S), in the loader's form: every
+    image its own duplicate group, its file name the generator id, and the generator's scan of each
+    image.
 
     `classes[label]` is the class name of `label`; label 0 is clean lungs, label 1 has lesions.
     `slices` bounds the slices per scan (`scan_layout`); (1, 1) draws every image on its own.
@@ -344,24 +346,9 @@ def generate(
             x[start : start + len(images), 0] = images
     y = np.asarray([label for label, _ in jobs], dtype=np.int64)
     ids = np.asarray([synthetic_id(classes[label], i) for label, i in jobs], dtype=str)
-    return x, y, ids
-
-
-def generate_images(
-    counts: dict[str, int],
-    classes: Sequence[str],
-    image_size: int,
-    seed: int,
-    style: Style = DEFAULT_STYLE,
-    workers: int = 1,
-    slices: tuple[int, int] = (1, 1),
-) -> LabelledImages:
-    """The synthetic dataset in the loader's form: every image its own duplicate group, and the
-    generator's scan of each image."""
-    x, y, ids = generate(counts, classes, image_size, seed, style, workers, slices)
     scans, first = [], 0
-    for label, name in enumerate(classes):  # scans numbered across classes, in image order
-        scan = scan_layout(counts[name], label, slices, seed)[:, 0]
+    for label in range(len(classes)):  # scans numbered across classes, in image order
+        scan = layout[label][:, 0]
         scans.append(first + scan)
         first += int(scan[-1]) + 1
     return LabelledImages(

@@ -7,16 +7,30 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-BARS = (
-    ("clean_accuracy", "clean"),
-    ("worst_oblivious", "oblivious (worst of FGSM, PGD)"),
-    ("adaptive_pgd", "adaptive PGD"),
-    ("adaptive_apgd", "adaptive APGD-CE"),
-    ("worst_worst", "worst case of the gradient attacks"),
-    ("square", "Square alone (gradient-free)"),
-    ("robust_accuracy", "robust accuracy (every attack)"),
-    ("random_noise", "random sign noise"),
-)
+from advdenoise.attacks.specs import label
+
+
+def bars(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(column, legend label) of the bars: clean, the oblivious worst case, each adaptive attack of
+    the table (the registry's, as run), the worst cases, Square, every attack, random noise."""
+
+    def attacks(threat: str) -> list[str]:
+        prefix = f"{threat}_"
+        return [c.removeprefix(prefix) for c in table.columns
+                if c.startswith(prefix) and c != "adaptive_pgd_2x_steps"]  # fmt: skip
+
+    oblivious = ", ".join(label(a) for a in attacks("oblivious"))
+    return [
+        ("clean_accuracy", "clean"),
+        ("worst_oblivious", f"oblivious (worst of {oblivious})"),
+        *((f"adaptive_{a}", f"adaptive {label(a)}") for a in attacks("adaptive")),
+        ("worst_worst", "worst case of the gradient attacks"),
+        ("square", "Square alone (gradient-free)"),
+        ("robust_accuracy", "robust accuracy (every attack)"),
+        ("random_noise", "random sign noise"),
+    ]
+
+
 VIEW_TITLES = {
     "oblivious": "oblivious (attack ignores the defence)",
     "adaptive": "adaptive (white-box)",
@@ -30,12 +44,13 @@ STYLES = ("-", "--", "-.", ":")  # overlapping curves (several defences at 0) st
 
 def table_figure(table: pd.DataFrame, eps: float) -> Figure:
     """Grouped bars: one group per defence, one bar per column of the robustness table."""
-    n_def, n_bar = len(table), len(BARS)
+    columns = bars(table)
+    n_def, n_bar = len(table), len(columns)
     width = 0.8 / n_bar
     fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * n_def + 2), 4.2))
     centres = np.arange(n_def)
-    for k, (column, label) in enumerate(BARS):
-        ax.bar(centres + (k - (n_bar - 1) / 2) * width, table[column], width, label=label)
+    for k, (column, name) in enumerate(columns):
+        ax.bar(centres + (k - (n_bar - 1) / 2) * width, table[column], width, label=name)
     ax.set_xticks(centres, table["defence"], rotation=20, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy")

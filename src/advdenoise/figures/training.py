@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 
@@ -53,37 +55,44 @@ def confusion_figure(cm: np.ndarray, classes: Sequence[str], title: str) -> Figu
     return fig
 
 
-def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, title: str) -> Figure:
+Corner = Literal["lower right", "upper left"]  # where a legend goes
+
+
+def _unit_square(diagonal: str) -> tuple[Figure, Axes]:
+    """A square figure over [0, 1]^2 with its grey dashed diagonal (the ROC's chance line, the
+    reliability diagram's perfect calibration)."""
     fig, ax = plt.subplots(figsize=(4.2, 4.0))
-    ax.plot(fpr, tpr, lw=2, label=f"AUC = {auc:.3f}")
-    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="chance")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label=diagonal)
     ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def _finish(fig: Figure, ax: Axes, xlabel: str, ylabel: str, title: str, legend: Corner) -> Figure:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc=legend)
     fig.tight_layout()
     return fig
+
+
+def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, title: str) -> Figure:
+    fig, ax = _unit_square("chance")
+    ax.plot(fpr, tpr, lw=2, label=f"AUC = {auc:.3f}")
+    return _finish(fig, ax, "false positive rate", "true positive rate", title, "lower right")
 
 
 def reliability_figure(
     confidence: np.ndarray, accuracy: np.ndarray, count: np.ndarray, ece: float, title: str
 ) -> Figure:
     """Accuracy against mean confidence per non-empty bin; marker area ~ bin size."""
-    fig, ax = plt.subplots(figsize=(4.2, 4.0))
-    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
+    fig, ax = _unit_square("perfect calibration")
     sizes = 20 + 200 * count / max(int(count.sum()), 1)
     ax.plot(confidence, accuracy, color="C0", lw=1)
     ax.scatter(confidence, accuracy, s=sizes, color="C0", label=f"bins (ECE = {ece:.3f})")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("confidence (max probability)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title)
-    ax.legend(loc="upper left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "confidence (max probability)", "accuracy", title, "upper left")
 
 
 def denoising_examples(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from advdenoise.evaluation import smoothed
 from advdenoise.report.document import Bullets, Paragraph, Section, pct
 from advdenoise.report.inputs import (
     Inputs,
@@ -15,7 +16,7 @@ from advdenoise.report.inputs import (
     get,
 )
 from advdenoise.report.paper import EMBEDDING_NAMES, SPACE_NAMES
-from advdenoise.report.robustness import CERTIFY_MODELS, best_certified, detector_paragraph
+from advdenoise.report.robustness import best_certified, detector_paragraph
 from advdenoise.report.rules import (
     ATTACK_DROP,
     AUROC_PARTLY,
@@ -41,7 +42,7 @@ def certify_conclusions(inputs: Inputs) -> list[str]:
         for model in cfg.models:
             acc, sigma = best_certified(m, model, r, cfg.sigmas)
             if not math.isnan(acc):
-                parts.append(f"{CERTIFY_MODELS.get(model, model)} {pct(acc)} (sigma={sigma:g})")
+                parts.append(f"{smoothed.label(model)} {pct(acc)} (sigma={sigma:g})")
         if parts:
             out.append(
                 f"Certified accuracy at L2 radius {r:g} (contains the L-inf ball of "

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
+from advdenoise.attacks.specs import ATTACKS, label
 from advdenoise.core.params import RobustnessParams
 from advdenoise.evaluation.verdicts import MARGIN, defences_in
 from advdenoise.report.document import (
@@ -21,26 +22,24 @@ from advdenoise.report.document import (
 from advdenoise.report.inputs import Inputs, Metrics, not_run, stage_results
 from advdenoise.report.rules import defence_verdicts
 
-# display names of the attacks; one without an entry shows under its registry name
-ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD", "apgd": "APGD-CE"}
-
 
 def attacks_in(m: Metrics, threat: str) -> list[str]:
-    """Attacks with headline figures under `threat` (`<defence>.<threat>.<attack>.accuracy`), the
-    labelled ones first: the registry's attacks as the metrics report them."""
+    """Attacks with headline figures under `threat` (`<defence>.<threat>.<attack>.accuracy`), in
+    the registry's order: the registry's attacks as the metrics report them."""
     found = {
         k.split(".")[2] for k in m
         if k.count(".") == 3 and k.split(".")[1] == threat and k.endswith(".accuracy")
     }  # fmt: skip
     found -= {"worst", "pgd_2x_steps"}
-    return [a for a in ATTACK_LABELS if a in found] + sorted(found - set(ATTACK_LABELS))
+    order = [s.name for s in ATTACKS]
+    return [a for a in order if a in found] + sorted(found - set(order))
 
 
 def robustness_columns(m: Metrics) -> list[tuple[str, str]]:
     """(metric key with {d} for the defence, column label) of the table at the headline eps."""
     return [
         *(
-            (f"{{d}}.{threat}.{a}.accuracy", f"{threat} {ATTACK_LABELS.get(a, a)}")
+            (f"{{d}}.{threat}.{a}.accuracy", f"{threat} {label(a)}")
             for threat in ("oblivious", "adaptive")
             for a in attacks_in(m, threat)
         ),
@@ -70,12 +69,12 @@ def worst_case_tables(m: Metrics) -> list[Block]:
     """Defence x eps tables of the three worst cases (eps 0 = clean)."""
     defences = defences_in(m)
     blocks: list[Block] = []
-    attacks = ", ".join(ATTACK_LABELS.get(a, a) for a in attacks_in(m, "adaptive"))
+    attacks = ", ".join(label(a) for a in attacks_in(m, "adaptive"))
     for quantity, over in WORST_CASES:
-        over = over.format(attacks=attacks)
         tables = pivot(with_clean(m, defences, quantity), "eps", tuple(defences))
         if quantity in tables:
-            blocks += [Paragraph(f"Accuracy vs L-inf eps (eps 0 = clean), worst case over {over}:"),
+            what = over.format(attacks=attacks)
+            blocks += [Paragraph(f"Accuracy vs L-inf eps (eps 0 = clean), worst case over {what}:"),
                        tables[quantity]]  # fmt: skip
     return blocks
 
@@ -205,13 +204,6 @@ def best_certified(
     ]
     found = [f for f in found if not math.isnan(f[0])]
     return max(found) if found else (math.nan, math.nan)
-
-
-CERTIFY_MODELS = {
-    "cnn": "CNN alone",
-    "ae": "paper's AE + CNN",
-    "ae_gauss": "Gaussian denoiser + CNN (denoised smoothing)",
-}
 
 
 def certify_section(inputs: Inputs) -> Section:

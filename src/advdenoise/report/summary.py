@@ -12,10 +12,11 @@ from pathlib import Path
 from matplotlib import rcParams
 from matplotlib.figure import Figure
 
+from advdenoise.evaluation import smoothed
 from advdenoise.evaluation.verdicts import defences_in, verdicts
 from advdenoise.report.document import Image, Paragraph, Section, Table, pct
 from advdenoise.report.inputs import Inputs, Metrics, clean_accuracy, dataset_name
-from advdenoise.report.robustness import CERTIFY_MODELS, best_certified
+from advdenoise.report.robustness import best_certified
 from advdenoise.report.rules import PAPER
 
 STYLES = ("-", "--", ":", "-.")
@@ -144,7 +145,7 @@ def sentences(inputs: Inputs) -> list[str]:
             text += (
                 f"; the best certified accuracy at L2 radius {radius:g} (an L-inf ball of "
                 f"{radius / inputs.params.data.image_size:.4f}) is {pct(acc_c)} "
-                f"({CERTIFY_MODELS.get(model, model)}, sigma {sigma:g}) against the "
+                f"({smoothed.label(model)}, sigma {sigma:g}) against the "
                 f"{pct(float(cert.get('chance', 0.5)))} of the majority class"
             )
         out.append(text + ".")

@@ -13,6 +13,7 @@ from torch import nn
 
 from advdenoise import attacks
 from advdenoise.attacks import runs as attack_runs
+from advdenoise.attacks import specs as attack_specs
 from advdenoise.attacks.sets import AdversarialSets, check_perturbation
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import AttackParams, RobustnessParams
@@ -22,7 +23,7 @@ from advdenoise.defences.registry import build_defence, defended_classifier
 from advdenoise.models.inference import predict_labels
 
 THREATS = ("oblivious", "adaptive")
-METHODS = {"oblivious": attack_runs.METHODS, "adaptive": attack_runs.WHITE_BOX}
+METHODS = {"oblivious": attack_specs.METHODS, "adaptive": attack_specs.WHITE_BOX}
 VIEWS = (*THREATS, "worst")  # the worst case within each threat model, and over both
 SUBSET_STREAM = "robustness.subset"  # data.evaluation_subset stream of this stage
 SQUARE_STREAM = "robustness.square_subset"  # the same, of the standalone Square's images
@@ -39,7 +40,7 @@ def check_oblivious_sets(oblivious: AdversarialSets, params: RobustnessParams, w
     """The attack stage must have crafted FGSM and PGD sets at every eps evaluated here."""
     wanted = [*params.eps_grid, params.detector_eps]
     missing = [e for e in wanted if not any(abs(e - o) < 1e-12 for o in oblivious.eps)]
-    if missing or not set(attack_runs.METHODS) <= set(oblivious.methods):
+    if missing or not set(attack_specs.METHODS) <= set(oblivious.methods):
         raise PipelineError(
             f"{where}: needs fgsm and pgd sets at every eps of robustness.eps_grid"
             f" {list(params.eps_grid)} and at robustness.detector_eps {params.detector_eps:g};"
@@ -163,7 +164,7 @@ def evaluate_defence(
     classifier = attacks.make_art_classifier(model, x.shape[1:], nb_classes, device)
     rows = np.flatnonzero(clean)  # attacks need only the images classified correctly
     xa, ya = x[rows], y[rows]
-    for spec in attack_runs.ATTACKS:
+    for spec in attack_specs.ATTACKS:
         if spec.oblivious:
             result.correct[("oblivious", spec.name)] = {
                 e: correct(oblivious.get(spec.name, e), everyone) for e in eps_values
@@ -171,7 +172,7 @@ def evaluate_defence(
         result.correct[("adaptive", spec.name)] = {}
     for e in eps_values:
         cell = (name, eps_key(e))  # each defence's and eps's own random streams
-        for spec in attack_runs.ATTACKS:
+        for spec in attack_specs.ATTACKS:
             cells = result.correct[("adaptive", spec.name)]
             if len(rows) == 0:  # nothing classified correctly: nothing to attack
                 cells[e] = np.zeros(len(y), dtype=bool)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from advdenoise.attacks import runs as attack_runs
+from advdenoise.attacks import specs as attack_specs
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import RobustnessParams
 from advdenoise.evaluation.attack import MONOTONE_TOLERANCE
@@ -43,7 +43,7 @@ def checks(result: DefenceResult, params: RobustnessParams) -> dict[str, bool]:
     out["pgd_converged"] = abs(pgd_2x - pgd_h) <= CONVERGENCE_TOLERANCE + 1e-12
     out["apgd_restarts_converged"] = restart_breaks(result) <= params.restarts_tolerance
     out["random_noise_floor"] = result.random_noise + tol >= max(
-        acc("adaptive", m, h) for m in attack_runs.WHITE_BOX
+        acc("adaptive", m, h) for m in attack_specs.WHITE_BOX
     )
     out["adaptive_le_oblivious"] = pgd_h <= acc("oblivious", "pgd", h) + tol
     out["gradient_not_masked"] = masking_test(result).p_value >= params.masking_alpha
