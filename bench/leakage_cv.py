@@ -1,10 +1,11 @@
-"""Grouped vs random k-fold cross-validation of the paper's CNN on a dataset folder, over seeds.
+"""Grouped vs random k-fold cross-validation of a classifier (train_cnn.arch) over seeds.
 
     python bench/leakage_cv.py [--source ../shared/datasets/sarscov2-ct] [--image-size 64]
-        [--epochs 30] [--folds 5] [--seeds 0 1 2] [--out bench/results/leakage]
+        [--arch paper|resnet18] [--augment on|off] [--epochs 30] [--folds 5] [--seeds 0 1 2]
+        [--out bench/results/leakage]
 
-The CNN, its training loop and its settings (lr, batch size, augmentation, channels) are the
-project's `train_cnn` from params.yaml; --epochs overrides the epoch count (best-validation
+The classifier, its training loop and its settings (architecture, lr, batch size, augmentation)
+are the project's `train_cnn` from params.yaml; --arch, --augment and --epochs override them (best-validation
 weights are kept, as in the stage). Scans are the `prepare` stage's groups (data.groups,
 data.group_threshold). Resumable: a (split, seed, fold) already in cv_folds.csv is not run again,
 and both CSVs are rewritten after every fold, so a stopped run loses at most the fold in flight.
@@ -40,7 +41,7 @@ def read_frame(path: Path) -> pd.DataFrame | None:
 
 def summary_markdown(summary: dict, command: str, machine: str, folds: pd.DataFrame) -> str:
     lines = [
-        "# Random vs grouped cross-validation of the paper's CNN",
+        f"# Random vs grouped cross-validation of the {summary['arch']} classifier",
         "",
         f"`{command}` ({machine}). Pooled accuracy: every image tested once per seed; 95% CI by a "
         "bootstrap over scans (2000 draws); mean ± sd over seeds. AUROC and the 1-NN leakage "
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--arch", help="train_cnn.arch (default: params.yaml's)")
+    parser.add_argument(
+        "--augment", choices=("on", "off"), help="train_cnn.augment (default: params')"
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--splits", nargs="+", default=list(crossval.SPLITS))
@@ -84,6 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     d, cfg = params.data, dataclasses.replace(params.train_cnn, epochs=args.epochs)
+    if args.arch:
+        cfg = dataclasses.replace(cfg, arch=args.arch)
+    if args.augment:
+        cfg = dataclasses.replace(cfg, augment=args.augment == "on")
     device = setup(params.seed, params.threads, params.device)
     source = args.source if args.source.is_absolute() else ROOT / args.source
     images = load_image_folder(source, d.classes, args.image_size, workers=params.threads)
@@ -120,13 +129,16 @@ def main(argv: list[str] | None = None) -> None:
         counts_by_fold.setdefault((r.split, r.seed, r.fold), {})[r.scan] = (r.n, r.correct)
     command = (
         f"python bench/leakage_cv.py --source {args.source} --image-size {args.image_size} "
-        f"--epochs {args.epochs} --folds {args.folds} --seeds {' '.join(map(str, args.seeds))}"
+        f"--arch {cfg.arch} --augment {'on' if cfg.augment else 'off'} --epochs {args.epochs} "
+        f"--folds {args.folds} --seeds {' '.join(map(str, args.seeds))}"
     )
     machine = f"{cpu_model()}, {os.cpu_count()} cores, {device.type}"
     summary = {
         "command": command,
         "machine": machine,
         "image_size": args.image_size,
+        "arch": cfg.arch,
+        "augment": cfg.augment,
         "epochs": args.epochs,
         "splits": crossval.summarise(results, counts_by_fold, args.folds),
     }

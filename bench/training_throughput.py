@@ -21,7 +21,7 @@ import torch
 from advdenoise.core import runtime
 from advdenoise.core.params import load_params
 from advdenoise.models.autoencoder import Autoencoder
-from advdenoise.models.classifier import Classifier
+from advdenoise.models.classifier import build_classifier
 from advdenoise.training.loops import fit_classifier, fit_denoiser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def main() -> None:
         x = torch.randint(0, 256, (n, 1, size, size), generator=gen, dtype=torch.uint8)
         y = torch.randint(0, 2, (n,), generator=gen)
         for rep in range(args.reps):
-            model = Classifier(size, cnn.channels, dropout=cnn.dropout)
+            model = build_classifier(cnn, size, 2)
             fit = fit_classifier(model, x, y, x[:0], y[:0], epochs=1, lr=cnn.lr,
                                  batch_size=cnn.batch_size, seed=rep, device=device, progress=False)  # fmt: skip
             rates.setdefault(f"train_cnn {size} px", []).append(fit.images_per_second)

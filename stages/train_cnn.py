@@ -15,7 +15,7 @@ from advdenoise.core.seeding import named_seed
 from advdenoise.data.splits import load_splits
 from advdenoise.evaluation import metrics
 from advdenoise.figures import training as figs
-from advdenoise.models.classifier import Classifier
+from advdenoise.models.classifier import build_classifier
 from advdenoise.models.files import MODEL_FILE, load_classifier, save_model
 from advdenoise.models.inference import predict_logits
 from advdenoise.training.loops import classifier_tables, fit_classifier, live_curves
@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = params.train_cnn
     splits = load_splits(args.data)
     torch.manual_seed(named_seed(params.seed, "train_cnn.init"))  # the initial weights
-    model = Classifier(splits.image_size, cfg.channels, len(splits.classes), cfg.dropout)
+    model = build_classifier(cfg, splits.image_size, len(splits.classes))
     xs = {s: torch.from_numpy(getattr(splits, s).x) for s in ("train", "val", "test")}
     ys = {s: torch.from_numpy(getattr(splits, s).y) for s in ("train", "val", "test")}
     with live_curves(args.plots / "live") as log:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,16 @@ def test_the_bench_runs_resumes_and_summarises(folder, tmp_path, monkeypatch):
     again = pd.read_csv(out / "cv_folds.csv")
     assert len(again) == 4 and again.iloc[-1].accuracy == folds.iloc[-1].accuracy  # same bits
     assert pd.read_csv(out / "cv_scans.csv").equals(scans)  # the stale fold's counts replaced
+
+
+def test_the_bench_runs_another_architecture(folder, tmp_path):
+    """--arch and --augment override params.yaml's train_cnn; the summary says which ran."""
+    out = tmp_path / "cv"
+    _bench().main(["--source", str(folder), "--image-size", "32", "--epochs", "1", "--folds", "2",
+                   "--seeds", "0", "--splits", "grouped", "--arch", "resnet18", "--augment", "on",
+                   "--out", str(out)])  # fmt: skip
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert (summary["arch"], summary["augment"]) == ("resnet18", True)
+    assert "--arch resnet18 --augment on" in summary["command"]
+    assert "of the resnet18 classifier" in (out / "cv_summary.md").read_text()
+    assert len(pd.read_csv(out / "cv_folds.csv")) == 2

@@ -162,7 +162,7 @@ def _tiny_project(tmp: Path) -> dict[str, Path]:
     save_adversarial(tmp / "attack", eps, images, clean)
     params = read_yaml((ROOT / "params.yaml").read_text())
     params["data"]["image_size"] = SIZE
-    params["train_cnn"]["channels"] = [4, 8, 8, 8]
+    params["train_cnn"]["paper"]["channels"] = [4, 8, 8, 8]
     params["attack"].update(eps=0.03, eps_grid=[0.0, 0.03])
     params["robustness"].update(eps=0.03, eps_grid=[0.03])
     params["embed"].update(max_points=20, probe_folds=2, tsne_perplexity=5.0, umap_neighbors=5)

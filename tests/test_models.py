@@ -13,6 +13,7 @@ from advdenoise.models.autoencoder import Autoencoder, UpsampleConv
 from advdenoise.models.classifier import Classifier, fold_batch_norm
 from advdenoise.models.files import MODEL_FILE, load_autoencoder, load_classifier, save_model
 from advdenoise.models.inference import predict_features, predict_logits, reconstruct
+from advdenoise.models.resnet import ResNet18
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +50,25 @@ def test_pooling_before_relu_is_the_conventional_block_bit_for_bit(train: bool) 
     ours.backward(g)
     ref.backward(g)
     assert x.grad is not None and torch.equal(x.grad, x2.grad)
+
+
+def test_resnet18_is_torchvisions_with_a_grey_stem_and_round_trips(tmp_path: Path) -> None:
+    from torchvision.models import resnet18
+
+    model = ResNet18(32, num_classes=3).eval()
+    reference = resnet18(weights=None, num_classes=3)
+    ours = {k: v.shape for k, v in model.net.state_dict().items()}
+    theirs = {k: v.shape for k, v in reference.state_dict().items()}
+    assert ours == {**theirs, "conv1.weight": (64, 1, 7, 7)}  # one input channel, else the same
+    x = torch.rand(4, 1, 32, 32)
+    assert model(x).shape == (4, 3) and model.features(x).shape == (4, 512)
+    save_model(model, tmp_path / MODEL_FILE)
+    loaded = load_classifier(tmp_path, image_size=32)  # any architecture's file, folded
+    assert loaded.hparams == {"image_size": 32, "num_classes": 3, "zero_init_residual": False}
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.modules())
+    torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(PipelineError, match=r"holds a 'resnet18' model, expected a 'autoencoder'"):
+        load_autoencoder(tmp_path)
 
 
 def test_classifier_refuses_too_small_images() -> None:
@@ -126,9 +146,11 @@ def test_round_trip_identical_outputs(tmp_path: Path) -> None:
         torch.testing.assert_close(ae(x), ae2(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("size", [32, 128])  # 128 px: with the stride-2 stem
-def test_folded_batch_norm_computes_the_trained_function(size: int) -> None:
-    cnn = Classifier(size, [4, 8])
+@pytest.mark.parametrize(
+    ("arch", "size"), [("paper", 32), ("paper", 128), ("resnet18", 32)]
+)  # 128 px: with the paper's stride-2 stem; resnet18: blocks, shortcuts and downsampling
+def test_folded_batch_norm_computes_the_trained_function(arch: str, size: int) -> None:
+    cnn = Classifier(size, [4, 8]) if arch == "paper" else ResNet18(size)
     cnn.train()
     for _ in range(3):  # running statistics away from their init
         cnn(torch.rand(8, 1, size, size) * 0.5)

@@ -67,6 +67,19 @@ def test_project_params_load_and_match_paper_settings() -> None:
         ("train_cnn", "batch_size", 0, "train_cnn.batch_size must be >= 1"),
         ("train_cnn", "epochs", 0, "train_cnn.epochs must be >= 1"),
         ("train_cnn", "augment", "yes", "train_cnn.augment must be true or false"),
+        ("train_cnn", "arch", "vgg16", "train_cnn.arch must be one of ['paper', 'resnet18']"),
+        (
+            "train_cnn",
+            "resnet18",
+            {"zero_init_residual": False, "channels": [8]},  # the paper's key, not resnet18's
+            "unknown key 'train_cnn.resnet18.channels'; allowed keys in train_cnn.resnet18",
+        ),
+        (
+            "train_cnn",
+            "paper",
+            {"channels": [8, 8], "dropout": 1.5},
+            "train_cnn.paper.dropout must be in [0, 0.9], got 1.5",
+        ),
         ("train_ae", "noise", {"blur": 0.1}, "train_ae.noise keys must be in"),
         ("robustness", "defences", ["ae", "magic"], "robustness.defences must be one of"),
         ("robustness", "defences", ["ae", "ae"], "robustness.defences must list distinct"),

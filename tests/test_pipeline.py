@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from advdenoise.core.io import flatten
@@ -34,7 +35,7 @@ TINY = {
         "synthetic_counts": {"non-COVID": 48, "COVID": 48},
         "synthetic_slices": [2, 4],
     },
-    "train_cnn": {"epochs": 2, "channels": [8, 16, 16, 16]},
+    "train_cnn": {"epochs": 2, "paper": {"channels": [8, 16, 16, 16], "dropout": 0.2}},
     "train_ae": {"epochs": 1, "channels": [8, 8, 8], "latent_channels": 4},
     "attack": {"eps_grid": [0.0, 0.01, 0.03, 0.1], "pgd_steps": 3},
     "embed": {"max_points": 20, "tsne_perplexity": 5.0, "umap_neighbors": 5, "probe_folds": 2},
@@ -209,6 +210,21 @@ def test_another_dataset_by_set_params_alone(repo: Path, tmp_path: Path) -> None
     assert ran_stages(proc.stdout) == {"prepare"}
     counts = json.loads((copy / "metrics/prepare.json").read_text())
     assert counts["all.normal"] == 12 and counts["all.pneumonia"] == 12
+
+
+def test_resnet18_through_every_stage_by_set_params_alone(repo: Path, tmp_path: Path) -> None:
+    """`-S train_cnn.arch=resnet18`: every stage after prepare runs on torchvision's ResNet-18."""
+    copy = tmp_path / "resnet"
+    shutil.copytree(repo, copy, symlinks=True)
+    run(["git", "checkout", "-q", "--", "."], copy)
+    before = json.loads((copy / "metrics/robustness.json").read_text())
+    proc = run(["dvc", "exp", "run", "-S", "train_cnn.arch=resnet18"], copy)
+    assert ran_stages(proc.stdout) == set(STAGES) - {"prepare"}
+    model = torch.load(copy / "data/train_cnn/model.pt", weights_only=True)
+    assert model["kind"] == "resnet18" and model["state_dict"]["net.fc.weight"].shape == (2, 512)
+    after = json.loads((copy / "metrics/robustness.json").read_text())
+    assert set(after) == set(before) and after != before  # the same figures, of another CNN
+    assert "train_cnn.resnet18.zero_init_residual" in (copy / "report/index.html").read_text()
 
 
 def test_queued_sweep_runs_every_value(repo: Path, tmp_path: Path) -> None:

@@ -529,7 +529,7 @@ def _tiny_project(tmp_path: Path) -> Path:
     params = {
         "data": {"image_size": SIZE},
         "threads": 1,
-        "train_cnn": {"channels": [4, 8, 8, 8]},
+        "train_cnn": {"paper": {"channels": [4, 8, 8, 8], "dropout": 0.2}},
         "train_ae": {"channels": [4, 4, 4], "latent_channels": 2},
         "attack": {"eps": 0.05, "eps_grid": [0.0, 0.02, 0.05], "pgd_steps": 2, "batch_size": 32},
         "train_ae_adv": {"epochs": 1, "eps": [0.05], "batch_size": 16},

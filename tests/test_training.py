@@ -53,7 +53,8 @@ def params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = read_yaml((Path(__file__).parents[1] / "params.yaml").read_text())
     raw.update(device="cpu", threads=1)
     raw["data"]["image_size"] = SIZE
-    raw["train_cnn"].update(epochs=2, channels=[4, 8, 8, 8], lr=3e-3)
+    raw["train_cnn"].update(epochs=2, lr=3e-3)
+    raw["train_cnn"]["paper"]["channels"] = [4, 8, 8, 8]
     raw["train_ae"].update(epochs=1, channels=[4, 8], latent_channels=2)
     path = tmp_path_factory.mktemp("params") / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

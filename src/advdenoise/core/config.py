@@ -86,13 +86,15 @@ def check_names(key: str, values: tuple[str, ...], known: tuple[str, ...], what:
 
 
 def registered(registry: str) -> tuple[str, ...]:
-    """The names of a registry ("attacks", "defences", "certify"): data only, no torch. Imported
-    here, not at the top, because each registry's module imports the params for its types."""
+    """The names of a registry ("attacks", "defences", "certify", "archs"), whose modules are data
+    only (no torch). Imported when called: loading `core` loads no other package."""
     from advdenoise.attacks.specs import METHODS
     from advdenoise.defences.specs import DEFENCES
     from advdenoise.evaluation.smoothed import SMOOTHED
+    from advdenoise.models.architectures import ARCHS
 
-    return {"attacks": METHODS, "defences": DEFENCES, "certify": tuple(SMOOTHED)}[registry]
+    names = {"attacks": METHODS, "defences": DEFENCES, "certify": tuple(SMOOTHED), "archs": ARCHS}
+    return names[registry]
 
 
 def check_grid(key: str, grid: tuple[float, ...]) -> None:

@@ -78,11 +78,12 @@ class Params:
         check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32)", self.seed)
         check_range("threads", self.threads, 1, 256)
         size = self.data.image_size
-        cnn_min = 2 ** (len(self.train_cnn.channels) + 1)
+        cnn_min = 2 ** (len(self.train_cnn.paper.channels) + 1)
         check(
             size >= cnn_min,
             "data.image_size",
-            f"must be >= {cnn_min} for train_cnn.channels of length {len(self.train_cnn.channels)}",
+            f"must be >= {cnn_min} for train_cnn.paper.channels of length "
+            f"{len(self.train_cnn.paper.channels)}",
             size,
         )
         depth = len(self.train_ae.channels)

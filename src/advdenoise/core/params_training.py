@@ -121,17 +121,38 @@ class OptimParams:
 
 
 @dataclass(frozen=True)
-class TrainCnnParams(OptimParams):
-    """The classifier: a compact batch-norm conv net (architecture in `models.classifier.Classifier`)."""
+class PaperCnnParams:
+    """`arch: paper`: the compact batch-norm conv net of `models.classifier.Classifier`."""
 
     channels: tuple[int, ...]
     dropout: float
+
+    def __post_init__(self) -> None:
+        check_widths("train_cnn.paper.channels", self.channels)
+        check_range("train_cnn.paper.dropout", self.dropout, 0.0, 0.9)
+
+
+@dataclass(frozen=True)
+class ResNet18Params:
+    """`arch: resnet18`: torchvision's ResNet-18 with a one-channel stem (`models.resnet`)."""
+
+    zero_init_residual: bool  # each block's last BN starts at zero (Goyal et al. 2017)
+
+
+@dataclass(frozen=True)
+class TrainCnnParams(OptimParams):
+    """The classifier: `arch` (a name of `models.architectures`), trained with Adam; each
+    architecture's own settings are its section, `train_cnn.<arch>`, read only when chosen."""
+
+    arch: str
     augment: bool  # light flips/shifts; off reproduces the paper
+    paper: PaperCnnParams
+    resnet18: ResNet18Params
 
     def __post_init__(self) -> None:
         self._check_optim("train_cnn")
-        check_widths("train_cnn.channels", self.channels)
-        check_range("train_cnn.dropout", self.dropout, 0.0, 0.9)
+        check(self.arch in registered("archs"), "train_cnn.arch",
+              f"must be one of {list(registered('archs'))}", self.arch)  # fmt: skip
 
 
 @dataclass(frozen=True)

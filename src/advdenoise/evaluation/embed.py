@@ -32,7 +32,7 @@ from advdenoise.core.params import EmbedParams
 from advdenoise.core.seeding import named_seed
 from advdenoise.evaluation.projection import EMBEDDINGS, embed_2d, standardise
 from advdenoise.models.autoencoder import Autoencoder
-from advdenoise.models.classifier import Classifier
+from advdenoise.models.classifier import ClassifierNet
 from advdenoise.models.inference import batched_apply, reconstruct
 
 SPACES = ("cnn", "ae")
@@ -70,7 +70,7 @@ def subsample(n: int, max_points: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def cnn_features(
-    model: Classifier, x: np.ndarray, batch_size: int, device: torch.device | str
+    model: ClassifierNet, x: np.ndarray, batch_size: int, device: torch.device | str
 ) -> np.ndarray:
     """Penultimate-layer features [N, D] (float32)."""
     return batched_apply(model.features, torch.from_numpy(x), batch_size, device).numpy()
@@ -282,7 +282,7 @@ def analyse_space(
 
 
 def run_embed(
-    cnn: Classifier,
+    cnn: ClassifierNet,
     ae: Autoencoder,
     clean: np.ndarray,
     y: np.ndarray,

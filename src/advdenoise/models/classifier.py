@@ -1,24 +1,36 @@
-"""The paper's classifier, `arch: paper` (the paper gives no architecture).
+"""What the pipeline needs of a classifier (`ClassifierNet`), and the paper's (`arch: paper`).
 
-A compact batch-norm conv net that trains on a CPU: one block per entry of `channels`, each conv3x3 -> BatchNorm -> maxpool 2x2 -> ReLU, so a
+Every stage after train_cnn uses a classifier through `ClassifierNet`: logits (`forward`), the
+penultimate features (`features`: embed, the feature-guided denoiser) and its conv -> batch-norm
+pairs (`conv_bn_pairs`: `fold_batch_norm`). The architectures are registered in
+`models.architectures`.
+
+The paper gives no architecture. Its classifier here is a compact batch-norm conv net that trains
+on a CPU: one block per entry of `channels`, each conv3x3 -> BatchNorm -> maxpool 2x2 -> ReLU, so a
 64 px input leaves 4 x 4 maps after four blocks and a 224 px input 14 x 14. Pooling before the ReLU
 is the usual conv-BN-ReLU-pool block bit for bit (ReLU is monotone, so it commutes with max, outputs
 and gradients alike), with the ReLU on a quarter of the pixels. Inputs of 128 px and more first
 pass a stride-2 conv3x3 stem (width channels[0], BN, ReLU): it halves the cost of the
 first, most expensive block at the paper's 224 px without changing the receptive-field story.
-Then global average pooling (the penultimate features, `features`), dropout and a linear layer
-giving the logits. Input: N x 1 x H x W in [0, 1]; the net centres it by subtracting 0.5.
+Then global average pooling (the penultimate features), dropout and a linear layer giving the
+logits. Input: N x 1 x H x W in [0, 1]; the net centres it by subtracting 0.5.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from advdenoise.models.architectures import arch_spec
+
+if TYPE_CHECKING:
+    from advdenoise.core.params import TrainCnnParams
 
 STEM_MIN_SIZE = 128  # inputs this large get a stride-2 stem (see module docstring)
 
@@ -31,7 +43,23 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
     ]
 
 
-class Classifier(nn.Module):
+class ClassifierNet(nn.Module):
+    """A classifier of N x 1 x H x W images in [0, 1]: logits, penultimate features, and the
+    conv -> batch-norm pairs that `fold_batch_norm` fuses. `kind` and `hparams` are its model
+    file's (`models.files`): the class is rebuilt from them."""
+
+    kind: str
+    hparams: dict[str, Any]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        """(parent module, conv attribute, batch-norm attribute): each BN that follows a conv."""
+        raise NotImplementedError
+
+
+class Classifier(ClassifierNet):
     """Compact batch-norm CNN: [stem] -> len(channels) x (conv-BN-ReLU-pool) -> GAP -> dropout -> FC."""
 
     kind = "classifier"
@@ -82,8 +110,25 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)))
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        body = self.body
+        return [
+            (body, str(i), str(i + 1))
+            for i in range(len(body) - 1)
+            if isinstance(body[i], nn.Conv2d) and isinstance(body[i + 1], nn.BatchNorm2d)
+        ]
 
-def fold_batch_norm(model: Classifier) -> Classifier:
+
+def build_classifier(cfg: TrainCnnParams, image_size: int, num_classes: int) -> ClassifierNet:
+    """An untrained classifier of train_cnn.arch, with its section `train_cnn.<arch>`."""
+    section = dataclasses.asdict(getattr(cfg, cfg.arch))
+    model: ClassifierNet = arch_spec(cfg.arch).load()(
+        image_size=image_size, num_classes=num_classes, **section
+    )
+    return model
+
+
+def fold_batch_norm(model: ClassifierNet) -> ClassifierNet:
     """A frozen eval-mode copy of a trained classifier with each batch norm folded into its conv.
 
     Why: after train_cnn the CNN is only evaluated and attacked, where batch norm is a fixed
@@ -92,11 +137,10 @@ def fold_batch_norm(model: Classifier) -> Classifier:
     unfolded model's up to float rounding (~1e-7). The copy cannot be trained or saved.
     """
     folded = copy.deepcopy(model).eval()
-    body = folded.body
-    for i in range(len(body) - 1):
-        conv, bn = body[i], body[i + 1]
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-            body[i], body[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    for parent, conv, bn in folded.conv_bn_pairs():
+        fused = fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, bn))
+        setattr(parent, conv, fused)
+        setattr(parent, bn, nn.Identity())
     for p in folded.parameters():
         p.requires_grad_(False)
     folded.kind = "classifier with folded batch norm"  # not a kind save_model writes

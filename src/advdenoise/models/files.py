@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,18 +16,25 @@ from torch import nn
 
 from advdenoise.core.errors import PipelineError
 from advdenoise.core.io import atomic_path
+from advdenoise.models import architectures
 from advdenoise.models.autoencoder import Autoencoder
-from advdenoise.models.classifier import Classifier, fold_batch_norm
+from advdenoise.models.classifier import ClassifierNet, fold_batch_norm
 
 MODEL_FILE = "model.pt"
 
 
-_KINDS: dict[str, type[nn.Module]] = {"classifier": Classifier, "autoencoder": Autoencoder}
+def _class(kind: str) -> Callable[..., nn.Module]:
+    """The class a file of `kind` rebuilds: the autoencoder, or an architecture's classifier
+    (imported only now: torchvision loads only for a ResNet)."""
+    return Autoencoder if kind == Autoencoder.kind else architectures.KINDS[kind].load()
 
 
-def save_model(model: Classifier | Autoencoder, path: str | Path) -> None:
+CLASSIFIER_KINDS = tuple(architectures.KINDS)
+
+
+def save_model(model: ClassifierNet | Autoencoder, path: str | Path) -> None:
     """Write {"kind", "hparams", "state_dict"} atomically and byte-reproducibly (CPU tensors)."""
-    if model.kind not in _KINDS:
+    if model.kind not in (*CLASSIFIER_KINDS, Autoencoder.kind):
         raise ValueError(f"cannot save a {model.kind}: save the model it was made from")
     payload = {
         "kind": model.kind,
@@ -41,7 +49,7 @@ def save_model(model: Classifier | Autoencoder, path: str | Path) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
-def _load(path: str | Path, kind: str, image_size: int | None) -> nn.Module:
+def _load(path: str | Path, kinds: tuple[str, ...], image_size: int | None) -> nn.Module:
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
@@ -64,13 +72,15 @@ def _load(path: str | Path, kind: str, image_size: int | None) -> nn.Module:
             f"{path}: not a model file written by save_model: expected a dict with keys "
             f"kind, hparams, state_dict; found {found}"
         )
-    if payload["kind"] != kind:
-        raise PipelineError(f"{path}: holds a {payload['kind']!r} model, expected a {kind!r}")
+    kind = payload["kind"]
+    if kind not in kinds:
+        expected = " or ".join(repr(k) for k in kinds)
+        raise PipelineError(f"{path}: holds a {kind!r} model, expected a {expected}")
     hparams, state = payload["hparams"], payload["state_dict"]
     if not isinstance(hparams, dict) or not isinstance(state, dict):
         raise PipelineError(f"{path}: hparams and state_dict must be dicts")
     try:
-        model = _KINDS[kind](**hparams)
+        model = _class(kind)(**hparams)
     except (TypeError, ValueError) as exc:
         raise PipelineError(f"{path}: invalid {kind} hyperparameters {hparams}: {exc}") from exc
     try:
@@ -97,13 +107,13 @@ def _placed(model: nn.Module, device: str | torch.device) -> nn.Module:
 
 def load_classifier(
     path: str | Path, device: str | torch.device = "cpu", image_size: int | None = None
-) -> Classifier:
-    """Load a trained classifier, frozen for evaluation and attacks (`fold_batch_norm`); `path` is
-    the model file or the directory holding MODEL_FILE.
+) -> ClassifierNet:
+    """Load a trained classifier of any architecture, frozen for evaluation and attacks
+    (`fold_batch_norm`); `path` is the model file or the directory holding MODEL_FILE.
 
     With `image_size`, a model trained for another size is refused with a message naming the file.
     """
-    model = _load(path, "classifier", image_size)
+    model = _load(path, CLASSIFIER_KINDS, image_size)
     return _placed(fold_batch_norm(model), device)  # type: ignore[arg-type,return-value]
 
 
@@ -114,4 +124,4 @@ def load_autoencoder(
 
     With `image_size`, a model trained for another size is refused with a message naming the file.
     """
-    return _placed(_load(path, "autoencoder", image_size), device)  # type: ignore[return-value]
+    return _placed(_load(path, (Autoencoder.kind,), image_size), device)  # type: ignore[return-value]

@@ -10,7 +10,7 @@ from torch import nn
 
 from advdenoise.data.splits import to_float
 from advdenoise.models.autoencoder import Autoencoder
-from advdenoise.models.classifier import Classifier
+from advdenoise.models.classifier import ClassifierNet
 
 
 def batched_apply(
@@ -45,7 +45,7 @@ def predict_logits(
 
 
 def predict_features(
-    model: Classifier, x: torch.Tensor, batch_size: int, device: str | torch.device
+    model: ClassifierNet, x: torch.Tensor, batch_size: int, device: str | torch.device
 ) -> torch.Tensor:
     """Penultimate features [N, D] (CPU float32) of a classifier in eval mode, batched."""
     model.eval()

@@ -3,6 +3,7 @@ denoising, and feature embeddings."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from advdenoise.core.params import Params
@@ -45,7 +46,8 @@ CONFIG_KEYS = (
     "train_cnn.epochs",
     "train_cnn.lr",
     "train_cnn.batch_size",
-    "train_cnn.channels",
+    "train_cnn.arch",
+    "train_cnn.<arch>",  # the chosen architecture's section, key by key
     "train_cnn.augment",
     "train_ae.epochs",
     "train_ae.lr",
@@ -75,6 +77,12 @@ def _param(params: Params, dotted: str) -> Any:
     return value
 
 
+def _config_keys(p: Params) -> list[str]:
+    arch = f"train_cnn.{p.train_cnn.arch}"
+    section = [f"{arch}.{f.name}" for f in dataclasses.fields(_param(p, arch))]
+    return [k for key in CONFIG_KEYS for k in (section if key == "train_cnn.<arch>" else [key])]
+
+
 def configuration(inputs: Inputs) -> Section:
     p = inputs.params
     sec = Section("Configuration")
@@ -85,7 +93,9 @@ def configuration(inputs: Inputs) -> Section:
             f"{p.attack.eps:g} (L-inf). The full configuration is params.yaml."
         )
     )
-    rows: tuple[tuple[str, ...], ...] = tuple((k, config_text(_param(p, k))) for k in CONFIG_KEYS)
+    rows: tuple[tuple[str, ...], ...] = tuple(
+        (k, config_text(_param(p, k))) for k in _config_keys(p)
+    )
     sec.blocks.append(Table(("parameter", "value"), rows))
     prep = inputs.metrics["prepare"]
     if prep is None:

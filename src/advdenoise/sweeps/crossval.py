@@ -27,7 +27,7 @@ from advdenoise.core.params import TrainCnnParams
 from advdenoise.core.seeding import named_seed
 from advdenoise.data.splits import LabelledImages
 from advdenoise.evaluation import metrics
-from advdenoise.models.classifier import Classifier
+from advdenoise.models.classifier import build_classifier
 from advdenoise.models.inference import predict_logits
 from advdenoise.training.loops import fit_classifier
 
@@ -104,7 +104,7 @@ def run_fold(
     )
     x, y = torch.from_numpy(images.x), torch.from_numpy(images.y)
     torch.manual_seed(named_seed(seed, "crossval.init", fold))  # the model's initial weights
-    model = Classifier(images.x.shape[-1], cfg.channels, len(images.classes), cfg.dropout)
+    model = build_classifier(cfg, images.x.shape[-1], len(images.classes))
     fit = fit_classifier(
         model, x[fit_idx], y[fit_idx], x[val_idx], y[val_idx],
         epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,

@@ -25,7 +25,7 @@ from advdenoise.core.seeding import eps_key, named_rng, named_seed
 from advdenoise.data.splits import Split, Splits, to_float
 from advdenoise.evaluation import metrics
 from advdenoise.models.autoencoder import Autoencoder
-from advdenoise.models.classifier import Classifier
+from advdenoise.models.classifier import ClassifierNet
 from advdenoise.models.inference import batched_apply, channels_last, predict_labels
 from advdenoise.training.loops import DenoiserTraining, fit_denoiser, selection_metrics
 
@@ -86,7 +86,7 @@ def craft_mixed(
 
 
 def feature_guided_loss(
-    cnn: Classifier, pixel_weight: float
+    cnn: ClassifierNet, pixel_weight: float
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """HGD-style loss: mean |f(AE(x')) - f(x)| on the CNN's penultimate features + pixel MSE.
 
@@ -220,7 +220,7 @@ def train_adversarial_denoiser(
 def train_stage(
     stage: Literal["train_ae_adv", "train_ae_guided"],
     params: Params,
-    cnn: Classifier,
+    cnn: ClassifierNet,
     splits: Splits,
     device: torch.device | str,
     eval_batch_size: int,
