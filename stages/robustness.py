@@ -3,7 +3,8 @@
 Oblivious = the attack stage's sets (crafted against the bare CNN) through defence + CNN; adaptive =
 FGSM, PGD and APGD-CE on Sequential(defence, CNN) end to end (BPDA for JPEG and feature squeezing),
 and the gradient-free Square on its own; the reconstruction-error detector under oblivious and
-detector-aware PGD.
+detector-aware PGD. With data.external set, the same at robustness.eps on another site's images
+(metrics external.*; refused if it shares an image with data.source).
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ import pandas as pd
 from advdenoise.core import cli
 from advdenoise.core.errors import entrypoint
 from advdenoise.core.io import save_figure, write_csv
+from advdenoise.data import sources
+from advdenoise.data.splits import load_splits
 from advdenoise.evaluation.detector import evaluate_detector
 from advdenoise.evaluation.robustness.evaluation import VIEWS, evaluate_defences
+from advdenoise.evaluation.robustness.external import evaluate_external
 from advdenoise.evaluation.robustness.processes import (
     InputPaths,
     evaluate_in_processes,
@@ -30,6 +34,7 @@ from advdenoise.evaluation.robustness.summary import (
     robustness_curves,
     robustness_metrics,
     robustness_table,
+    test_sets_table,
     wide_curves,
 )
 from advdenoise.evaluation.verdicts import verdicts
@@ -50,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.data, args.classifier,
         tuple((name, getattr(args, arg)) for name, arg in AUTOENCODERS.items()), args.adversarial,
     )  # fmt: skip
+    external = sources.load_external(params.data, params.threads)
+    if external is not None:
+        sources.check_disjoint(external, load_splits(args.data))
     inputs = load_inputs(paths, params, device)
     x, y, oblivious = inputs.x, inputs.y, inputs.oblivious
 
@@ -70,13 +78,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             seed=params.seed, device=device,
         )
     )  # fmt: skip
+    if external is not None:
+        scores.update(evaluate_external(params, inputs, external, device=device, log=log))
     table = robustness_table(results)
+    test_sets = test_sets_table(scores, cfg.defences)
     curves = robustness_curves(results)
 
     write_csv(args.plots / "robustness.csv", table)
     write_csv(args.plots / "curves.csv", curves)
     for view in VIEWS:
         write_csv(args.plots / f"curves_{view}.csv", wide_curves(curves, view))
+    write_csv(args.plots / "test_sets.csv", test_sets)
+    if external is not None:
+        save_figure(args.plots / "test_sets.png", figs.test_sets_figure(test_sets, cfg.eps))
     write_csv(args.plots / "verdict.csv", pd.DataFrame([asdict(v) for v in verdicts(scores)]))
     save_figure(args.plots / "robustness.png", figs.table_figure(table, cfg.eps))
     save_figure(args.plots / "curves.png", figs.curves_figure(curves, cfg.eps))

@@ -203,3 +203,24 @@ def test_dvc_yaml_plots_name_the_columns_params_make() -> None:
         assert plots[f"robustness_{view}"] == defences, view
     c = params.certify
     assert plots["certify_curves"] == [f"{m}_sigma_{s:g}" for m in c.models for s in c.sigmas]
+
+
+@pytest.mark.parametrize(
+    ("external", "classes", "message"),
+    [
+        ("site_b", {}, "data.external_classes must map one class folder of data.external to each"),
+        ("site_b", {"normal": 0, "covid": 2}, "data.external_classes must map one class folder"),
+        ("site_b", {"a": 0, "b": 0, "c": 1}, "data.external_classes must map one class folder"),
+        ("synthetic/", {"normal": 0, "covid": 1}, "data.external must not be data.source"),
+    ],
+)
+def test_an_external_set_needs_a_label_per_class_and_another_source(
+    external: str, classes: dict, message: str
+) -> None:
+    raw = _with("data", "external", external)
+    raw["data"]["external_classes"] = classes
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        parse_params(raw)
+    raw["data"]["external_classes"] = {"normal": 0, "covid": 1}
+    raw["data"]["external"] = "" if external == "synthetic/" else external
+    assert parse_params(raw).data.external_classes == {"normal": 0, "covid": 1}

@@ -60,6 +60,9 @@ TINY = {
 }
 
 
+TINY_DEFENCES = tuple(read_yaml((ROOT / "params.yaml").read_text())["robustness"]["defences"])
+
+
 def tiny_params() -> dict:
     """The project's params.yaml with the TINY overrides merged in, section by section."""
     raw = read_yaml((ROOT / "params.yaml").read_text())
@@ -225,6 +228,34 @@ def test_resnet18_through_every_stage_by_set_params_alone(repo: Path, tmp_path: 
     after = json.loads((copy / "metrics/robustness.json").read_text())
     assert set(after) == set(before) and after != before  # the same figures, of another CNN
     assert "train_cnn.resnet18.zero_init_residual" in (copy / "report/index.html").read_text()
+
+
+def test_an_external_test_set_by_set_params_alone(repo: Path, tmp_path: Path) -> None:
+    """data.external, a generated other site (another seed; noisier, fainter lesions): robustness
+    and the report run again and add external.* beside unchanged figures; a bad folder is named."""
+    from advdenoise.data import synthetic
+
+    site = tmp_path / "site_b"
+    counts, names = {"normal": 10, "covid": 10}, ("normal", "covid")
+    synthetic.write_folder(synthetic.generate(counts, names, 32, 9, synthetic.ANOTHER_SITE), site)
+    copy = tmp_path / "external"
+    shutil.copytree(repo, copy, symlinks=True)
+    run(["git", "checkout", "-q", "--", "."], copy)
+    before = json.loads((copy / "metrics/robustness.json").read_text())
+    classes = "+data.external_classes={normal: 0, covid: 1}"  # + : the default map is empty
+    proc = run(["dvc", "exp", "run", "-S", f"data.external={site}", "-S", classes], copy)
+    assert ran_stages(proc.stdout) == {"prepare", "robustness", "report"}
+    after = json.loads((copy / "metrics/robustness.json").read_text())
+    external = {k: v for k, v in after.items() if k.startswith("external.")}
+    assert {k: v for k, v in after.items() if k not in external} == before
+    assert external["external.images"] == 20
+    assert {f"external.{d}.robust_accuracy" for d in TINY_DEFENCES} <= set(external)
+    html = (copy / "report/index.html").read_text()
+    assert "Another site: the external test set" in html and "test_sets.png" in html
+    missing = tmp_path / "nowhere"
+    proc = run(["dvc", "exp", "run", "-S", f"data.external={missing}", "-S", classes], copy, False)
+    assert proc.returncode != 0
+    assert f"data.external directory {str(missing)!r} does not exist" in proc.stdout + proc.stderr
 
 
 def test_queued_sweep_runs_every_value(repo: Path, tmp_path: Path) -> None:

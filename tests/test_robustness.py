@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -20,6 +21,7 @@ from advdenoise.attacks import runs as attack_runs
 from advdenoise.attacks import specs as attack_specs
 from advdenoise.attacks.sets import AdversarialSets, save_adversarial
 from advdenoise.core.params import read_yaml
+from advdenoise.data import synthetic
 from advdenoise.data.splits import Split, Splits, evaluation_subset, save_splits
 from advdenoise.defences.registry import defended_classifier
 from advdenoise.defences.specs import AUTOENCODER_DEFENCES, DEFENCES
@@ -41,7 +43,7 @@ from advdenoise.evaluation.robustness.summary import (
     robustness_table,
     wide_curves,
 )
-from advdenoise.evaluation.verdicts import verdicts
+from advdenoise.evaluation.verdicts import defences_in, verdicts
 from advdenoise.figures import robustness as figs
 from advdenoise.models.autoencoder import Autoencoder
 from advdenoise.models.classifier import Classifier
@@ -738,3 +740,79 @@ def test_a_quantiser_attacked_without_bpda_trips_the_masking_check() -> None:
     with_bpda = _evaluate_linear(feature_squeezing(4), pgd_steps=8, transfer=False)
     assert with_bpda.worst("worst", LINEAR_EPS) <= 0.6
     assert checks(with_bpda, ROBUSTNESS)["gradient_not_masked"]
+
+
+def _with_external(root: Path, folder: Path, external_images: int = 6) -> None:
+    params = read_yaml((root / "params.yaml").read_text())
+    params["data"].update(external=str(folder), external_classes={"normal": 0, "covid": 1})
+    params["robustness"]["external_images"] = external_images
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_an_external_set_adds_its_figures_and_changes_no_other(tmp_path: Path) -> None:
+    """data.external: every defence's clean accuracy on all of it and robust accuracy on its
+    subset, keys external.*, a bar per test set; the internal figures stay as they were."""
+    root = _tiny_project(tmp_path)
+    for stage in ("train_ae_adv", "train_ae_guided"):
+        save_model(Autoencoder(SIZE, [4, 4, 4], 2), root / "data" / stage / MODEL_FILE)
+    assert _run_robustness(root, "metrics/internal.json", "plots/internal") == 0
+    site = tmp_path / "site_b"
+    images = synthetic.generate(
+        {"normal": 6, "covid": 7}, ("normal", "covid"), SIZE, 9, synthetic.ANOTHER_SITE
+    )
+    synthetic.write_folder(images, site)
+    _with_external(root, site)
+    assert _run_robustness(root, "metrics/both.json", "plots/both") == 0
+    internal = json.loads((root / "metrics/internal.json").read_text())
+    both = json.loads((root / "metrics/both.json").read_text())
+    external = {k: v for k, v in both.items() if k.startswith("external.")}
+    assert {k: v for k, v in both.items() if k not in external} == internal
+    defences = section("robustness").defences
+    assert external["external.images"] == 13 and external["external.subset_images"] == 6
+    for d in defences:
+        clean, robust = (
+            external[f"external.{d}.clean_accuracy"],
+            external[f"external.{d}.robust_accuracy"],
+        )
+        assert 0 <= robust <= 1 and clean in {k / 13 for k in range(14)}
+        assert robust <= external[f"external.{d}.worst.accuracy"]
+    bars = pd.read_csv(root / "plots/both/test_sets.csv")
+    assert len(bars) == 4 * len(defences) and set(bars.set) == {"test", "external"}
+    assert set(pd.read_csv(root / "plots/internal/test_sets.csv").set) == {"test"}
+    assert (root / "plots/both/test_sets.png").is_file()
+    assert not (root / "plots/internal/test_sets.png").exists()  # nothing of it without a set
+
+
+def test_an_external_set_is_refused_naming_what_is_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A copy of an image of the dataset, a missing class folder, a bad file: each named, exit 2,
+    no metrics written."""
+    from PIL import Image
+
+    root = _tiny_project(tmp_path)
+    site = tmp_path / "site_b"
+    synthetic.write_folder(
+        synthetic.generate({"normal": 3, "covid": 3}, ("normal", "covid"), SIZE, 9), site
+    )
+    copy = site / "covid" / "copied.png"
+    Image.fromarray(_images(8, 1)[0][5, 0]).save(copy)  # val image 5 of the tiny dataset
+    _with_external(root, site)
+    assert _run_robustness(root, "metrics/robustness.json", "plots/robustness") == 2
+    err = capsys.readouterr().err
+    assert "data.external shares 1 image(s) with data.source" in err
+    assert "covid/copied.png = img5" in err
+    copy.unlink()
+    (site / "covid" / "broken.png").write_bytes(b"not a png")
+    assert _run_robustness(root, "metrics/robustness.json", "plots/robustness") == 2
+    assert "covid/broken.png" in capsys.readouterr().err
+    shutil.rmtree(site / "covid")
+    assert _run_robustness(root, "metrics/robustness.json", "plots/robustness") == 2
+    err = capsys.readouterr().err
+    assert "data.external_classes" in err and "covid" in err
+    assert not (root / "metrics/robustness.json").exists()
+
+
+def test_the_external_sets_keys_name_no_defence() -> None:
+    metrics = {"none.clean_accuracy": 0.9, "external.ae.clean_accuracy": 0.7, "external.images": 9}
+    assert defences_in(metrics) == ["none"]

@@ -108,9 +108,11 @@ class RobustnessParams:
     detector_steps: int  # PGD steps of the detector-aware attack on the reconstruction error
     detector_lambda: float  # weight of the detector term (error over threshold) in its loss
     workers: int  # processes that evaluate (defence, eps) cells side by side; results do not change
+    external_images: int  # seeded class-stratified subset of data.external attacked; 0 = all of it
 
     def __post_init__(self) -> None:
         check_range("robustness.workers", self.workers, 1, 256)
+        check_min("robustness.external_images", self.external_images, 0)
         check(
             self.max_images == 0 or self.max_images >= 20,
             "robustness.max_images",

@@ -39,6 +39,8 @@ class DataParams:
     skip_bad_files: bool
     min_side: int
     max_pixels: int
+    external: str  # "" or another site's folder in data.source's layout: tested, never trained on
+    external_classes: dict[str, int]  # its class folder -> label of data.classes
 
     def __post_init__(self) -> None:
         check(
@@ -100,6 +102,19 @@ class DataParams:
             "must be >= min_side**2",
             self.max_pixels,
         )
+        if self.external:
+            check(
+                sorted(self.external_classes.values()) == labels,
+                "data.external_classes",
+                f"must map one class folder of data.external to each label of data.classes {labels}",
+                self.external_classes,
+            )
+            check(
+                self.external.rstrip("/") != self.source.rstrip("/"),
+                "data.external",
+                "must not be data.source: an external test set comes from another site",
+                self.external,
+            )
 
     @property
     def is_synthetic(self) -> bool:

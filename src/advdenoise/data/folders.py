@@ -50,31 +50,31 @@ def _nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
-def _listed(items: list[str]) -> str:
+def listed(items: list[str]) -> str:
     head = "; ".join(items[:_MAX_LISTED])
     more = len(items) - _MAX_LISTED
     return head + (f"; ... and {more} more" if more > 0 else "")
 
 
 def list_image_files(
-    root: str | Path, classes: Mapping[str, int]
+    root: str | Path, classes: Mapping[str, int], key: str = "data.source"
 ) -> tuple[list[tuple[Path, int]], tuple[str, ...], int]:
     """Sorted (path, label) of every image file; plus ignored root folders and ignored-entry count.
 
     Raises PipelineError naming the path for a missing root, a root that is a file, a missing or
-    empty class folder, and a root that holds only one of the classes.
+    empty class folder, and a root that holds only one of the classes. `key` is the params key
+    that names the root (`data.source`, `data.external`); its classes are `<key>`'s `classes`.
     """
     root = Path(root)
     if not root.exists():
         raise PipelineError(
-            f"data.source directory {str(root)!r} does not exist "
-            "(expected <root>/<class>/*.png, or data.source: synthetic)"
+            f"{key} directory {str(root)!r} does not exist (expected <root>/<class>/*.png"
+            + (", or data.source: synthetic)" if key == "data.source" else ")")
         )
     if not root.is_dir():
-        raise PipelineError(
-            f"data.source {str(root)!r} is a file, not a directory of class folders"
-        )
+        raise PipelineError(f"{key} {str(root)!r} is a file, not a directory of class folders")
     wanted = class_names(classes)
+    classes_key = "data.classes" if key == "data.source" else f"{key}_classes"
     folders = sorted(_nfc(p.name) for p in root.iterdir() if p.is_dir())
     folders = [f for f in folders if not f.startswith(".")]
     present = [c for c in wanted if (root / c).is_dir()]
@@ -82,13 +82,13 @@ def list_image_files(
     if len(present) == 1:
         raise PipelineError(
             f"only one class present in {root}: found class folder {present[0]!r}, "
-            f"missing {missing} (data.classes: {list(wanted)})"
+            f"missing {missing} ({classes_key}: {list(wanted)})"
         )
     if missing:
         what = "is a file, not a class folder" if (root / missing[0]).exists() else "is missing"
         raise PipelineError(
             f"class folder {str(root / missing[0])!r} {what} "
-            f"(data.classes: {list(wanted)}; folders in {root}: {folders})"
+            f"({classes_key}: {list(wanted)}; folders in {root}: {folders})"
         )
     items: list[tuple[Path, int]] = []
     ignored = 0
@@ -189,6 +189,7 @@ def load_image_folder(
     max_pixels: int = 40_000_000,
     skip_bad_files: bool = False,
     workers: int = 1,
+    key: str = "data.source",
 ) -> LabelledImages:
     """Read a Kaggle-layout dataset: every file decoded, bad files reported together, duplicates grouped.
 
@@ -199,7 +200,7 @@ def load_image_folder(
     the listing's order, so the output does not depend on `workers`.
     """
     root = Path(root)
-    items, extra, ignored = list_image_files(root, classes)
+    items, extra, ignored = list_image_files(root, classes, key)
     names = class_names(classes)
 
     def read(path: Path) -> tuple[np.ndarray | None, str]:
@@ -229,7 +230,7 @@ def load_image_folder(
     if bad and not skip_bad_files:
         raise PipelineError(
             f"{len(bad)} bad image file(s) in {root} (fix or remove them, or set "
-            f"data.skip_bad_files: true): {_listed(bad)}"
+            f"data.skip_bad_files: true): {listed(bad)}"
         )
     y = np.asarray(ys, dtype=np.int64)
     for label, name in enumerate(names):
@@ -249,7 +250,7 @@ def load_image_folder(
     if conflicts:
         raise PipelineError(
             f"byte-identical files in different class folders (contradictory labels) in {root}: "
-            f"{_listed(conflicts)}"
+            f"{listed(conflicts)}"
         )
     return LabelledImages(
         x=np.stack(xs)[:, None],

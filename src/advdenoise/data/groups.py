@@ -22,11 +22,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from advdenoise.core.errors import PipelineError
+from advdenoise.data.folders import listed
 from advdenoise.data.splits import LabelledImages
 
 GROUPS_FILE = "groups.csv"  # read by data.groups: auto when it lies at the dataset root
 THUMBNAIL = 32  # side of the thumbnails that inference and the leakage probe compare
-_MAX_LISTED = 5
 
 
 def thumbnails(x: np.ndarray) -> np.ndarray:
@@ -98,11 +98,6 @@ def infer_groups(
     return canonical(groups)
 
 
-def _listed(items: list[str]) -> str:
-    more = len(items) - _MAX_LISTED
-    return "; ".join(items[:_MAX_LISTED]) + (f"; ... and {more} more" if more > 0 else "")
-
-
 def read_groups_csv(path: Path, root: Path, files: Sequence[str]) -> np.ndarray:
     """The group name of each of `files` (ids relative to `root`) from a `file,group` CSV.
 
@@ -137,11 +132,11 @@ def read_groups_csv(path: Path, root: Path, files: Sequence[str]) -> np.ndarray:
             missing.append(f"line {line}: {file!r}")
         group_of[file], line_of[file] = row[1].strip(), line
     if missing:
-        raise PipelineError(f"{path} names files that do not exist in {root}: {_listed(missing)}")
+        raise PipelineError(f"{path} names files that do not exist in {root}: {listed(missing)}")
     unlisted = [f for f in files if f not in group_of]
     if unlisted:
         raise PipelineError(
-            f"{path} has no row for {len(unlisted)} image(s): {_listed([repr(f) for f in unlisted])}"
+            f"{path} has no row for {len(unlisted)} image(s): {listed([repr(f) for f in unlisted])}"
         )
     return np.asarray([group_of[f] for f in files], dtype=str)
 

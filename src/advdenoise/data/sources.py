@@ -34,6 +34,42 @@ def load_images(d: DataParams, seed: int, workers: int) -> LabelledImages:
     )
 
 
+def load_external(d: DataParams, workers: int) -> LabelledImages | None:
+    """The external test set `data.external` (another site's images: tested, never trained on),
+    read with data.source's checks and labelled by data.external_classes; None when unset."""
+    if not d.external:
+        return None
+    return folders.load_image_folder(
+        Path(d.external),
+        d.external_classes,
+        d.image_size,
+        min_side=d.min_side,
+        max_pixels=d.max_pixels,
+        skip_bad_files=d.skip_bad_files,
+        workers=workers,
+        key="data.external",
+    )
+
+
+def check_disjoint(external: LabelledImages, internal: Splits) -> None:
+    """Refuse an external set that holds an image of the dataset (the same pixels at image_size):
+    a copy of a training image is no test of another site."""
+    seen: dict[bytes, str] = {}
+    for split in (internal.train, internal.val, internal.test):
+        for img, name in zip(split.x, split.files, strict=True):
+            seen.setdefault(img.tobytes(), str(name))
+    shared = [
+        f"{name} = {seen[img.tobytes()]}"
+        for img, name in zip(external.x, external.files, strict=True)
+        if img.tobytes() in seen
+    ]
+    if shared:
+        raise PipelineError(
+            f"data.external shares {len(shared)} image(s) with data.source (same pixels at "
+            f"data.image_size): {folders.listed(shared)}"
+        )
+
+
 def split_dataset(
     d: DataParams, images: LabelledImages, seed: int
 ) -> tuple[dict[str, Splits], np.ndarray]:

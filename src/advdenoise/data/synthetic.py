@@ -48,6 +48,7 @@ import functools
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -359,3 +360,19 @@ def generate(
         classes=tuple(classes),
         scans=np.concatenate(scans),
     )
+
+
+# Another scanner and protocol: noisier, lower lesion contrast. With a seed of its own, an external
+# test set (data.external) that shares nothing with the default data and sits off its distribution.
+ANOTHER_SITE = Style(ggo_hu=(170.0, 420.0), noise_hu=(30.0, 60.0))
+
+
+def write_folder(images: LabelledImages, root: Path) -> None:
+    """Write `images` as PNGs in the Kaggle layout <root>/<class>/<n>.png (data.source's and
+    data.external's), e.g. a generated external set: `generate(..., style=ANOTHER_SITE)`."""
+    from PIL import Image
+
+    for n, (img, label) in enumerate(zip(images.x, images.y, strict=True)):
+        folder = root / images.classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0]).save(folder / f"{n:06d}.png")

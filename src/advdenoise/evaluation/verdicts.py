@@ -39,8 +39,11 @@ def _pct(value: float) -> str:
 
 
 def defences_in(metrics: Metrics) -> list[str]:
-    """Defences present in the metrics, in registry order (unknown names after, sorted)."""
-    found = {k.split(".")[0] for k in metrics if k.endswith(".clean_accuracy")}
+    """Defences present in the metrics (`<d>.clean_accuracy`; not the external set's
+    `external.<d>.clean_accuracy`), in registry order (unknown names after, sorted)."""
+    found = {
+        k.split(".")[0] for k in metrics if k.count(".") == 1 and k.endswith(".clean_accuracy")
+    }
     return [d for d in DEFENCES if d in found] + sorted(found - set(DEFENCES))
 
 

@@ -86,3 +86,29 @@ def curves_figure(curves: pd.DataFrame, headline: float) -> Figure:
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def test_sets_figure(table: pd.DataFrame, eps: float) -> Figure:
+    """Grouped bars per defence: clean and robust accuracy on each test set of the table."""
+    defences = list(dict.fromkeys(table.defence))
+    columns = list(dict.fromkeys(zip(table.set, table.measure, strict=True)))
+    width = 0.8 / len(columns)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(defences) + 2), 4.0))
+    centres = np.arange(len(defences))
+    for k, (test_set, measure) in enumerate(columns):
+        part = table[(table.set == test_set) & (table.measure == measure)].set_index("defence")
+        ax.bar(
+            centres + (k - (len(columns) - 1) / 2) * width,
+            part.accuracy.reindex(defences).to_numpy(),
+            width,
+            label=f"{test_set}: {measure}" + (f" (eps = {eps:g})" if measure == "robust" else ""),
+            hatch="//" if test_set != "test" else None,
+        )
+    ax.set_xticks(centres, defences, rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Internal test split vs external test set")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(ncol=2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    fig.tight_layout()
+    return fig

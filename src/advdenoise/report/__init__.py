@@ -25,7 +25,7 @@ from advdenoise.report.paper import (
 from advdenoise.report.render import render_html, render_markdown
 from advdenoise.report.results import TITLE as RESULTS_TITLE
 from advdenoise.report.results import results_sections
-from advdenoise.report.robustness import certify_section, robustness_section
+from advdenoise.report.robustness import certify_section, external_section, robustness_section
 from advdenoise.report.summary import headline_figure, summary
 
 __all__ = [
@@ -50,7 +50,7 @@ def other_figures(inputs: Inputs, shown: Iterable[Path]) -> Section | None:
 
 def build_report(inputs: Inputs, headline: Path | None = None) -> list[Section]:
     """The report's sections; `headline` is the PNG of `headline_figure`, shown on the first screen."""
-    sections = [
+    found = [
         summary(inputs, headline),
         conclusions(inputs),
         paper_vs_run(inputs),
@@ -60,8 +60,10 @@ def build_report(inputs: Inputs, headline: Path | None = None) -> list[Section]:
         denoise_section(inputs),
         embed_section(inputs),
         robustness_section(inputs),
+        external_section(inputs),
         certify_section(inputs),
     ]
+    sections = [s for s in found if s is not None]
     shown = [b.path for s in sections for b in s.blocks if isinstance(b, Image)]
     extra = other_figures(inputs, shown)
     return sections + ([extra] if extra else [])

@@ -183,6 +183,35 @@ def robustness_section(inputs: Inputs) -> Section:
     return sec
 
 
+def external_section(inputs: Inputs) -> Section | None:
+    """The external test set beside the internal test split; None when data.external is unset."""
+    m = inputs.metrics["robustness"]
+    if m is None or "external.images" not in m:
+        return None
+    d = inputs.params.data
+    sec = Section("Another site: the external test set")
+    sec.blocks.append(
+        Paragraph(
+            f"data.external ({d.external}): {int(m['external.images'])} images from another site, "
+            "never trained on, labelled by data.external_classes "
+            f"({', '.join(f'{k}: {v}' for k, v in d.external_classes.items())}); its majority "
+            f"class is {pct(float(m['external.chance']))} of it. Clean accuracy on every image; "
+            f"robust accuracy (every attack of the section above) at robustness.eps = "
+            f"{float(m['external.eps']):g} on a seeded subset of "
+            f"{int(m['external.subset_images'])} (robustness.external_images), beside the "
+            f"internal test split's ({int(m.get('test_images', 0))} images)."
+        )
+    )
+    rows = []
+    for name in defences_in(m):
+        cells = [m.get(f"{p}{name}.{q}") for q in ("clean_accuracy", "robust_accuracy")
+                 for p in ("", "external.")]  # fmt: skip
+        rows.append((name, *(pct(float(v)) if v is not None else "-" for v in cells)))
+    columns = ("defence", "clean: test", "clean: external", "robust: test", "robust: external")
+    sec.blocks.append(Table(columns, tuple(rows)))
+    return sec
+
+
 def _denoiser_stages(inputs: Inputs) -> list[Block]:
     blocks: list[Block] = []
     for stage, title in (

@@ -175,3 +175,20 @@ def wide_curves(curves: pd.DataFrame, threat: str, method: str = "worst") -> pd.
     part = curves[(curves.threat == threat) & (curves.method == method)]
     wide = part.pivot(index="eps", columns="defence", values="accuracy")
     return wide[list(part.defence.drop_duplicates())].reset_index()
+
+
+TEST_SETS = (("test", ""), ("external", "external."))  # (name, metrics key prefix)
+MEASURES = (("clean", "clean_accuracy"), ("robust", "robust_accuracy"))
+
+
+def test_sets_table(scores: dict[str, float | bool], defences: Sequence[str]) -> pd.DataFrame:
+    """One row per defence, test set and measure in the metrics (`bar` labels it): the internal
+    test split, and data.external beside it where it ran."""
+    rows = []
+    for d in defences:
+        for test_set, prefix in TEST_SETS:
+            for measure, key in MEASURES:
+                value = scores.get(f"{prefix}{d}.{key}")
+                if value is not None:
+                    rows.append((f"{d} {test_set} {measure}", d, test_set, measure, float(value)))
+    return pd.DataFrame(rows, columns=["bar", "defence", "set", "measure", "accuracy"])
