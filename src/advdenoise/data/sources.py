@@ -23,15 +23,7 @@ def load_images(d: DataParams, seed: int, workers: int) -> LabelledImages:
         return synthetic.generate(
             d.synthetic_counts, names, d.image_size, seed, workers=workers, slices=slices
         )
-    return folders.load_image_folder(
-        Path(d.source),
-        d.classes,
-        d.image_size,
-        min_side=d.min_side,
-        max_pixels=d.max_pixels,
-        skip_bad_files=d.skip_bad_files,
-        workers=workers,
-    )
+    return _read_folder(d, d.source, d.classes, "data.source", workers)
 
 
 def load_external(d: DataParams, workers: int) -> LabelledImages | None:
@@ -39,15 +31,22 @@ def load_external(d: DataParams, workers: int) -> LabelledImages | None:
     read with data.source's checks and labelled by data.external_classes; None when unset."""
     if not d.external:
         return None
+    return _read_folder(d, d.external, d.external_classes, "data.external", workers)
+
+
+def _read_folder(
+    d: DataParams, root: str, classes: dict[str, int], key: str, workers: int
+) -> LabelledImages:
+    """The folder `root` (params key `key`) with the data section's image checks."""
     return folders.load_image_folder(
-        Path(d.external),
-        d.external_classes,
+        Path(root),
+        classes,
         d.image_size,
         min_side=d.min_side,
         max_pixels=d.max_pixels,
         skip_bad_files=d.skip_bad_files,
         workers=workers,
-        key="data.external",
+        key=key,
     )
 
 
