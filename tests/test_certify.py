@@ -97,6 +97,29 @@ def test_a_broken_certificate_is_flagged() -> None:
     assert cert.checks(lying, (0.0, 0.5))["radius0_le_smoothed_clean"] is False
 
 
+def test_the_certified_lower_bound_meets_the_attack_upper_bound_and_a_violation_fires() -> None:
+    """On Linear the certified radius approaches each image's distance to the boundary, and L2
+    PGD + EOT at radius r flips exactly the images closer than r: certified <= attacked at every
+    radius. A certificate claimed above what an attack broke (here: every radius doubled) fails."""
+    params = section("certify", sigmas=(0.25,), n0=32, n=400)
+    x, y, dist = _points(np.array([0.3, -0.2, 0.22, -0.35, 0.05, -0.12, 0.45, -0.6]))
+    c = cert.certify_model("cnn", Linear(), x, y, 0.25, params, nb_classes=2, seed=0, device="cpu")
+    radii = (0.1, 0.25, 0.5)
+    empirical = {}
+    for r in radii:
+        adv = attacks.eot_pgd_l2(
+            Linear(), x, y, np.full(len(x), r), 0.25, samples=8, steps=20, nb_classes=2,
+            device="cpu", batch_size=16, seed=0,
+        )  # fmt: skip
+        empirical[r] = float(np.mean(Linear()(torch.from_numpy(adv)).argmax(1).numpy() == y))
+    assert empirical == {r: float(np.mean(dist > r)) for r in radii}
+    certified = {r: c.certified_accuracy(r) for r in radii}
+    assert all(cert.bounds_meet(certified, empirical, len(x)).values())
+    inflated = cert.Certification("cnn", 0.25, c.y, c.prediction, 2 * c.radius, c.votes)
+    claimed = {r: inflated.certified_accuracy(r) for r in radii}
+    assert cert.bounds_meet(claimed, empirical, len(x)) == {0.1: True, 0.25: False, 0.5: False}
+
+
 def test_train_ae_gauss_and_certify_stages(tmp_path: Path) -> None:
     root = _tiny_project(tmp_path)
     params = read_yaml((root / "params.yaml").read_text())

@@ -19,7 +19,8 @@ from torch import nn
 from advdenoise import attacks
 from advdenoise.attacks import runs as attack_runs
 from advdenoise.attacks import specs as attack_specs
-from advdenoise.attacks.sets import AdversarialSets, save_adversarial
+from advdenoise.attacks.sets import AdversarialSets, check_perturbation, save_adversarial
+from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import read_yaml
 from advdenoise.data import synthetic
 from advdenoise.data.splits import Split, Splits, evaluation_subset, save_splits
@@ -816,3 +817,18 @@ def test_an_external_set_is_refused_naming_what_is_wrong(
 def test_the_external_sets_keys_name_no_defence() -> None:
     metrics = {"none.clean_accuracy": 0.9, "external.ae.clean_accuracy": 0.7, "external.images": 9}
     assert defences_in(metrics) == ["none"]
+
+
+def test_l2_apgd_reaches_the_closed_form_on_a_linear_model_and_stays_in_its_ball() -> None:
+    """The linear model's logit margin is 100 d and its weight norm 12.5, so the smallest L2
+    perturbation that flips an image is 8 d: within radius 0.8 exactly the 20 images with
+    d < 0.1 can be flipped, and the best attack leaves 50%."""
+    model, x, y = _linear_case()
+    clf = attacks.make_art_classifier(model, (1, 8, 8), 2, "cpu")
+    adv = attacks.apgd_l2(clf, x, y, 0.8, steps=10, restarts=1, batch_size=40, seed=0)
+    check_perturbation(x, adv, 0.8, "apgd_l2", norm=2)
+    with torch.no_grad():
+        correct = model(torch.from_numpy(adv)).argmax(1).numpy() == y
+    assert correct.mean() == 0.5
+    with pytest.raises(PipelineError, match="L2 perturbation .* exceeds eps 0.4"):
+        check_perturbation(x, adv, 0.4, "apgd_l2", norm=2)

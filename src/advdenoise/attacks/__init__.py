@@ -5,7 +5,7 @@ calls by name, seeded per cell; `sets` keeps adversarial sets."""
 
 # - `estimator`: the ART wrapper every attack takes (`make_art_classifier`), seeding, frozen weights;
 # - `gradient`: FGSM, L-inf PGD and its checkpoints, the detector-aware PGD;
-# - `autoattack`: APGD-CE and the Square Attack, AutoAttack's pair;
+# - `autoattack`: APGD-CE (L-inf and L2) and the Square Attack, AutoAttack's pair;
 # - `smoothing`: randomized smoothing (CERTIFY, PREDICT) and the L2 EOT attack on it.
 # This package is the only one that imports ART attacks and estimators (`defences` imports ART's
 # preprocessors), and the only one that touches ART's private members; each module lists those it
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
 
-    from advdenoise.attacks.autoattack import apgd, square
+    from advdenoise.attacks.autoattack import apgd, apgd_l2, square
     from advdenoise.attacks.estimator import input_gradients_only, make_art_classifier, seeded
     from advdenoise.attacks.gradient import (
         detector_aware_pgd,
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 # Loaded on first use (PEP 562), so that the registry (`specs`) imports without ART or torch.
 _HOMES = {
     "PyTorchClassifier": "art.estimators.classification",
-    **dict.fromkeys(("apgd", "square"), "advdenoise.attacks.autoattack"),
+    **dict.fromkeys(("apgd", "apgd_l2", "square"), "advdenoise.attacks.autoattack"),
     **dict.fromkeys(
         ("input_gradients_only", "make_art_classifier", "seeded"), "advdenoise.attacks.estimator"
     ),
@@ -61,6 +61,7 @@ _HOMES = {
 __all__ = [
     "PyTorchClassifier",
     "apgd",
+    "apgd_l2",
     "certify",
     "detector_aware_pgd",
     "eot_pgd_l2",

@@ -64,6 +64,43 @@ def apgd(
     return np.asarray(adv, dtype=np.float32)
 
 
+def apgd_l2(
+    classifier: PyTorchClassifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    radius: float,
+    steps: int,
+    restarts: int,
+    batch_size: int,
+    *,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Untargeted L2 APGD-CE within `radius` (ART `AutoProjectedGradientDescent`, norm 2): the
+    threat model of randomized smoothing's certified radii. First step 2 * radius (AutoAttack's);
+    ART's own loop (the re-expressed `_DeviceAPGD` is L-inf only)."""
+    if x.ndim != 4 or x.dtype != np.float32 or len(y) != len(x) or batch_size < 1:
+        raise ValueError(f"apgd_l2 takes float32 images N x C x H x W and N labels, got {x.shape}")
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    if radius == 0 or len(x) == 0:
+        return x.copy()
+    attack = AutoProjectedGradientDescent(
+        classifier,
+        norm=2,
+        eps=float(radius),
+        eps_step=float(2 * radius),
+        max_iter=int(steps),
+        targeted=False,
+        nb_random_init=int(restarts),
+        batch_size=int(batch_size),
+        loss_type="cross_entropy",
+        verbose=False,
+    )
+    with seeded(seed), input_gradients_only(classifier.model):
+        adv = attack.generate(x=x, y=np.eye(classifier.nb_classes, dtype=np.float32)[y])
+    return np.asarray(adv, dtype=np.float32)
+
+
 def _plain_model(estimator: PyTorchClassifier) -> tuple[torch.device, nn.Module]:
     """The estimator's device and its model in eval mode, which the re-expressed loops call
     themselves: so ART's estimator must not pre- or postprocess (`make_art_classifier`'s do not)."""

@@ -21,8 +21,11 @@ ADVERSARIAL_FILE = "adversarial.npz"
 BOUND_TOLERANCE = 1e-6
 
 
-def check_perturbation(clean: np.ndarray, adv: np.ndarray, eps: float, what: str) -> None:
-    """Fail loudly unless `adv` stays within `eps` of `clean` (L-inf) and inside [0, 1]."""
+def check_perturbation(
+    clean: np.ndarray, adv: np.ndarray, eps: float, what: str, norm: float = np.inf
+) -> None:
+    """Fail loudly unless `adv` stays within `eps` of `clean` (L-inf, or per image L2 with
+    `norm=2`) and inside [0, 1]."""
     if adv.shape != clean.shape:
         raise PipelineError(
             f"{what}: shape {adv.shape} does not match the clean images {clean.shape}"
@@ -34,9 +37,11 @@ def check_perturbation(clean: np.ndarray, adv: np.ndarray, eps: float, what: str
     low, high = float(adv.min()), float(adv.max())
     if low < 0.0 or high > 1.0:
         raise PipelineError(f"{what}: values outside [0, 1] (min {low:.6g}, max {high:.6g})")
-    linf = float(np.abs(adv - clean).max())
-    if linf > eps + BOUND_TOLERANCE:
-        raise PipelineError(f"{what}: L-inf perturbation {linf:.6g} exceeds eps {eps:g}")
+    delta = (adv - clean).reshape(len(adv), -1)
+    size = float(np.linalg.norm(delta, ord=norm, axis=1).max())
+    if size > eps + BOUND_TOLERANCE:
+        name = "L-inf" if norm == np.inf else f"L{norm:g}"
+        raise PipelineError(f"{what}: {name} perturbation {size:.6g} exceeds eps {eps:g}")
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,19 @@ def checks(cert: Certification, radii: Sequence[float]) -> dict[str, bool]:
     }
 
 
+def bounds_meet(
+    certified: Mapping[float, float], empirical: Mapping[float, float], images: int
+) -> dict[float, bool]:
+    """Per radius, whether certified accuracy (a lower bound on the accuracy under any L2 attack
+    within r) stays at or below the accuracy under one such attack (an upper bound), on the same
+    images, one image of slack. A certificate above an attack that worked is a broken proof or a
+    broken evaluation: this check fails then. Radii are those of both mappings."""
+    slack = 1 / max(images, 1) + 1e-12
+    return {
+        r: certified[r] <= empirical[r] + slack for r in sorted(set(certified) & set(empirical))
+    }
+
+
 def certify_metrics(
     results: Sequence[Certification],
     attacked: Mapping[tuple[str, float], Mapping[str, float]],
