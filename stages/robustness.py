@@ -13,9 +13,6 @@ import advdenoise.portable  # noqa: F401 - loads first: the optional CPU kernel 
 
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
-
-import pandas as pd
 
 from advdenoise.core import cli
 from advdenoise.core.errors import entrypoint
@@ -23,21 +20,14 @@ from advdenoise.core.io import save_figure, write_csv
 from advdenoise.data import sources
 from advdenoise.data.splits import load_splits
 from advdenoise.evaluation.detector import evaluate_detector
-from advdenoise.evaluation.robustness.evaluation import VIEWS, evaluate_defences
+from advdenoise.evaluation.robustness.evaluation import evaluate_defences
 from advdenoise.evaluation.robustness.external import evaluate_external
 from advdenoise.evaluation.robustness.processes import (
     InputPaths,
     evaluate_in_processes,
     load_inputs,
 )
-from advdenoise.evaluation.robustness.summary import (
-    robustness_curves,
-    robustness_metrics,
-    robustness_table,
-    test_sets_table,
-    wide_curves,
-)
-from advdenoise.evaluation.verdicts import verdicts
+from advdenoise.evaluation.robustness.summary import plot_tables, robustness_metrics
 from advdenoise.figures import robustness as figs
 
 AUTOENCODERS = {"ae": "autoencoder", "ae_adv": "ae_adv", "ae_guided": "ae_guided"}
@@ -80,20 +70,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     if external is not None:
         scores.update(evaluate_external(params, inputs, external, device=device, log=log))
-    table = robustness_table(results)
-    test_sets = test_sets_table(scores, cfg.defences)
-    curves = robustness_curves(results)
-
-    write_csv(args.plots / "robustness.csv", table)
-    write_csv(args.plots / "curves.csv", curves)
-    for view in VIEWS:
-        write_csv(args.plots / f"curves_{view}.csv", wide_curves(curves, view))
-    write_csv(args.plots / "test_sets.csv", test_sets)
-    if external is not None:
-        save_figure(args.plots / "test_sets.png", figs.test_sets_figure(test_sets, cfg.eps))
-    write_csv(args.plots / "verdict.csv", pd.DataFrame([asdict(v) for v in verdicts(scores)]))
-    save_figure(args.plots / "robustness.png", figs.table_figure(table, cfg.eps))
-    save_figure(args.plots / "curves.png", figs.curves_figure(curves, cfg.eps))
+    tables = plot_tables(results, scores, cfg.defences)
+    for name, table in tables.items():
+        write_csv(args.plots / name, table)
+    for name, figure in figs.stage_figures(tables, cfg.eps).items():
+        save_figure(args.plots / name, figure)
     cli.write_metrics(args.metrics, scores, device)
 
 

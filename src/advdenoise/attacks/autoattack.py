@@ -45,23 +45,7 @@ def apgd(
     bit for bit, one model pass per step, the iterates on the model's device).
     """
     check_inputs(x, y, eps, batch_size)
-    if eps == 0 or len(x) == 0:
-        return x.copy()
-    attack = _DeviceAPGD(
-        classifier,
-        norm=np.inf,
-        eps=float(eps),
-        eps_step=float(2 * eps),
-        max_iter=int(steps),
-        targeted=False,
-        nb_random_init=int(restarts),
-        batch_size=int(batch_size),
-        loss_type="cross_entropy",
-        verbose=False,
-    )
-    with seeded(seed), input_gradients_only(classifier.model):
-        adv = attack.generate(x=x, y=np.eye(classifier.nb_classes, dtype=np.float32)[y])
-    return np.asarray(adv, dtype=np.float32)
+    return _run_apgd(_DeviceAPGD, np.inf, classifier, x, y, eps, steps, restarts, batch_size, seed)
 
 
 def apgd_l2(
@@ -82,13 +66,31 @@ def apgd_l2(
         raise ValueError(f"apgd_l2 takes float32 images N x C x H x W and N labels, got {x.shape}")
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
-    if radius == 0 or len(x) == 0:
+    return _run_apgd(
+        AutoProjectedGradientDescent, 2, classifier, x, y, radius, steps, restarts, batch_size, seed
+    )
+
+
+def _run_apgd(
+    attack_class: type[AutoProjectedGradientDescent],
+    norm: float,
+    classifier: PyTorchClassifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    steps: int,
+    restarts: int,
+    batch_size: int,
+    seed: int | None,
+) -> np.ndarray:
+    """APGD-CE, untargeted, first step 2 * eps (AutoAttack's), seeded; nothing to do at eps 0."""
+    if eps == 0 or len(x) == 0:
         return x.copy()
-    attack = AutoProjectedGradientDescent(
+    attack = attack_class(
         classifier,
-        norm=2,
-        eps=float(radius),
-        eps_step=float(2 * radius),
+        norm=norm,
+        eps=float(eps),
+        eps_step=float(2 * eps),
         max_iter=int(steps),
         targeted=False,
         nb_random_init=int(restarts),

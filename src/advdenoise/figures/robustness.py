@@ -112,3 +112,16 @@ def test_sets_figure(table: pd.DataFrame, eps: float) -> Figure:
     ax.legend(ncol=2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25))
     fig.tight_layout()
     return fig
+
+
+def stage_figures(tables: dict[str, pd.DataFrame], eps: float) -> dict[str, Figure]:
+    """The stage's PNGs by file name, from its plot tables (`plot_tables`); the test sets' bars
+    only where an external set ran."""
+    figures = {
+        "robustness.png": table_figure(tables["robustness.csv"], eps),
+        "curves.png": curves_figure(tables["curves.csv"], eps),
+    }
+    test_sets = tables["test_sets.csv"]
+    if (test_sets.set != "test").any():
+        figures["test_sets.png"] = test_sets_figure(test_sets, eps)
+    return figures

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,7 @@ from advdenoise.core.errors import PipelineError
 from advdenoise.core.params import RobustnessParams
 from advdenoise.evaluation.attack import MONOTONE_TOLERANCE
 from advdenoise.evaluation.robustness.evaluation import METHODS, THREATS, VIEWS, DefenceResult
+from advdenoise.evaluation.verdicts import verdicts
 
 CONVERGENCE_TOLERANCE = 0.01  # doubling PGD steps may move accuracy by at most one point
 
@@ -192,3 +193,18 @@ def test_sets_table(scores: dict[str, float | bool], defences: Sequence[str]) ->
                 if value is not None:
                     rows.append((f"{d} {test_set} {measure}", d, test_set, measure, float(value)))
     return pd.DataFrame(rows, columns=["bar", "defence", "set", "measure", "accuracy"])
+
+
+def plot_tables(
+    results: Sequence[DefenceResult], scores: dict[str, float | bool], defences: Sequence[str]
+) -> dict[str, pd.DataFrame]:
+    """The stage's plot data by file name: the table, the curves (long, and wide per view for
+    DVC), the test sets' bars and the verdicts."""
+    curves = robustness_curves(results)
+    return {
+        "robustness.csv": robustness_table(results),
+        "curves.csv": curves,
+        **{f"curves_{view}.csv": wide_curves(curves, view) for view in VIEWS},
+        "test_sets.csv": test_sets_table(scores, defences),
+        "verdict.csv": pd.DataFrame([asdict(v) for v in verdicts(scores)]),
+    }
