@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         results = evaluate_defences(
             cfg, inputs.autoencoders, inputs.cnn, x, y, oblivious, params.attack,
-            seed=params.seed, device=device, nb_classes=inputs.nb_classes, log=log,
+            seed=params.seed, device=device, nb_classes=inputs.nb_classes,
+            l2_radii=params.certify.radii, log=log,
         )  # fmt: skip
     scores = robustness_metrics(results, cfg)
     scores.update(

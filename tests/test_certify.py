@@ -65,7 +65,7 @@ def test_certification_sanity_and_attacks_stay_outside_the_certificates() -> Non
     assert c.certified_accuracy(0.0) <= c.majority_accuracy
     attacked = cert.attack_certificates(c, Linear(), x, params, nb_classes=2, seed=0, device="cpu")
     assert attacked["attack.images"] >= 3 and attacked["attack.violations"] == 0
-    scores = cert.certify_metrics([c], {("cnn", 0.25): attacked}, params, SIZE * SIZE)
+    scores = cert.certify_metrics([c], {("cnn", 0.25): attacked}, {}, params, SIZE * SIZE)
     assert scores["checks.all_passed"] is True
     assert scores["linf_equivalent.radius_0.5"] == 0.5 / SIZE
     accs = [scores[f"cnn.sigma_0.25.radius_{r:g}.certified_accuracy"] for r in params.radii]
@@ -99,25 +99,35 @@ def test_a_broken_certificate_is_flagged() -> None:
 
 def test_the_certified_lower_bound_meets_the_attack_upper_bound_and_a_violation_fires() -> None:
     """On Linear the certified radius approaches each image's distance to the boundary, and L2
-    PGD + EOT at radius r flips exactly the images closer than r: certified <= attacked at every
-    radius. A certificate claimed above what an attack broke (here: every radius doubled) fails."""
-    params = section("certify", sigmas=(0.25,), n0=32, n=400)
-    x, y, dist = _points(np.array([0.3, -0.2, 0.22, -0.35, 0.05, -0.12, 0.45, -0.6]))
+    PGD + EOT at radius r flips exactly the images closer than r (none of them within 0.05 of a
+    radius, so the majority vote of n = 400 copies is sure): certified <= attacked at every radius.
+    A certificate claimed above what the attack broke (here: every radius tripled) fails."""
+    params = section("certify", sigmas=(0.25,), n0=32, n=400, attack_samples=8)
+    x, y, dist = _points(np.array([0.3, -0.2, 0.4, -0.35, 0.05, -0.15, 0.7, -0.6]))
     c = cert.certify_model("cnn", Linear(), x, y, 0.25, params, nb_classes=2, seed=0, device="cpu")
-    radii = (0.1, 0.25, 0.5)
-    empirical = {}
-    for r in radii:
-        adv = attacks.eot_pgd_l2(
-            Linear(), x, y, np.full(len(x), r), 0.25, samples=8, steps=20, nb_classes=2,
-            device="cpu", batch_size=16, seed=0,
-        )  # fmt: skip
-        empirical[r] = float(np.mean(Linear()(torch.from_numpy(adv)).argmax(1).numpy() == y))
-    assert empirical == {r: float(np.mean(dist > r)) for r in radii}
-    certified = {r: c.certified_accuracy(r) for r in radii}
+    common = {"nb_classes": 2, "seed": 0, "device": "cpu"}
+    attacked = cert.attack_radii(c, Linear(), x, params, **common)
+    assert list(attacked) == list(params.radii) == [0.0, 0.1, 0.25, 0.5, 1.0]
+    assert {r: float(a.mean()) for r, a in attacked.items()} == {
+        r: float(np.mean(dist > r)) for r in params.radii
+    }
+    certified = {r: c.certified_accuracy(r) for r in params.radii}
+    empirical = {r: float(a.mean()) for r, a in attacked.items()}
     assert all(cert.bounds_meet(certified, empirical, len(x)).values())
-    inflated = cert.Certification("cnn", 0.25, c.y, c.prediction, 2 * c.radius, c.votes)
-    claimed = {r: inflated.certified_accuracy(r) for r in radii}
-    assert cert.bounds_meet(claimed, empirical, len(x)) == {0.1: True, 0.25: False, 0.5: False}
+    scores = cert.certify_metrics([c], {}, {("cnn", 0.25): attacked}, params, SIZE * SIZE)
+    assert scores["cnn.sigma_0.25.l2.radius_0.25.accuracy"] == 5 / 8
+    assert scores["checks.cnn.sigma_0.25.l2_certified_le_attacked"] is True
+    inflated = cert.Certification("cnn", 0.25, c.y, c.prediction, 3 * c.radius, c.votes)
+    claimed = {r: inflated.certified_accuracy(r) for r in params.radii}
+    assert cert.bounds_meet(claimed, empirical, len(x)) == {
+        0.0: True, 0.1: True, 0.25: False, 0.5: False, 1.0: False
+    }  # fmt: skip
+    scores = cert.certify_metrics([inflated], {}, {("cnn", 0.25): attacked}, params, SIZE * SIZE)
+    assert scores["checks.cnn.sigma_0.25.l2_certified_le_attacked"] is False
+    assert scores["checks.all_passed"] is False
+    table = cert.bounds_table([c], {("cnn", 0.25): attacked}, "cnn")
+    assert list(table.columns) == ["radius", "certified_sigma_0.25", "attacked_sigma_0.25"]
+    assert list(table["attacked_sigma_0.25"]) == list(empirical.values())
 
 
 def test_train_ae_gauss_and_certify_stages(tmp_path: Path) -> None:
@@ -149,6 +159,15 @@ def test_train_ae_gauss_and_certify_stages(tmp_path: Path) -> None:
             certified = scores[f"{key}.radius_0.certified_accuracy"]
             assert certified <= scores[f"{key}.smoothed_clean_accuracy"]
             assert scores[f"checks.{key}.non_increasing_in_radius"] is True
+            attacked = [
+                scores[f"{key}.l2.radius_{r:g}.accuracy"] for r in params["certify"]["radii"]
+            ]
+            assert attacked[0] == scores[f"{key}.smoothed_clean_accuracy"]
+            assert attacked == sorted(attacked, reverse=True)  # the cascade over radii
+            assert isinstance(scores[f"checks.{key}.l2_certified_le_attacked"], bool)
+        bounds = pd.read_csv(root / f"plots/certify/bounds_{model}.csv")
+        assert list(bounds.columns) == ["radius", "certified_sigma_0.12", "attacked_sigma_0.12",
+                                        "certified_sigma_0.25", "attacked_sigma_0.25"]  # fmt: skip
     assert scores["images"] == 8 and scores["chance"] == 0.5  # a class-stratified 4 + 4
     curves = pd.read_csv(root / "plots/certify/curves.csv")
     assert curves.columns[0] == "radius" and len(curves.columns) == 1 + 3 * 2

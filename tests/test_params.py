@@ -199,10 +199,14 @@ def test_dvc_yaml_plots_name_the_columns_params_make() -> None:
             ((name, spec),) = entry.items()
             plots[name] = next(iter(spec["y"].values()))
     defences = list(params.robustness.defences)
-    for view in ("oblivious", "adaptive", "worst"):
+    for view in ("oblivious", "adaptive", "worst", "l2"):
         assert plots[f"robustness_{view}"] == defences, view
     c = params.certify
     assert plots["certify_curves"] == [f"{m}_sigma_{s:g}" for m in c.models for s in c.sigmas]
+    bounds = [f"{side}_sigma_{s:g}" for s in c.sigmas for side in ("certified", "attacked")]
+    assert {k: v for k, v in plots.items() if k.startswith("certify_bounds_")} == {
+        f"certify_bounds_{m}": bounds for m in c.models
+    }
 
 
 @pytest.mark.parametrize(

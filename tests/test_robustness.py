@@ -387,6 +387,9 @@ def _result(**accuracies: dict[float, float]) -> DefenceResult:
 
     r = DefenceResult("x", 0.03, mask(0.9), pgd_2x_steps=mask(0.3), random_noise=0.85)
     r.apgd_more_restarts, r.square_subset, r.square = mask(1.0), mask(1.0), mask(0.9)
+    # 100 pixels: the L-inf balls of 0.01 and 0.03 lie inside the L2 balls of 0.1 and 0.3
+    r.pixels, r.l2_subset = 100, mask(1.0)
+    r.l2 = {0.0: mask(0.9), 0.1: mask(0.1), 0.2: mask(0.1), 0.3: mask(0.1)}
     for key, curve in accuracies.items():
         threat, method = key.split("_")
         r.correct[(threat, method)] = {e: mask(a) for e, a in curve.items()}
@@ -444,6 +447,8 @@ BREAKS = {  # check -> a change to the GOOD evaluation that breaks it and nothin
     "apgd_restarts_converged": lambda r: r.apgd_more_restarts.__setitem__([0, 1], False),
     "random_noise_floor": lambda r: setattr(r, "random_noise", 0.2),
     "gradient_not_masked": _square_breaks_ten_more,
+    # L2 within 0.3 leaves 2 images more than the L-inf attacks at 0.03 (inside it) do
+    "l2_le_linf_inside": lambda r: r.l2.__setitem__(0.3, np.arange(100) < 32),
 }
 
 
@@ -453,6 +458,9 @@ def test_every_check_passes_a_sound_evaluation_and_each_tolerates_one_image() ->
     assert good.worst("worst", 0.03) == 0.3  # nested masks: the worst case is the smallest
     within_one_image = _result(**{**GOOD, "adaptive_pgd": {0.01: 0.5, 0.03: 0.41}})
     assert checks(within_one_image, ROBUSTNESS)["adaptive.pgd_le_fgsm"]  # 0.41 vs FGSM 0.40
+    one_more = _result(**GOOD)
+    one_more.l2[0.3] = np.arange(100) < 31
+    assert checks(one_more, ROBUSTNESS)["l2_le_linf_inside"]
     good.apgd_more_restarts[0] = False  # one image: within robustness.restarts_tolerance
     assert ROBUSTNESS.restarts_tolerance == 1 and restart_breaks(good) == 1
     assert checks(good, ROBUSTNESS)["apgd_restarts_converged"]
@@ -583,6 +591,15 @@ def test_stages_end_to_end(tmp_path: Path) -> None:
     assert list(verdict.text) == [v.text for v in verdicts(scores)]
     for name in ("curves.csv", "curves_worst.csv", "robustness.png", "curves.png"):
         assert (plots / name).stat().st_size > 0
+    # L2 APGD at certify.radii on its subset: radius 0 is clean there, the curve falls
+    radii = section("certify").radii
+    l2 = pd.read_csv(plots / "curves_l2.csv")
+    assert list(l2.radius) == list(radii) and list(l2.columns[1:]) == list(table.defence)
+    assert scores["l2_images"] == min(section("robustness").l2_images, scores["test_images"])
+    for d in table.defence:
+        curve = [scores[f"{d}.l2.radius_{r:g}.accuracy"] for r in radii]
+        assert curve == list(l2[d]) and curve == sorted(curve, reverse=True)
+        assert isinstance(scores[f"checks.{d}.l2_le_linf_inside"], bool)
     # same params, same bytes, also with the (defence, eps) cells in two worker processes
     params = read_yaml((root / "params.yaml").read_text())
     params["robustness"]["workers"] = 2
@@ -663,6 +680,7 @@ def test_nothing_left_to_attack_is_no_error() -> None:
 
 
 LINEAR_EPS = 0.1
+LINEAR_L2 = 0.8  # = LINEAR_EPS * sqrt(64): the L-inf ball of LINEAR_EPS lies inside it
 
 
 def _linear_case() -> tuple[nn.Module, np.ndarray, np.ndarray]:
@@ -695,10 +713,10 @@ def _evaluate_linear(defence: nn.Module, pgd_steps: int, transfer: bool = True) 
     if not transfer:
         images = {m: np.stack([x] * len(grid.eps_grid)) for m in images}
     params = section("robustness", eps=LINEAR_EPS, eps_grid=(LINEAR_EPS,), apgd_steps=10,
-                     square_queries=300, detector_eps=LINEAR_EPS)  # fmt: skip
+                     square_queries=300, detector_eps=LINEAR_EPS, l2_images=0)  # fmt: skip
     return evaluate_defence(
         "linear", defence, model, x, y, AdversarialSets(grid.eps_grid, images), grid, params,
-        seed=0, device="cpu", nb_classes=2,
+        seed=0, device="cpu", nb_classes=2, l2_radii=(0.0, 0.4, LINEAR_L2),
     )  # fmt: skip
 
 
@@ -711,6 +729,9 @@ def test_on_a_linear_model_the_attacks_reach_the_closed_form_and_one_step_pgd_is
     assert r.clean_accuracy == 1.0
     for method in ("fgsm", "pgd", "apgd"):
         assert r.accuracy("adaptive", method, LINEAR_EPS) == 0.5, method
+    # L2: the smallest flip of image i is 8 d_i (test_l2_apgd_reaches_the_closed_form...)
+    assert r.l2_subset is not None and r.l2_subset.all()
+    assert [r.l2_accuracy(x) for x in (0.0, 0.4, LINEAR_L2)] == [1.0, 0.75, 0.5]
     assert r.square_accuracy() >= 0.5 and r.robust_accuracy() == 0.5
     assert all(checks(r, ROBUSTNESS).values())
     one_step = _evaluate_linear(nn.Identity(), pgd_steps=1)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         eot_pgd_l2,
         make_smoothed_classifier,
         smoothed_predict,
+        smoothed_votes,
     )
 
 # Loaded on first use (PEP 562), so that the registry (`specs`) imports without ART or torch.
@@ -54,7 +55,7 @@ _HOMES = {
         "advdenoise.attacks.gradient",
     ),
     **dict.fromkeys(
-        ("certify", "eot_pgd_l2", "make_smoothed_classifier", "smoothed_predict"),
+        ("certify", "eot_pgd_l2", "make_smoothed_classifier", "smoothed_predict", "smoothed_votes"),
         "advdenoise.attacks.smoothing",
     ),
 }
@@ -75,6 +76,7 @@ __all__ = [
     "pgd_checkpoints",
     "seeded",
     "smoothed_predict",
+    "smoothed_votes",
     "square",
 ]
 

@@ -112,6 +112,20 @@ def certify(
     return np.array(predictions), np.array(radii, dtype=np.float64), np.array(votes)
 
 
+def smoothed_votes(
+    smoothed: PyTorchRandomizedSmoothing,
+    x: np.ndarray,
+    n: int,
+    batch_size: int,
+    *,
+    seed: int | None = None,
+) -> np.ndarray:
+    """Class counts (N, K) of `n` noisy copies of each image: the Monte Carlo estimate of the
+    smoothed classifier, whose majority vote is its prediction without abstention."""
+    with seeded(seed), torch.no_grad():
+        return np.array([smoothed._prediction_counts(x_i, n=n, batch_size=batch_size) for x_i in x])  # noqa: SLF001
+
+
 def smoothed_predict(
     smoothed: PyTorchRandomizedSmoothing, x: np.ndarray, batch_size: int, *, seed: int | None = None
 ) -> np.ndarray:

@@ -109,10 +109,17 @@ class RobustnessParams:
     detector_lambda: float  # weight of the detector term (error over threshold) in its loss
     workers: int  # processes that evaluate (defence, eps) cells side by side; results do not change
     external_images: int  # seeded class-stratified subset of data.external attacked; 0 = all of it
+    l2_images: int  # L2 APGD's seeded subset of the evaluated images (at certify.radii); 0 = all
 
     def __post_init__(self) -> None:
         check_range("robustness.workers", self.workers, 1, 256)
         check_min("robustness.external_images", self.external_images, 0)
+        check(
+            self.l2_images == 0 or self.l2_images >= 10,
+            "robustness.l2_images",
+            "must be 0 (every evaluated image) or >= 10",
+            self.l2_images,
+        )
         check(
             self.max_images == 0 or self.max_images >= 20,
             "robustness.max_images",
@@ -164,6 +171,7 @@ class CertifyParams:
     batch_size: int  # noisy samples per forward pass
     attack_images: int  # certified images attacked (L2 PGD + EOT) to test the certificates
     attack_samples: int  # noise samples per gradient step of that attack (EOT)
+    l2_steps: int  # steps of the L2 PGD + EOT at every radius (the empirical bound); 0 = none
 
     def __post_init__(self) -> None:
         check(len(self.sigmas) >= 1, "certify.sigmas", "must not be empty", list(self.sigmas))
@@ -188,3 +196,4 @@ class CertifyParams:
         check_min("certify.batch_size", self.batch_size, 1)
         check_range("certify.attack_images", self.attack_images, 0, 1000)
         check_range("certify.attack_samples", self.attack_samples, 1, 1024)
+        check_range("certify.l2_steps", self.l2_steps, 0, 10_000)

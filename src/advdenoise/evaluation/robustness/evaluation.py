@@ -27,6 +27,7 @@ METHODS = {"oblivious": attack_specs.METHODS, "adaptive": attack_specs.WHITE_BOX
 VIEWS = (*THREATS, "worst")  # the worst case within each threat model, and over both
 SUBSET_STREAM = "robustness.subset"  # data.evaluation_subset stream of this stage
 SQUARE_STREAM = "robustness.square_subset"  # the same, of the standalone Square's images
+L2_STREAM = "robustness.l2_subset"  # the same, of the L2 APGD's images
 
 
 def sign_noise(x: np.ndarray, eps: float, seed: int) -> np.ndarray:
@@ -66,6 +67,11 @@ class DefenceResult:
     square_subset: np.ndarray | None = None  # bool per image: the standalone Square's images
     square: np.ndarray | None = None  # bool per image: correct under Square (False off the subset)
     random_noise: float = float("nan")
+    l2_subset: np.ndarray | None = None  # bool per image: the L2 APGD's images
+    # radius -> bool per image: correct under L2 APGD within every radius up to it (off the subset
+    # False); radius 0 is the clean prediction
+    l2: dict[float, np.ndarray] = field(default_factory=dict)
+    pixels: int = 0  # per image: the L-inf ball of eps lies in the L2 ball of eps * sqrt(pixels)
 
     @property
     def n_images(self) -> int:
@@ -119,6 +125,17 @@ class DefenceResult:
         subset, _ = self.square_outcome()
         return float(self.survivors("worst", self.headline)[subset].mean())
 
+    def l2_accuracy(self, radius: float) -> float:
+        """Accuracy under L2 APGD within `radius` on its subset (clean errors count as errors)."""
+        if self.l2_subset is None:
+            raise PipelineError(f"{self.name}: the L2 APGD did not run")
+        return float(self.l2[radius][self.l2_subset].mean())
+
+    def linf_inside_l2(self, radius: float) -> list[float]:
+        """The eps whose L-inf ball lies inside the L2 ball of `radius` (eps * sqrt(pixels) <= r):
+        whatever the L-inf attacks break there, an L2 attack within `radius` may break too."""
+        return [e for e in self.eps_values if e * np.sqrt(self.pixels) <= radius + 1e-12]
+
     def robust_accuracy(self) -> float:
         """AutoAttack's robust accuracy on the Square subset: an image counts only if it survives
         every attack at the headline, gradient-based and gradient-free."""
@@ -140,13 +157,15 @@ def evaluate_defence(
     device: torch.device | str,
     nb_classes: int,
     eps_values: Sequence[float] | None = None,
+    l2_radii: Sequence[float] = (),
 ) -> DefenceResult:
     """Every attack of METHODS on `Sequential(defence, cnn)` at every eps of params.eps_grid (or
     of `eps_values`: a cell of `evaluate_in_processes`; `merge_results` joins them).
 
     For `none` the oblivious and adaptive FGSM/PGD coincide, so those reuse the attack stage's sets
     (same params and ART code). At the headline PGD runs on to 2x steps and APGD restarts more
-    (the checks that they converged), and the standalone Square attacks its subset.
+    (the checks that they converged), the standalone Square attacks its subset and L2 APGD its
+    own at every radius of `l2_radii` (certify.radii: the certified threat model).
     """
     eps_values = params.eps_grid if eps_values is None else eps_values
     model = defended_classifier(defence, cnn)
@@ -161,6 +180,7 @@ def evaluate_defence(
     everyone = np.arange(len(y))
     clean = correct(x, everyone)
     result = DefenceResult(name, headline, clean, float(np.bincount(y).max() / len(y)))
+    result.pixels = int(x[0].size)
     classifier = attacks.make_art_classifier(model, x.shape[1:], nb_classes, device)
     rows = np.flatnonzero(clean)  # attacks need only the images classified correctly
     xa, ya = x[rows], y[rows]
@@ -194,6 +214,7 @@ def evaluate_defence(
     if headline in eps_values:
         cell = (name, eps_key(headline))
         _headline_extras(result, classifier, x, y, params, bs, correct, seed, cell)
+        _l2_attacks(result, classifier, x, y, l2_radii, params, bs, correct, seed)
     noisy = sign_noise(x, headline, seed)
     check_perturbation(x, noisy, headline, f"{name}: random sign noise")
     result.random_noise = float(correct(noisy, everyone).mean())
@@ -239,6 +260,36 @@ def _headline_extras(
     )
 
 
+def _l2_attacks(
+    result: DefenceResult,
+    classifier: attacks.PyTorchClassifier,
+    x: np.ndarray,
+    y: np.ndarray,
+    radii: Sequence[float],
+    params: RobustnessParams,
+    batch_size: int,
+    correct: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    seed: int,
+) -> None:
+    """L2 APGD-CE end to end at each radius, smallest first, on the images of its seeded subset
+    still correct: an image broken within a smaller ball is broken within every larger one (the
+    cascade AutoAttack runs over attacks, here over radii)."""
+    subset = np.zeros(len(y), dtype=bool)
+    subset[evaluation_subset(y, params.l2_images, seed, L2_STREAM)] = True
+    result.l2_subset = subset
+    alive = subset & result.clean
+    for r in sorted(radii):
+        if r > 0:
+            attack = partial(
+                attacks.apgd_l2, classifier, radius=r, steps=params.apgd_steps,
+                restarts=params.apgd_restarts, batch_size=batch_size,
+                seed=named_seed(seed, "robustness.apgd_l2", result.name, eps_key(r)),
+            )  # fmt: skip
+            what = f"{result.name}: apgd_l2 radius={r:g}"
+            alive = _correct_after(attack, x, y, np.flatnonzero(alive), r, what, correct, norm=2)
+        result.l2[float(r)] = alive
+
+
 def _correct_after(
     attack: Callable[[np.ndarray, np.ndarray], np.ndarray],
     x: np.ndarray,
@@ -247,13 +298,14 @@ def _correct_after(
     eps: float,
     what: str,
     correct: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    norm: float = np.inf,
 ) -> np.ndarray:
     """Per image, whether it is still classified correctly after `attack` on x[rows] (its output
-    bound-checked at eps); False off `rows`, and everywhere when `rows` is empty."""
+    bound-checked at eps in `norm`); False off `rows`, and everywhere when `rows` is empty."""
     if len(rows) == 0:
         return np.zeros(len(y), dtype=bool)
     adv = attack(x[rows], y[rows])
-    check_perturbation(x[rows], adv, eps, what)
+    check_perturbation(x[rows], adv, eps, what, norm)
     return correct(adv, rows)
 
 
@@ -269,6 +321,7 @@ def evaluate_defences(
     seed: int,
     device: torch.device | str,
     nb_classes: int,
+    l2_radii: Sequence[float] = (),
     log: Callable[[str], None] = lambda _msg: None,
 ) -> list[DefenceResult]:
     """`evaluate_defence` for every defence of params.defences (times to `log`)."""
@@ -289,6 +342,7 @@ def evaluate_defences(
                 seed=seed,
                 device=device,
                 nb_classes=nb_classes,
+                l2_radii=l2_radii,
             )  # fmt: skip
         )
         log(f"{name}: {time.perf_counter() - start:.1f} s")
@@ -299,13 +353,14 @@ def merge_results(parts: Sequence[DefenceResult]) -> DefenceResult:
     """One defence's result from its evaluations at disjoint eps, in the order of the eps grid."""
     first = parts[0]
     merged = DefenceResult(first.name, first.headline, first.clean, first.chance)
-    merged.random_noise = first.random_noise
+    merged.random_noise, merged.pixels = first.random_noise, first.pixels
     for part in parts:
         if part.name != first.name or not np.array_equal(part.clean, first.clean):
             raise PipelineError(f"cannot merge results of {part.name} into {first.name}")
         for cell, by_eps in part.correct.items():
             merged.correct.setdefault(cell, {}).update(by_eps)
-        for extra in ("pgd_2x_steps", "apgd_more_restarts", "square_subset", "square"):
+        for extra in ("pgd_2x_steps", "apgd_more_restarts", "square_subset", "square", "l2_subset"):
             if getattr(part, extra) is not None:
                 setattr(merged, extra, getattr(part, extra))
+        merged.l2.update(part.l2)
     return merged

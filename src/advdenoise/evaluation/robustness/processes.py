@@ -88,6 +88,7 @@ def _evaluate_cell(name: str, eps: float) -> tuple[DefenceResult, float]:
         name, build_defence(name, params.robustness, inputs.autoencoders), inputs.cnn, inputs.x,
         inputs.y, inputs.oblivious, params.attack, params.robustness, seed=params.seed,
         device=_WORKER["device"], nb_classes=inputs.nb_classes, eps_values=(eps,),
+        l2_radii=params.certify.radii,
     )  # fmt: skip
     return result, time.perf_counter() - start
 

@@ -25,6 +25,9 @@ def checks(result: DefenceResult, params: RobustnessParams) -> dict[str, bool]:
     Orderings ("a <= b") tolerate one image, as the attack stage's checks do (a random start can
     flip a single borderline image); convergence allows CONVERGENCE_TOLERANCE, APGD's extra
     restarts robustness.restarts_tolerance images; gradient masking is `masking_test`'s verdict.
+    `l2_le_linf_inside`: L2 APGD within r leaves at most the accuracy of the L-inf attacks at
+    every eps whose ball lies inside it (eps * sqrt(pixels) <= r), on L2's images: else the L2
+    attack is weaker than the L-inf ones on a threat it contains.
     """
     tol = MONOTONE_TOLERANCE / max(result.n_images, 1) + 1e-12
     eps_values, h = result.eps_values, result.headline
@@ -47,6 +50,14 @@ def checks(result: DefenceResult, params: RobustnessParams) -> dict[str, bool]:
         acc("adaptive", m, h) for m in attack_specs.WHITE_BOX
     )
     out["adaptive_le_oblivious"] = pgd_h <= acc("oblivious", "pgd", h) + tol
+    if result.l2_subset is not None:
+        subset = result.l2_subset
+        one = MONOTONE_TOLERANCE / max(int(subset.sum()), 1) + 1e-12
+        out["l2_le_linf_inside"] = all(
+            result.l2_accuracy(r) <= float(result.survivors("worst", e)[subset].mean()) + one
+            for r in result.l2
+            for e in result.linf_inside_l2(r)
+        )
     out["gradient_not_masked"] = masking_test(result).p_value >= params.masking_alpha
     return out
 
@@ -98,7 +109,8 @@ def robustness_metrics(
     Keys at the headline: `<d>.clean_accuracy`, `<d>.<threat>.<method>.accuracy`,
     `<d>.<view>.worst.accuracy` / `<d>.worst.accuracy` (gradient-based attacks), the standalone
     Square's `<d>.square.*` and `<d>.robust_accuracy` (every attack, on Square's images); per
-    eps: `<d>.eps_<e>.<...>.accuracy`.
+    eps: `<d>.eps_<e>.<...>.accuracy`; per L2 radius `<d>.l2.radius_<r>.accuracy` (L2 APGD on
+    its images, radius 0: clean).
     """
     out: dict[str, float | bool] = {}
     if results:
@@ -107,6 +119,8 @@ def robustness_metrics(
         out["chance"] = results[0].chance
         subset = results[0].square_subset
         out["square_images"] = int(subset.sum()) if subset is not None else 0
+        l2 = results[0].l2_subset
+        out["l2_images"] = int(l2.sum()) if l2 is not None else 0
     for r in results:
         out[f"{r.name}.clean_accuracy"] = r.clean_accuracy
         for e in r.eps_values:
@@ -130,6 +144,8 @@ def robustness_metrics(
         out[f"{r.name}.square.masking_p_value"] = masking.p_value
         out[f"{r.name}.robust_accuracy"] = r.robust_accuracy()
         out[f"{r.name}.random_noise.accuracy"] = r.random_noise
+        for radius in sorted(r.l2):
+            out[f"{r.name}.l2.radius_{radius:g}.accuracy"] = r.l2_accuracy(radius)
         for check, passed in checks(r, params).items():
             out[f"checks.{r.name}.{check}"] = bool(passed)
     out["checks.all_passed"] = all(v for k, v in out.items() if k.startswith("checks."))
@@ -178,6 +194,14 @@ def wide_curves(curves: pd.DataFrame, threat: str, method: str = "worst") -> pd.
     return wide[list(part.defence.drop_duplicates())].reset_index()
 
 
+def l2_curves(results: Sequence[DefenceResult]) -> pd.DataFrame:
+    """radius + one column per defence: accuracy under L2 APGD on its images (a DVC linear plot;
+    radius 0 is the clean accuracy there)."""
+    radii = sorted(results[0].l2) if results else []
+    columns = {"radius": radii, **{r.name: [r.l2_accuracy(x) for x in radii] for r in results}}
+    return pd.DataFrame(columns)
+
+
 TEST_SETS = (("test", ""), ("external", "external."))  # (name, metrics key prefix)
 MEASURES = (("clean", "clean_accuracy"), ("robust", "robust_accuracy"))
 
@@ -199,12 +223,13 @@ def plot_tables(
     results: Sequence[DefenceResult], scores: dict[str, float | bool], defences: Sequence[str]
 ) -> dict[str, pd.DataFrame]:
     """The stage's plot data by file name: the table, the curves (long, and wide per view for
-    DVC), the test sets' bars and the verdicts."""
+    DVC; L2 over radius), the test sets' bars and the verdicts."""
     curves = robustness_curves(results)
     return {
         "robustness.csv": robustness_table(results),
         "curves.csv": curves,
         **{f"curves_{view}.csv": wide_curves(curves, view) for view in VIEWS},
+        "curves_l2.csv": l2_curves(results),
         "test_sets.csv": test_sets_table(scores, defences),
         "verdict.csv": pd.DataFrame([asdict(v) for v in verdicts(scores)]),
     }
