@@ -29,15 +29,9 @@ from advdenoise.models.files import MODEL_FILE, load_autoencoder, load_classifie
 @entrypoint
 def main(argv: Sequence[str] | None = None) -> None:
     args = cli.parse_paths(
-        __doc__,
-        argv,
-        "--data",
-        "--classifier",
-        "--autoencoder",
-        "--ae-gauss",
-        "--metrics",
+        __doc__, argv, "--data", "--classifier", "--autoencoder", "--ae-gauss", "--metrics",
         "--plots",
-    )
+    )  # fmt: skip
     params, device = cli.start(args)
     cfg = params.certify
     splits = load_splits(args.data)
@@ -76,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.plots / "certified_accuracy.png", figs.certified_accuracy_figure(curves, pixels)
     )
     if empirical:
-        bounds = {m: cert.bounds_table(results, empirical, m) for m in cfg.models}
+        bounds = {m: cert.bounds_table(empirical, m) for m in cfg.models}
         for model, table in bounds.items():
             write_csv(args.plots / f"bounds_{model}.csv", table)
         save_figure(args.plots / "bounds.png", figs.bounds_figure(bounds))

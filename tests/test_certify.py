@@ -102,32 +102,39 @@ def test_the_certified_lower_bound_meets_the_attack_upper_bound_and_a_violation_
     PGD + EOT at radius r flips exactly the images closer than r (none of them within 0.05 of a
     radius, so the majority vote of n = 400 copies is sure): certified <= attacked at every radius.
     A certificate claimed above what the attack broke (here: every radius tripled) fails."""
-    params = section("certify", sigmas=(0.25,), n0=32, n=400, attack_samples=8)
+    params = section("certify", sigmas=(0.25,), n0=32, n=400, attack_samples=8, l2_images=0)
     x, y, dist = _points(np.array([0.3, -0.2, 0.4, -0.35, 0.05, -0.15, 0.7, -0.6]))
     c = cert.certify_model("cnn", Linear(), x, y, 0.25, params, nb_classes=2, seed=0, device="cpu")
-    common = {"nb_classes": 2, "seed": 0, "device": "cpu"}
-    attacked = cert.attack_radii(c, Linear(), x, params, **common)
-    assert list(attacked) == list(params.radii) == [0.0, 0.1, 0.25, 0.5, 1.0]
-    assert {r: float(a.mean()) for r, a in attacked.items()} == {
-        r: float(np.mean(dist > r)) for r in params.radii
-    }
-    certified = {r: c.certified_accuracy(r) for r in params.radii}
-    empirical = {r: float(a.mean()) for r, a in attacked.items()}
-    assert all(cert.bounds_meet(certified, empirical, len(x)).values())
-    scores = cert.certify_metrics([c], {}, {("cnn", 0.25): attacked}, params, SIZE * SIZE)
+    l2 = cert.attack_radii(c, Linear(), x, params, nb_classes=2, seed=0, device="cpu")
+    assert list(l2.correct) == list(params.radii) == [0.0, 0.1, 0.25, 0.5, 1.0]
+    assert l2.accuracy() == {r: float(np.mean(dist > r)) for r in params.radii}
+    assert l2.certified() == {r: c.certified_accuracy(r) for r in params.radii}
+    assert all(cert.bounds_meet(l2.certified(), l2.accuracy(), len(x)).values())
+    scores = cert.certify_metrics([c], {}, {("cnn", 0.25): l2}, params, SIZE * SIZE)
     assert scores["cnn.sigma_0.25.l2.radius_0.25.accuracy"] == 5 / 8
     assert scores["checks.cnn.sigma_0.25.l2_certified_le_attacked"] is True
     inflated = cert.Certification("cnn", 0.25, c.y, c.prediction, 3 * c.radius, c.votes)
     claimed = {r: inflated.certified_accuracy(r) for r in params.radii}
-    assert cert.bounds_meet(claimed, empirical, len(x)) == {
+    assert cert.bounds_meet(claimed, l2.accuracy(), len(x)) == {
         0.0: True, 0.1: True, 0.25: False, 0.5: False, 1.0: False
     }  # fmt: skip
-    scores = cert.certify_metrics([inflated], {}, {("cnn", 0.25): attacked}, params, SIZE * SIZE)
+    lying = cert.AttackedRadii(inflated, l2.correct)
+    scores = cert.certify_metrics([inflated], {}, {("cnn", 0.25): lying}, params, SIZE * SIZE)
     assert scores["checks.cnn.sigma_0.25.l2_certified_le_attacked"] is False
     assert scores["checks.all_passed"] is False
-    table = cert.bounds_table([c], {("cnn", 0.25): attacked}, "cnn")
+    table = cert.bounds_table({("cnn", 0.25): l2}, "cnn")
     assert list(table.columns) == ["radius", "certified_sigma_0.25", "attacked_sigma_0.25"]
-    assert list(table["attacked_sigma_0.25"]) == list(empirical.values())
+    assert list(table["attacked_sigma_0.25"]) == list(l2.accuracy().values())
+
+
+def test_the_attack_at_every_radius_takes_its_stratified_subset() -> None:
+    params = section("certify", sigmas=(0.25,), n0=16, n=64, attack_samples=2, l2_steps=1,
+                     l2_images=4)  # fmt: skip
+    x, y, _ = _points(np.array([0.3, -0.2, 0.4, -0.35, 0.05, -0.15, 0.7, -0.6]))
+    c = cert.certify_model("cnn", Linear(), x, y, 0.25, params, nb_classes=2, seed=0, device="cpu")
+    l2 = cert.attack_radii(c, Linear(), x, params, nb_classes=2, seed=0, device="cpu")
+    assert len(l2.cert.y) == 4 and np.bincount(l2.cert.y).tolist() == [2, 2]
+    assert all(len(ok) == 4 for ok in l2.correct.values())
 
 
 def test_train_ae_gauss_and_certify_stages(tmp_path: Path) -> None:
@@ -135,7 +142,7 @@ def test_train_ae_gauss_and_certify_stages(tmp_path: Path) -> None:
     params = read_yaml((root / "params.yaml").read_text())
     params["train_ae_gauss"].update(epochs=1)
     params["certify"].update(sigmas=[0.12, 0.25], n0=8, n=40, max_images=8, attack_images=2,
-                             attack_samples=4)  # fmt: skip
+                             attack_samples=4, l2_images=0)  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     common = ["--params", str(root / "params.yaml"), "--data", str(root / "data/prepare"),
               "--classifier", str(root / "data/train_cnn")]  # fmt: skip
@@ -164,6 +171,7 @@ def test_train_ae_gauss_and_certify_stages(tmp_path: Path) -> None:
             ]
             assert attacked[0] == scores[f"{key}.smoothed_clean_accuracy"]
             assert attacked == sorted(attacked, reverse=True)  # the cascade over radii
+            assert attacked[0] == scores[f"{key}.smoothed_clean_accuracy"]  # l2_images 0: all
             assert isinstance(scores[f"checks.{key}.l2_certified_le_attacked"], bool)
         bounds = pd.read_csv(root / f"plots/certify/bounds_{model}.csv")
         assert list(bounds.columns) == ["radius", "certified_sigma_0.12", "attacked_sigma_0.12",

@@ -172,6 +172,7 @@ class CertifyParams:
     attack_images: int  # certified images attacked (L2 PGD + EOT) to test the certificates
     attack_samples: int  # noise samples per gradient step of that attack (EOT)
     l2_steps: int  # steps of the L2 PGD + EOT at every radius (the empirical bound); 0 = none
+    l2_images: int  # its seeded class-stratified subset of the certified images; 0 = all of them
 
     def __post_init__(self) -> None:
         check(len(self.sigmas) >= 1, "certify.sigmas", "must not be empty", list(self.sigmas))
@@ -197,3 +198,9 @@ class CertifyParams:
         check_range("certify.attack_images", self.attack_images, 0, 1000)
         check_range("certify.attack_samples", self.attack_samples, 1, 1024)
         check_range("certify.l2_steps", self.l2_steps, 0, 10_000)
+        check(
+            self.l2_images == 0 or self.l2_images >= 2,
+            "certify.l2_images",
+            "must be 0 (every certified image) or >= 2",
+            self.l2_images,
+        )

@@ -25,8 +25,10 @@ from advdenoise import attacks
 from advdenoise.attacks.sets import check_perturbation
 from advdenoise.core.params import CertifyParams
 from advdenoise.core.seeding import eps_key, named_seed
+from advdenoise.data.splits import evaluation_subset
 
 SUBSET_STREAM = "certify.subset"  # data.evaluation_subset stream of this stage
+L2_STREAM = "certify.l2_subset"  # the same, of the images attacked at every radius
 CURVE_POINTS = 41  # radii of the certified-accuracy curve, 0 .. max(certify.radii)
 
 
@@ -40,6 +42,13 @@ class Certification:
     prediction: np.ndarray  # class, or -1 (abstain)
     radius: np.ndarray  # certified L2 radius, 0 where abstained
     votes: np.ndarray  # (N, K) class counts of the n estimation samples
+
+    def take(self, rows: np.ndarray) -> Certification:
+        """The certification of the images `rows` only."""
+        return Certification(
+            self.model, self.sigma, self.y[rows], self.prediction[rows], self.radius[rows],
+            self.votes[rows],
+        )  # fmt: skip
 
     def certified_accuracy(self, r: float) -> float:
         return float(np.mean((self.prediction == self.y) & (self.radius >= r)))
@@ -124,6 +133,21 @@ def attack_certificates(
     return out
 
 
+@dataclass(frozen=True)
+class AttackedRadii:
+    """`attack_radii`'s outcome on its images: their certification and, per radius, whether the
+    smoothed classifier is still right there after the attack."""
+
+    cert: Certification
+    correct: dict[float, np.ndarray]
+
+    def accuracy(self) -> dict[float, float]:
+        return {r: float(ok.mean()) for r, ok in self.correct.items()}
+
+    def certified(self) -> dict[float, float]:
+        return {r: self.cert.certified_accuracy(r) for r in self.correct}
+
+
 def attack_radii(
     cert: Certification,
     model: nn.Module,
@@ -133,40 +157,42 @@ def attack_radii(
     nb_classes: int,
     seed: int,
     device: torch.device | str,
-) -> dict[float, np.ndarray]:
-    """Per radius of certify.radii, per image: is the smoothed classifier still right after an L2
-    attack within r? The empirical side of the certificate: an upper bound of the accuracy that
-    certified accuracy lower-bounds.
+) -> AttackedRadii:
+    """Is the smoothed classifier still right after an L2 attack within each radius of
+    certify.radii? The empirical side of the certificate: an upper bound of the accuracy that
+    certified accuracy lower-bounds, on a seeded class-stratified subset (certify.l2_images).
 
     L2 PGD + EOT (`attack_samples` noise draws per step, `l2_steps` steps) on the smoothed soft
     classifier, smallest radius first, on the images it still gets right (one broken within a
     smaller ball is broken within every larger one); right = the majority vote of n noisy copies
     (the estimate of the smoothed classifier without abstention; radius 0: CERTIFY's votes).
     """
+    rows = evaluation_subset(cert.y, params.l2_images, seed, L2_STREAM)
+    cert, x = cert.take(rows), x[rows]
     alive = cert.votes.argmax(1) == cert.y
     smoothed = attacks.make_smoothed_classifier(
         model, x.shape[1:], nb_classes, device, sigma=cert.sigma, n0=params.n0, alpha=params.alpha
     )
-    out = {}
+    correct = {}
     for r in params.radii:
-        rows = np.flatnonzero(alive)
-        if r > 0 and len(rows):
+        left = np.flatnonzero(alive)
+        if r > 0 and len(left):
             cell = (cert.model, eps_key(cert.sigma), eps_key(r))
             adv = attacks.eot_pgd_l2(
-                model, x[rows], cert.y[rows], np.full(len(rows), r), cert.sigma,
+                model, x[left], cert.y[left], np.full(len(left), r), cert.sigma,
                 samples=params.attack_samples, steps=params.l2_steps, nb_classes=nb_classes,
                 device=device, batch_size=params.batch_size,
                 seed=named_seed(seed, "certify.l2", *cell),
             )  # fmt: skip
-            check_perturbation(x[rows], adv, r, f"certify: {cert.model} radius={r:g}", norm=2)
+            check_perturbation(x[left], adv, r, f"certify: {cert.model} radius={r:g}", norm=2)
             votes = attacks.smoothed_votes(
                 smoothed, adv, params.n, params.batch_size,
                 seed=named_seed(seed, "certify.l2_votes", *cell),
             )  # fmt: skip
             alive = alive.copy()
-            alive[rows] = votes.argmax(1) == cert.y[rows]
-        out[float(r)] = alive
-    return out
+            alive[left] = votes.argmax(1) == cert.y[left]
+        correct[float(r)] = alive
+    return AttackedRadii(cert, correct)
 
 
 def checks(cert: Certification, radii: Sequence[float]) -> dict[str, bool]:
@@ -194,13 +220,14 @@ def bounds_meet(
 def certify_metrics(
     results: Sequence[Certification],
     attacked: Mapping[tuple[str, float], Mapping[str, float]],
-    empirical: Mapping[tuple[str, float], Mapping[float, np.ndarray]],
+    empirical: Mapping[tuple[str, float], AttackedRadii],
     params: CertifyParams,
     pixels: int,
 ) -> dict[str, float | bool]:
     """Flat metrics: `<model>.sigma_<s>.radius_<r>.certified_accuracy`, abstention, mean radius,
-    the smoothed clean accuracy, the attack checks, `<model>.sigma_<s>.l2.radius_<r>.accuracy`
-    (under `attack_radii`) and `linf_equivalent.radius_<r>` = r / sqrt(d)."""
+    the smoothed clean accuracy, the attack checks, `linf_equivalent.radius_<r>` = r / sqrt(d)
+    and on `attack_radii`'s images `<model>.sigma_<s>.l2.radius_<r>.{accuracy,
+    certified_accuracy}` (attacked, certified) and `l2_images`."""
     out: dict[str, float | bool] = {}
     if results:
         y = results[0].y
@@ -218,33 +245,28 @@ def certify_metrics(
         for name, ok in checks(c, params.radii).items():
             out[f"checks.{key}.{name}"] = ok
         out[f"checks.{key}.no_violation"] = out.get(f"{key}.attack.violations", 0.0) == 0.0
-        under_attack = {
-            r: float(a.mean()) for r, a in empirical.get((c.model, c.sigma), {}).items()
-        }
-        for r, acc in under_attack.items():
-            out[f"{key}.l2.radius_{r:g}.accuracy"] = acc
-        if under_attack:
-            certified = {r: c.certified_accuracy(r) for r in under_attack}
-            met = bounds_meet(certified, under_attack, len(c.y))
+        l2 = empirical.get((c.model, c.sigma))
+        if l2 is not None:
+            out["l2_images"] = float(len(l2.cert.y))
+            upper, lower = l2.accuracy(), l2.certified()
+            for r in upper:
+                out[f"{key}.l2.radius_{r:g}.accuracy"] = upper[r]
+                out[f"{key}.l2.radius_{r:g}.certified_accuracy"] = lower[r]
+            met = bounds_meet(lower, upper, len(l2.cert.y))
             out[f"checks.{key}.l2_certified_le_attacked"] = all(met.values())
     out["checks.all_passed"] = all(v for k, v in out.items() if k.startswith("checks."))
     return out
 
 
-def bounds_table(
-    results: Sequence[Certification],
-    empirical: Mapping[tuple[str, float], Mapping[float, np.ndarray]],
-    model: str,
-) -> pd.DataFrame:
+def bounds_table(empirical: Mapping[tuple[str, float], AttackedRadii], model: str) -> pd.DataFrame:
     """radius + per sigma of `model` its certified accuracy (a lower bound) and its accuracy under
-    `attack_radii` (an upper bound) at certify.radii: a DVC linear plot."""
+    `attack_radii` (an upper bound) at certify.radii, on the attacked images: a DVC linear plot."""
     table: dict[str, list[float]] = {}
-    for c in results:
-        if c.model == model:
-            attacked = empirical[(c.model, c.sigma)]
-            table["radius"] = list(attacked)
-            table[f"certified_sigma_{c.sigma:g}"] = [c.certified_accuracy(r) for r in attacked]
-            table[f"attacked_sigma_{c.sigma:g}"] = [float(ok.mean()) for ok in attacked.values()]
+    for (name, sigma), l2 in empirical.items():
+        if name == model:
+            table["radius"] = list(l2.correct)
+            table[f"certified_sigma_{sigma:g}"] = list(l2.certified().values())
+            table[f"attacked_sigma_{sigma:g}"] = list(l2.accuracy().values())
     return pd.DataFrame(table)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from advdenoise.report.conclusions import conclusions
 from advdenoise.report.document import Image, Section
 from advdenoise.report.inputs import STAGES, Inputs, load_inputs
+from advdenoise.report.l2 import l2_section
 from advdenoise.report.paper import (
     attacks_section,
     clean_models,
@@ -62,6 +63,7 @@ def build_report(inputs: Inputs, headline: Path | None = None) -> list[Section]:
         robustness_section(inputs),
         external_section(inputs),
         certify_section(inputs),
+        l2_section(inputs),
     ]
     sections = [s for s in found if s is not None]
     shown = [b.path for s in sections for b in s.blocks if isinstance(b, Image)]

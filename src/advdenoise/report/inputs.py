@@ -87,6 +87,9 @@ CAPTIONS: dict[str, dict[str, str]] = {
     "certify": {
         "certified_accuracy.png": "Certified accuracy vs L2 radius by randomized smoothing, per "
         "model and noise level sigma (top axis: the L-inf radius the L2 ball contains).",
+        "bounds.png": "Per smoothed model and sigma: certified accuracy (solid, a lower bound) "
+        "and accuracy under L2 PGD + EOT (dashed, an upper bound) vs L2 radius; the smoothed "
+        "classifier's true robust accuracy lies in the shaded gap.",
     },
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from advdenoise.core.params import Params
 from advdenoise.report.document import Block, Paragraph, Section, Table, pct, pivot
 from advdenoise.report.inputs import Inputs, Metrics, dataset_name, not_run
+from advdenoise.report.l2 import l2_section
 from advdenoise.report.robustness import with_clean, worst_case_tables
 from advdenoise.report.summary import verdict_table
 
@@ -50,7 +51,7 @@ def denoise_table(p: Params, m: Metrics) -> list[Block]:
 
 def certify_tables(p: Params, m: Metrics) -> list[Block]:
     rows = tuple(f"{model}.sigma_{s:g}" for model in p.certify.models for s in p.certify.sigmas)
-    tables = pivot(m, "radius", rows)
+    tables = pivot({k: v for k, v in m.items() if ".l2." not in k}, "radius", rows)
     if "certified_accuracy" not in tables:
         return []
     return [Paragraph(
@@ -76,4 +77,5 @@ def results_sections(inputs: Inputs) -> list[Section]:
     ):
         m = inputs.metrics[stage]
         sections.append(Section(title, [not_run(stage)] if m is None else build(p, m)))
-    return sections
+    l2 = l2_section(inputs, figure=False)
+    return sections + ([l2] if l2 else [])

@@ -20,6 +20,7 @@ from advdenoise.report.document import (
     pivot,
 )
 from advdenoise.report.inputs import Inputs, Metrics, not_run, stage_results
+from advdenoise.report.l2 import BOUNDS_PNG
 from advdenoise.report.rules import defence_verdicts
 
 
@@ -282,7 +283,7 @@ def certify_section(inputs: Inputs) -> Section:
             )
         )
         sec.blocks.append(metrics_dump("metrics/certify.json", m))
-    sec.blocks += inputs.figures["certify"]
+    sec.blocks += [f for f in inputs.figures["certify"] if f.path.name != BOUNDS_PNG]
     sec.blocks.append(Paragraph("**Gaussian denoiser** (metrics/train_ae_gauss.json)"))
     sec.blocks += stage_results(inputs, "train_ae_gauss")
     return sec

@@ -1,0 +1,81 @@
+"""The section where proofs and attacks meet on one threat model: L2 at certify.radii."""
+
+from __future__ import annotations
+
+import math
+
+from advdenoise.evaluation.verdicts import defences_in
+from advdenoise.report.document import Paragraph, Section, Table, pct
+from advdenoise.report.inputs import Inputs, Metrics
+
+BOUNDS_PNG = "bounds.png"  # the certify stage's figure of this section
+
+
+def _share(m: Metrics, key: str) -> str:
+    value = m.get(key)
+    return "-" if value is None else pct(float(value))
+
+
+def l2_section(inputs: Inputs, figure: bool = True) -> Section | None:
+    """Certified (lower bound) beside attacked (upper bound) accuracy of each smoothed model, and
+    L2 APGD through every defence (with the certify stage's `figure`); None when neither stage
+    wrote L2 figures."""
+    cert, rob = inputs.metrics["certify"] or {}, inputs.metrics["robustness"] or {}
+    if not any(".l2.radius_" in k for k in (*cert, *rob)):
+        return None
+    p = inputs.params
+    radii = tuple(p.certify.radii)
+    sec = Section("Proven vs broken: L2 attacks at the certified radii")
+    rows = []
+    for model in p.certify.models:
+        for sigma in p.certify.sigmas:
+            key = f"{model}.sigma_{sigma:g}"
+            if f"{key}.l2.radius_0.accuracy" not in cert:
+                continue
+            cells = (
+                f"{_share(cert, f'{key}.radius_{r:g}.certified_accuracy')} - "
+                f"{_share(cert, f'{key}.l2.radius_{r:g}.accuracy')}"
+                for r in radii
+            )
+            held = cert.get(f"checks.{key}.l2_certified_le_attacked")
+            rows.append((model, f"{sigma:g}", *cells, "passed" if held else "FAILED"))
+    if rows:
+        sec.blocks.append(
+            Paragraph(
+                "Certified accuracy lower-bounds the smoothed classifier's accuracy under every L2 "
+                "attack within radius r; its accuracy under one such attack bounds it from above. "
+                f"Both on the certify stage's {int(cert.get('images', 0))} test images: L2 PGD on "
+                f"the smoothed classifier with the gradient averaged over {p.certify.attack_samples}"
+                f" noise draws per step (EOT, Salman et al. 2019; {p.certify.l2_steps} steps, "
+                "certify.l2_steps), smallest radius first on the images still right, where right "
+                f"means the majority vote of n = {p.certify.n} noisy copies. Each cell is "
+                "certified - attacked; the truth lies between. The check fails where the "
+                "certificate claims more than the attack left (one image of slack)."
+            )
+        )
+        columns = ("model", "sigma", *(f"r={r:g}" for r in radii), "certified <= attacked")
+        sec.blocks.append(Table(columns, tuple(rows)))
+    if figure:
+        sec.blocks += [f for f in inputs.figures["certify"] if f.path.name == BOUNDS_PNG]
+    defences = [d for d in defences_in(rob) if f"{d}.l2.radius_0.accuracy" in rob]
+    if defences:
+        pixels = p.data.image_size**2
+        sec.blocks.append(
+            Paragraph(
+                "The same threat model without smoothing: L2 APGD-CE "
+                f"({p.robustness.apgd_steps} steps, {p.robustness.apgd_restarts} restart(s)) end "
+                "to end through every defence (BPDA where needed), smallest radius first, on "
+                f"{int(rob.get('l2_images', 0))} of the robustness stage's images "
+                "(robustness.l2_images; radius 0 is clean accuracy there). The L-inf ball of eps "
+                f"lies inside the L2 ball of eps x {math.sqrt(pixels):g}; check l2_le_linf_inside "
+                "fails where the L2 attack leaves more than the L-inf attacks inside its ball."
+            )
+        )
+        table = []
+        for d in defences:
+            cells = (_share(rob, f"{d}.l2.radius_{r:g}.accuracy") for r in radii)
+            held = rob.get(f"checks.{d}.l2_le_linf_inside")
+            table.append((d, *cells, "-" if held is None else ("passed" if held else "FAILED")))
+        columns = ("defence", *(f"r={r:g}" for r in radii), "L2 <= L-inf inside")
+        sec.blocks.append(Table(columns, tuple(table)))
+    return sec
