@@ -235,6 +235,55 @@ def test_robustness_section_renders_any_defences_and_verdicts(tmp_path):
     assert "no defence is flagged at this budget" in text  # no Square figures: p = 1 everywhere
 
 
+def _l2_metrics(violated: bool) -> tuple[dict, dict]:
+    """certify and robustness metrics with L2 figures at the default radii (cnn at sigma 0.25
+    only); `violated`: the certificate at r = 0.25 claims more than the attack left."""
+    radii = (0.0, 0.1, 0.25, 0.5, 1.0)
+    upper = (0.9, 0.8, 0.5 if violated else 0.7, 0.4, 0.1)
+    lower = (0.8, 0.7, 0.7, 0.0, 0.0)
+    key = "cnn.sigma_0.25"
+    cert = {"images": 20, "l2_images": 8, f"checks.{key}.l2_certified_le_attacked": not violated}
+    for r, hi, lo in zip(radii, upper, lower, strict=True):
+        cert |= {
+            f"{key}.l2.radius_{r:g}.accuracy": hi,
+            f"{key}.l2.radius_{r:g}.certified_accuracy": lo,
+        }
+    rob = {"eps": 0.008, "test_images": 40, "l2_images": 10, "checks.none.l2_le_linf_inside": True}
+    for d, clean, worst in (("none", 0.95, 0.1), ("ae", 0.9, 0.5)):
+        rob |= {f"{d}.clean_accuracy": clean, f"{d}.robust_accuracy": worst,
+                f"{d}.oblivious.worst.accuracy": worst, f"{d}.adaptive.worst.accuracy": worst}  # fmt: skip
+    curve = (0.9, 0.6, 0.3, 0, 0)
+    rob |= {f"none.l2.radius_{r:g}.accuracy": a for r, a in zip(radii, curve, strict=True)}
+    return cert, rob
+
+
+@pytest.mark.parametrize("violated", [False, True])
+def test_the_l2_section_sets_certified_beside_attacked_and_names_a_violation(tmp_path, violated):
+    _tree(tmp_path)
+    cert, rob = _l2_metrics(violated)
+    (tmp_path / "metrics" / "certify.json").write_text(json.dumps(cert))
+    (tmp_path / "metrics" / "robustness.json").write_text(json.dumps(rob))
+    _png(tmp_path / "plots" / "certify" / "bounds.png", 99)
+    assert _run(tmp_path) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    text = _text(page)
+    assert "Proven vs broken: L2 attacks at the certified radii" in text
+    middle = "50.0%" if violated else "70.0%"
+    assert (
+        f"cnn 0.25 80.0% - 90.0% 70.0% - 80.0% 70.0% - {middle} 0.0% - 40.0% 0.0% - 10.0%" in text
+    )
+    assert ("FAILED" in text) is violated
+    assert "none 90.0% 60.0% 30.0% 0.0% 0.0% passed" in text
+    assert "of the robustness stage's images" in text and "on 10 of" in text
+    if violated:
+        assert "FAILED for cnn.sigma_0.25: a certificate claims more than the attack left" in text
+    else:
+        assert "held for all 1 (model, sigma) pairs. The widest gap, 40.0 points (cnn, " in text
+    assert text.count("certified accuracy (solid, a lower bound)") == 1  # bounds.png, once
+    results = (tmp_path / "results.md").read_text()
+    assert "Proven vs broken" in results and "bounds.png" not in results
+
+
 def test_the_masking_sentence_states_the_budget_and_names_what_it_flags():
     from advdenoise.core.params import load_params
     from advdenoise.report.robustness import masking_sentence

@@ -15,6 +15,7 @@ from advdenoise.report.inputs import (
     denoised_accuracy,
     get,
 )
+from advdenoise.report.l2 import l2_conclusions
 from advdenoise.report.paper import EMBEDDING_NAMES, SPACE_NAMES
 from advdenoise.report.robustness import best_certified, detector_paragraph
 from advdenoise.report.rules import (
@@ -132,6 +133,7 @@ def conclusions(inputs: Inputs) -> Section:
         if detector is not None:
             out.append(detector.text)
     out += certify_conclusions(inputs)
+    out += l2_conclusions(inputs)
     sec = Section("Conclusions")
     if out:
         sec.blocks.append(
