@@ -56,6 +56,7 @@ TINY = {
         "max_images": 8,
         "attack_images": 2,
         "attack_samples": 4,
+        "l2_steps": 2,
     },
 }
 
