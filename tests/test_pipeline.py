@@ -48,6 +48,7 @@ TINY = {
         "apgd_steps": 3,
         "square_queries": 10,
         "detector_steps": 3,
+        "l2_steps": 3,
     },
     "train_ae_gauss": {"epochs": 1},
     "certify": {

@@ -103,7 +103,7 @@ def _oblivious(cnn: nn.Module, x: np.ndarray, y: np.ndarray) -> AdversarialSets:
     return AdversarialSets(ATTACK.eps_grid, images)
 
 
-FAST = dict(apgd_steps=3, square_queries=10, detector_steps=3, detector_eps=0.05)
+FAST = dict(apgd_steps=3, square_queries=10, detector_steps=3, detector_eps=0.05, l2_steps=3)
 ROBUSTNESS = section("robustness")
 
 

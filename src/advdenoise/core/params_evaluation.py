@@ -110,6 +110,7 @@ class RobustnessParams:
     workers: int  # processes that evaluate (defence, eps) cells side by side; results do not change
     external_images: int  # seeded class-stratified subset of data.external attacked; 0 = all of it
     l2_images: int  # L2 APGD's seeded subset of the evaluated images (at certify.radii); 0 = all
+    l2_steps: int  # its iterations per radius (one restart of robustness.apgd_restarts' count)
 
     def __post_init__(self) -> None:
         check_range("robustness.workers", self.workers, 1, 256)
@@ -143,7 +144,7 @@ class RobustnessParams:
         )
         check_range("robustness.jpeg_quality", self.jpeg_quality, 1, 95)
         for key in ("apgd_steps", "apgd_restarts", "apgd_check_restarts", "square_queries",
-                    "detector_steps"):  # fmt: skip
+                    "detector_steps", "l2_steps"):  # fmt: skip
             check_range(f"robustness.{key}", getattr(self, key), 1, 100_000)
         check_min("robustness.restarts_tolerance", self.restarts_tolerance, 0)
         check(

@@ -64,7 +64,7 @@ def l2_section(inputs: Inputs, figure: bool = True) -> Section | None:
         sec.blocks.append(
             Paragraph(
                 "The same threat model without smoothing: L2 APGD-CE "
-                f"({p.robustness.apgd_steps} steps, {p.robustness.apgd_restarts} restart(s)) end "
+                f"({p.robustness.l2_steps} steps, {p.robustness.apgd_restarts} restart(s)) end "
                 "to end through every defence (BPDA where needed), smallest radius first, on "
                 f"{int(rob.get('l2_images', 0))} of the robustness stage's images "
                 "(robustness.l2_images; radius 0 is clean accuracy there). The L-inf ball of eps "

@@ -281,7 +281,7 @@ def _l2_attacks(
     for r in sorted(radii):
         if r > 0:
             attack = partial(
-                attacks.apgd_l2, classifier, radius=r, steps=params.apgd_steps,
+                attacks.apgd_l2, classifier, radius=r, steps=params.l2_steps,
                 restarts=params.apgd_restarts, batch_size=batch_size,
                 seed=named_seed(seed, "robustness.apgd_l2", result.name, eps_key(r)),
             )  # fmt: skip
