@@ -8,6 +8,8 @@ with n Monte Carlo samples, Clopper-Pearson at level alpha; abstain when p_A < 1
 - `ae_gauss`: denoised smoothing (Salman et al. 2020): the Gaussian denoiser in front of the CNN.
 Certified accuracy at radius r = fraction of images certified for the true class with radius >= r.
 An L2 ball of radius r contains the L-inf ball of radius r / sqrt(d) (d = pixels), stated beside.
+The attack side of the same threat model: accuracy under L2 PGD + EOT within r (`attack_radii`),
+an upper bound that the certified lower bound must not exceed (`bounds_meet`).
 """
 
 from __future__ import annotations
