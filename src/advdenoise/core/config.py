@@ -110,6 +110,17 @@ def check_grid(key: str, grid: tuple[float, ...]) -> None:
     )
 
 
+def check_headline(section: str, eps: float, grid: tuple[float, ...]) -> None:
+    """`<section>.eps_grid` is an eps grid and `<section>.eps`, the section's headline, one of it."""
+    check_grid(f"{section}.eps_grid", grid)
+    check(
+        eps in grid,
+        f"{section}.eps",
+        f"must be one of {section}.eps_grid {list(grid)} (add it to the grid)",
+        eps,
+    )
+
+
 def check_widths(key: str, channels: tuple[int, ...]) -> None:
     check(
         len(channels) >= 1 and min(channels) >= 1,

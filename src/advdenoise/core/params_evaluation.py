@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from advdenoise.core.config import (
     check,
-    check_grid,
+    check_headline,
     check_min,
     check_names,
     check_range,
@@ -35,13 +35,7 @@ class AttackParams:
 
     def __post_init__(self) -> None:
         check_range("attack.eps", self.eps, 0.0, 1.0)
-        check_grid("attack.eps_grid", self.eps_grid)
-        check(
-            self.eps in self.eps_grid,
-            "attack.eps",
-            f"must be one of attack.eps_grid {list(self.eps_grid)} (add it to the grid)",
-            self.eps,
-        )
+        check_headline("attack", self.eps, self.eps_grid)
         check_names("attack.methods", self.methods, registered("attacks"), "methods")
         check_min("attack.pgd_steps", self.pgd_steps, 1)
         check_range("attack.pgd_step_fraction", self.pgd_step_fraction, 1e-4, 2.0)
@@ -128,13 +122,7 @@ class RobustnessParams:
             self.max_images,
         )
         check_names("robustness.defences", self.defences, registered("defences"), "defences")
-        check_grid("robustness.eps_grid", self.eps_grid)
-        check(
-            self.eps in self.eps_grid,
-            "robustness.eps",
-            f"must be one of robustness.eps_grid {list(self.eps_grid)} (add it to the grid)",
-            self.eps,
-        )
+        check_headline("robustness", self.eps, self.eps_grid)
         check_range("robustness.squeeze_bits", self.squeeze_bits, 1, 8)
         check(
             self.smoothing_window in (2, 3, 5, 7),
