@@ -2,9 +2,9 @@
 
 Oblivious = the attack stage's sets (crafted against the bare CNN) through defence + CNN; adaptive =
 FGSM, PGD and APGD-CE on Sequential(defence, CNN) end to end (BPDA for JPEG and feature squeezing),
-and the gradient-free Square on its own; the reconstruction-error detector under oblivious and
-detector-aware PGD. With data.external set, the same at robustness.eps on another site's images
-(metrics external.*; refused if it shares an image with data.source).
+and the gradient-free Square on its own; L2 APGD-CE at certify.radii; the reconstruction-error
+detector under oblivious and detector-aware PGD. With data.external set, the same at robustness.eps
+on another site's images (metrics external.*; refused if it shares an image with data.source).
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@
 # - gradient-free: the Square Attack at the headline eps, on its own (robustness.square_images,
 #   square_queries): it needs scores only, so masked gradients cannot hide a weakness from it. If
 #   it breaks more images than the gradient attacks by more than sampling noise (a one-sided exact
-#   McNemar test), the check gradient_not_masked fails.
+#   McNemar test), the check gradient_not_masked fails;
+# - L2: APGD-CE with norm 2 at every radius of certify.radii (robustness.l2_images, l2_steps), the
+#   threat model of the certificates, so the certify stage's figures meet an attack on it.
 # An image counts as robust only if it survives every attack: `robust_accuracy`, the per-image
 # worst case over all of them (AutoAttack's robust accuracy), is the figure the verdicts use; the
 # worst cases per threat model and eps are the gradient-based attacks'. Attacks run on the images
@@ -18,7 +20,8 @@
 # Checks (True = passed): iterative attacks at least as strong as FGSM; accuracy non-increasing in
 # eps; PGD converged (2x steps moves accuracy by at most one point); APGD's extra restarts break at
 # most robustness.restarts_tolerance images; the random sign-noise floor; adaptive at least as
-# strong as oblivious; gradient_not_masked. The reconstruction-error detector is attacked too
+# strong as oblivious; gradient_not_masked; L2 at least as strong as the L-inf attacks whose ball
+# lies inside its own (l2_le_linf_inside). The reconstruction-error detector is attacked too
 # (`detector`).
 #
 # Modules: `evaluation` (one defence, every attack and eps), `processes` (the cells in worker
