@@ -62,10 +62,7 @@ def apgd_l2(
     """Untargeted L2 APGD-CE within `radius` (ART `AutoProjectedGradientDescent`, norm 2): the
     threat model of randomized smoothing's certified radii. First step 2 * radius (AutoAttack's);
     ART's own loop (the re-expressed `_DeviceAPGD` is L-inf only)."""
-    if x.ndim != 4 or x.dtype != np.float32 or len(y) != len(x) or batch_size < 1:
-        raise ValueError(f"apgd_l2 takes float32 images N x C x H x W and N labels, got {x.shape}")
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
+    check_inputs(x, y, radius, batch_size, max_eps=math.inf)
     return _run_apgd(
         AutoProjectedGradientDescent, 2, classifier, x, y, radius, steps, restarts, batch_size, seed
     )

@@ -106,12 +106,16 @@ def seeded(seed: int | None) -> Iterator[None]:
         np.random.set_state(np_state)  # noqa: NPY002
 
 
-def check_inputs(x: np.ndarray, y: np.ndarray, eps: float, batch_size: int) -> None:
+def check_inputs(
+    x: np.ndarray, y: np.ndarray, eps: float, batch_size: int, max_eps: float = 1.0
+) -> None:
+    """Images, labels, budget and batch size as every attack takes them; `max_eps` bounds the
+    budget (1 for L-inf in [0, 1]; an L2 radius can exceed it)."""
     if x.ndim != 4 or x.dtype != np.float32:
         raise ValueError(f"x must be float32 (N, C, H, W), got {x.dtype} {x.shape}")
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"y must be {len(x)} integer class indices, got {y.dtype} {y.shape}")
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"eps must be in [0, 1], got {eps}")
+    if not 0.0 <= eps <= max_eps:
+        raise ValueError(f"eps must be in [0, {max_eps:g}], got {eps}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

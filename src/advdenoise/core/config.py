@@ -110,6 +110,11 @@ def check_grid(key: str, grid: tuple[float, ...]) -> None:
     )
 
 
+def check_subset(key: str, value: int, least: int, zero: str) -> None:
+    """A seeded subset's size: 0 (`zero`: all of them) or at least `least` images."""
+    check(value == 0 or value >= least, key, f"must be 0 ({zero}) or >= {least}", value)
+
+
 def check_headline(section: str, eps: float, grid: tuple[float, ...]) -> None:
     """`<section>.eps_grid` is an eps grid and `<section>.eps`, the section's headline, one of it."""
     check_grid(f"{section}.eps_grid", grid)

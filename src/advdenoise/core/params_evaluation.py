@@ -13,6 +13,7 @@ from advdenoise.core.config import (
     check_min,
     check_names,
     check_range,
+    check_subset,
     registered,
 )
 
@@ -104,23 +105,13 @@ class RobustnessParams:
     workers: int  # processes that evaluate (defence, eps) cells side by side; results do not change
     external_images: int  # seeded class-stratified subset of data.external attacked; 0 = all of it
     l2_images: int  # L2 APGD's seeded subset of the evaluated images (at certify.radii); 0 = all
-    l2_steps: int  # its iterations per radius (one restart of robustness.apgd_restarts' count)
+    l2_steps: int  # its iterations per radius (with robustness.apgd_restarts restarts)
 
     def __post_init__(self) -> None:
         check_range("robustness.workers", self.workers, 1, 256)
         check_min("robustness.external_images", self.external_images, 0)
-        check(
-            self.l2_images == 0 or self.l2_images >= 10,
-            "robustness.l2_images",
-            "must be 0 (every evaluated image) or >= 10",
-            self.l2_images,
-        )
-        check(
-            self.max_images == 0 or self.max_images >= 20,
-            "robustness.max_images",
-            "must be 0 (the whole test split) or >= 20",
-            self.max_images,
-        )
+        check_subset("robustness.l2_images", self.l2_images, 10, "every evaluated image")
+        check_subset("robustness.max_images", self.max_images, 20, "the whole test split")
         check_names("robustness.defences", self.defences, registered("defences"), "defences")
         check_headline("robustness", self.eps, self.eps_grid)
         check_range("robustness.squeeze_bits", self.squeeze_bits, 1, 8)
@@ -135,12 +126,7 @@ class RobustnessParams:
                     "detector_steps", "l2_steps"):  # fmt: skip
             check_range(f"robustness.{key}", getattr(self, key), 1, 100_000)
         check_min("robustness.restarts_tolerance", self.restarts_tolerance, 0)
-        check(
-            self.square_images == 0 or self.square_images >= 10,
-            "robustness.square_images",
-            "must be 0 (every evaluated image) or >= 10",
-            self.square_images,
-        )
+        check_subset("robustness.square_images", self.square_images, 10, "every evaluated image")
         check_range("robustness.square_p_init", self.square_p_init, 0.01, 1.0)
         check_range("robustness.masking_alpha", self.masking_alpha, 1e-6, 0.5)
         check_min("robustness.detector_lambda", self.detector_lambda, 0)
@@ -177,19 +163,9 @@ class CertifyParams:
         check_range("certify.n0", self.n0, 1, 1_000_000)
         check_range("certify.n", self.n, 10, 1_000_000)
         check(0 < self.alpha < 0.5, "certify.alpha", "must be in (0, 0.5)", self.alpha)
-        check(
-            self.max_images == 0 or self.max_images >= 2,
-            "certify.max_images",
-            "must be 0 (the whole test split) or >= 2",
-            self.max_images,
-        )
+        check_subset("certify.max_images", self.max_images, 2, "the whole test split")
         check_min("certify.batch_size", self.batch_size, 1)
         check_range("certify.attack_images", self.attack_images, 0, 1000)
         check_range("certify.attack_samples", self.attack_samples, 1, 1024)
         check_range("certify.l2_steps", self.l2_steps, 0, 10_000)
-        check(
-            self.l2_images == 0 or self.l2_images >= 2,
-            "certify.l2_images",
-            "must be 0 (every certified image) or >= 2",
-            self.l2_images,
-        )
+        check_subset("certify.l2_images", self.l2_images, 2, "every certified image")

@@ -66,6 +66,12 @@ def pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
+def share(m: Mapping[str, float | bool], key: str) -> str:
+    """A metric as a percentage, '-' where it is absent (or not a number)."""
+    value = m.get(key)
+    return "-" if value is None or isinstance(value, bool) else pct(float(value))
+
+
 def num(value: float | bool) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"

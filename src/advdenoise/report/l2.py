@@ -5,15 +5,10 @@ from __future__ import annotations
 import math
 
 from advdenoise.evaluation.verdicts import defences_in
-from advdenoise.report.document import Paragraph, Section, Table, pct
-from advdenoise.report.inputs import Inputs, Metrics
+from advdenoise.report.document import Paragraph, Section, Table, share
+from advdenoise.report.inputs import Inputs
 
 BOUNDS_PNG = "bounds.png"  # the certify stage's figure of this section
-
-
-def _share(m: Metrics, key: str) -> str:
-    value = m.get(key)
-    return "-" if value is None else pct(float(value))
 
 
 def l2_section(inputs: Inputs, figure: bool = True) -> Section | None:
@@ -33,8 +28,8 @@ def l2_section(inputs: Inputs, figure: bool = True) -> Section | None:
             if f"{key}.l2.radius_0.accuracy" not in cert:
                 continue
             cells = (
-                f"{_share(cert, f'{key}.l2.radius_{r:g}.certified_accuracy')} - "
-                f"{_share(cert, f'{key}.l2.radius_{r:g}.accuracy')}"
+                f"{share(cert, f'{key}.l2.radius_{r:g}.certified_accuracy')} - "
+                f"{share(cert, f'{key}.l2.radius_{r:g}.accuracy')}"
                 for r in radii
             )
             held = cert.get(f"checks.{key}.l2_certified_le_attacked")
@@ -74,7 +69,7 @@ def l2_section(inputs: Inputs, figure: bool = True) -> Section | None:
         )
         table = []
         for d in defences:
-            cells = (_share(rob, f"{d}.l2.radius_{r:g}.accuracy") for r in radii)
+            cells = (share(rob, f"{d}.l2.radius_{r:g}.accuracy") for r in radii)
             held = rob.get(f"checks.{d}.l2_le_linf_inside")
             table.append((d, *cells, "-" if held is None else ("passed" if held else "FAILED")))
         columns = ("defence", *(f"r={r:g}" for r in radii), "L2 <= L-inf inside")

@@ -7,18 +7,13 @@ and a test regenerates it from the committed metrics, so it cannot drift from th
 from __future__ import annotations
 
 from advdenoise.core.params import Params
-from advdenoise.report.document import Block, Paragraph, Section, Table, pct, pivot
+from advdenoise.report.document import Block, Paragraph, Section, Table, pivot, share
 from advdenoise.report.inputs import Inputs, Metrics, dataset_name, not_run
 from advdenoise.report.l2 import l2_section
 from advdenoise.report.robustness import with_clean, worst_case_tables
 from advdenoise.report.summary import verdict_table
 
 TITLE = "Results"
-
-
-def share(m: Metrics, key: str) -> str:
-    value = m.get(key)
-    return "-" if value is None or isinstance(value, bool) else pct(float(value))
 
 
 def robustness_tables(p: Params, m: Metrics) -> list[Block]:

@@ -246,9 +246,7 @@ def _headline_extras(
     result.apgd_more_restarts = _correct_after(
         more_restarts, x, y, left, e, f"{result.name}: apgd restarts eps={e:g}", correct
     )
-    subset = np.zeros(len(y), dtype=bool)
-    subset[evaluation_subset(y, params.square_images, seed, SQUARE_STREAM)] = True
-    result.square_subset = subset
+    result.square_subset = subset = _subset_mask(y, params.square_images, seed, SQUARE_STREAM)
     square = partial(
         attacks.square, classifier, eps=e, queries=params.square_queries,
         p_init=params.square_p_init, batch_size=batch_size,
@@ -274,9 +272,7 @@ def _l2_attacks(
     """L2 APGD-CE end to end at each radius, smallest first, on the images of its seeded subset
     still correct: an image broken within a smaller ball is broken within every larger one (the
     cascade AutoAttack runs over attacks, here over radii)."""
-    subset = np.zeros(len(y), dtype=bool)
-    subset[evaluation_subset(y, params.l2_images, seed, L2_STREAM)] = True
-    result.l2_subset = subset
+    result.l2_subset = subset = _subset_mask(y, params.l2_images, seed, L2_STREAM)
     alive = subset & result.clean
     for r in sorted(radii):
         if r > 0:
@@ -288,6 +284,13 @@ def _l2_attacks(
             what = f"{result.name}: apgd_l2 radius={r:g}"
             alive = _correct_after(attack, x, y, np.flatnonzero(alive), r, what, correct, norm=2)
         result.l2[float(r)] = alive
+
+
+def _subset_mask(y: np.ndarray, images: int, seed: int, stream: str) -> np.ndarray:
+    """`evaluation_subset` of the evaluated images as a bool per image."""
+    mask = np.zeros(len(y), dtype=bool)
+    mask[evaluation_subset(y, images, seed, stream)] = True
+    return mask
 
 
 def _correct_after(
